@@ -68,7 +68,7 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
                 Ok(()) => Ok((key, true)),
                 // Another process created it between our read and our link: theirs wins.
                 Err(KeyFileError::NotWritable { source, .. })
-                    if source.kind() == io::ErrorKind::AlreadyExists =>
+                    if source.kind() == io::ErrorKind::AlreadyExists && path.is_file() =>
                 {
                     load(path).map(|key| (key, false))
                 }
