@@ -12,7 +12,8 @@ static ENCODING: LazyLock<Encoding> = LazyLock::new(|| {
     spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
     spec.translate.from.push_str("ABCDEFGHIJKLMNOPQRSTUVWXYZ");
     spec.translate.to.push_str("abcdefghijklmnopqrstuvwxyz");
-    spec.encoding().expect("static base32 specification is valid")
+    spec.encoding()
+        .expect("static base32 specification is valid")
 });
 
 /// Encodes bytes as lowercase unpadded base32.

@@ -156,10 +156,16 @@ mod tests {
 
     #[test]
     fn node_id_text_errors() {
-        assert!(matches!("abc".parse::<NodeId>(), Err(KeyError::BadNodeIdText(_))));
+        assert!(matches!(
+            "abc".parse::<NodeId>(),
+            Err(KeyError::BadNodeIdText(_))
+        ));
         let id = SecretKey::generate().node_id().to_string();
         let bad_char = format!("1{}", &id[1..]);
-        assert!(matches!(bad_char.parse::<NodeId>(), Err(KeyError::BadNodeIdText(_))));
+        assert!(matches!(
+            bad_char.parse::<NodeId>(),
+            Err(KeyError::BadNodeIdText(_))
+        ));
     }
 
     #[test]
@@ -175,7 +181,10 @@ mod tests {
         let key = SecretKey::generate();
         let sig = key.sign(b"hello");
         key.node_id().verify(b"hello", &sig).unwrap();
-        assert_eq!(key.node_id().verify(b"hellO", &sig), Err(KeyError::BadSignature));
+        assert_eq!(
+            key.node_id().verify(b"hellO", &sig),
+            Err(KeyError::BadSignature)
+        );
         let other = SecretKey::generate().node_id();
         assert_eq!(other.verify(b"hello", &sig), Err(KeyError::BadSignature));
     }

@@ -193,13 +193,34 @@ mod tests {
         bytes[last] = if bytes[last] == b'a' { b'b' } else { b'a' };
         fs::write(&path, &bytes).unwrap();
         let err = load_or_create(&path).unwrap_err();
-        assert!(matches!(err, KeyFileError::Corrupt { why: "checksum mismatch", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                KeyFileError::Corrupt {
+                    why: "checksum mismatch",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert_eq!(fs::read(&path).unwrap(), bytes);
 
         fs::write(&path, b"garbage").unwrap();
-        assert!(matches!(load(&path), Err(KeyFileError::Corrupt { why: "unknown format", .. })));
+        assert!(matches!(
+            load(&path),
+            Err(KeyFileError::Corrupt {
+                why: "unknown format",
+                ..
+            })
+        ));
         fs::write(&path, [0xff, 0xfe]).unwrap();
-        assert!(matches!(load(&path), Err(KeyFileError::Corrupt { why: "not text", .. })));
+        assert!(matches!(
+            load(&path),
+            Err(KeyFileError::Corrupt {
+                why: "not text",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -116,7 +116,10 @@ mod tests {
     fn sample() -> NodeAddr {
         NodeAddr::new(
             SecretKey::generate().node_id(),
-            ["127.0.0.1:4433".parse().unwrap(), "[::1]:4433".parse().unwrap()],
+            [
+                "127.0.0.1:4433".parse().unwrap(),
+                "[::1]:4433".parse().unwrap(),
+            ],
         )
     }
 
@@ -125,7 +128,10 @@ mod tests {
         let addr = sample();
         let text = addr.to_ticket();
         assert!(text.starts_with("node"));
-        assert!(text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            text.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert_eq!(NodeAddr::from_ticket(&text).unwrap(), addr);
         assert_eq!(NodeAddr::from_ticket(&format!("  {text}\n")).unwrap(), addr);
     }
@@ -137,7 +143,10 @@ mod tests {
             let mut bytes = text.clone().into_bytes();
             bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
             let tampered = String::from_utf8(bytes).unwrap();
-            assert!(NodeAddr::from_ticket(&tampered).is_err(), "change at {i} went unnoticed");
+            assert!(
+                NodeAddr::from_ticket(&tampered).is_err(),
+                "change at {i} went unnoticed"
+            );
         }
     }
 
@@ -158,7 +167,10 @@ mod tests {
         ));
         assert!(matches!(
             NodeAddr::from_ticket(&format!("node{}", "a".repeat(5000))),
-            Err(TicketError::Malformed { why: "too long", .. })
+            Err(TicketError::Malformed {
+                why: "too long",
+                ..
+            })
         ));
     }
 
@@ -168,7 +180,10 @@ mod tests {
         addr.addrs = (0..40).map(|p| ([127, 0, 0, 1], p).into()).collect();
         assert!(matches!(
             NodeAddr::from_ticket(&addr.to_ticket()),
-            Err(TicketError::Malformed { why: "too many addresses", .. })
+            Err(TicketError::Malformed {
+                why: "too many addresses",
+                ..
+            })
         ));
     }
 }

@@ -1,0 +1,332 @@
+//! The node's one UDP socket, shared between QUIC and everything else that must leave from the same port.
+//!
+//! NAT traversal needs STUN binding requests, hole-punch probes and relay traffic to use the very port
+//! QUIC uses, because that port is what the NAT mapped. [`SharedSocket`] wraps quinn's socket and
+//! demultiplexes incoming datagrams by their first byte (RFC 9443): QUIC goes to quinn, STUN goes to
+//! whoever [subscribed](SharedSocket::subscribe), anything else is dropped and counted. The QUIC "grease
+//! the fixed bit" extension is disabled on the endpoint so that every QUIC packet has that bit set.
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+use tokio::sync::mpsc;
+
+/// What a datagram arriving on the shared socket is, judged by its first bytes (RFC 9443 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatagramKind {
+    /// A QUIC packet (long or short header with the fixed bit set).
+    Quic,
+    /// A STUN message (first byte 0–3 and the RFC 5389 magic cookie).
+    Stun,
+    /// Anything else; dropped.
+    Unknown,
+}
+
+const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+
+/// Classifies one datagram.
+pub fn classify(datagram: &[u8]) -> DatagramKind {
+    match datagram.first() {
+        Some(first) if first & 0x40 != 0 => DatagramKind::Quic,
+        Some(0..=3) if datagram.len() >= 20 && datagram[4..8] == STUN_MAGIC_COOKIE => {
+            DatagramKind::Stun
+        }
+        _ => DatagramKind::Unknown,
+    }
+}
+
+/// A non-QUIC datagram received on the shared socket.
+#[derive(Debug, Clone)]
+pub struct RawDatagram {
+    /// Who sent it.
+    pub from: SocketAddr,
+    /// Its kind (never [`DatagramKind::Quic`]).
+    pub kind: DatagramKind,
+    /// Its bytes.
+    pub data: Bytes,
+}
+
+/// Counters for traffic that did not go to QUIC.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RawStats {
+    /// Datagrams handed to the subscriber.
+    pub delivered: u64,
+    /// Datagrams dropped: unknown kind, no subscriber, or subscriber queue full.
+    pub dropped: u64,
+}
+
+/// The node's UDP socket, shared by QUIC and raw (STUN, probe, relay) traffic.
+pub struct SharedSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    subscriber: Mutex<Option<mpsc::Sender<RawDatagram>>>,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl fmt::Debug for SharedSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedSocket")
+            .field("local_addr", &self.inner.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedSocket {
+    /// Wraps a bound std socket for use with the tokio runtime.
+    pub(crate) fn new(socket: std::net::UdpSocket) -> io::Result<Arc<Self>> {
+        let inner = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
+        Ok(Arc::new(Self {
+            inner,
+            subscriber: Mutex::new(None),
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Receives every non-QUIC datagram from now on, through a queue of `capacity`; when the queue is
+    /// full, datagrams are dropped rather than slowing QUIC down. Replaces any earlier subscriber.
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<RawDatagram> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        *self.subscriber.lock().expect("mutex poisoned") = Some(tx);
+        rx
+    }
+
+    /// Counters of raw traffic.
+    pub fn raw_stats(&self) -> RawStats {
+        RawStats {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Sends one datagram from the shared port, waiting while the socket is not writable.
+    pub async fn send_raw(
+        self: &Arc<Self>,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> io::Result<()> {
+        let destination = self.map_destination(destination);
+        let transmit = Transmit {
+            destination,
+            ecn: None,
+            contents: data,
+            segment_size: None,
+            src_ip: None,
+        };
+        let mut poller = self.inner.clone().create_io_poller();
+        std::future::poll_fn(|cx| {
+            loop {
+                ready!(poller.as_mut().poll_writable(cx))?;
+                match self.inner.try_send(&transmit) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    other => return Poll::Ready(other),
+                }
+            }
+        })
+        .await
+    }
+
+    /// An IPv6 dual-stack socket can only send to IPv4-mapped addresses.
+    fn map_destination(&self, destination: SocketAddr) -> SocketAddr {
+        match (self.inner.local_addr(), destination) {
+            (Ok(SocketAddr::V6(_)), SocketAddr::V4(v4)) => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => destination,
+        }
+    }
+
+    fn deliver(&self, from: SocketAddr, kind: DatagramKind, data: &[u8]) {
+        let subscriber = self.subscriber.lock().expect("mutex poisoned");
+        let sent = match (&*subscriber, kind) {
+            (Some(tx), DatagramKind::Stun) => tx
+                .try_send(RawDatagram {
+                    from: canonical(from),
+                    kind,
+                    data: Bytes::copy_from_slice(data),
+                })
+                .is_ok(),
+            _ => false,
+        };
+        let counter = if sent { &self.delivered } else { &self.dropped };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes non-QUIC datagrams from one received buffer (which may hold several GRO segments of
+    /// `meta.stride` bytes), handing each to the subscriber.
+    fn strip_foreign(&self, buf: &mut [u8], meta: &mut RecvMeta) {
+        let stride = if meta.stride == 0 {
+            meta.len
+        } else {
+            meta.stride
+        };
+        let mut start = 0;
+        while start < meta.len {
+            let end = (start + stride).min(meta.len);
+            let kind = classify(&buf[start..end]);
+            if kind == DatagramKind::Quic {
+                start = end;
+                continue;
+            }
+            self.deliver(meta.addr, kind, &buf[start..end]);
+            // Every segment but the last is exactly `stride` long, so closing the gap keeps the layout.
+            buf.copy_within(end..meta.len, start);
+            meta.len -= end - start;
+        }
+    }
+}
+
+/// Turns an IPv4-mapped IPv6 address back into IPv4.
+pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+impl AsyncUdpSocket for SharedSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let received = ready!(self.inner.poll_recv(cx, bufs, meta))?;
+            let mut kept = 0;
+            for i in 0..received {
+                self.strip_foreign(&mut bufs[i], &mut meta[i]);
+                if meta[i].len == 0 {
+                    continue;
+                }
+                if kept != i {
+                    let (front, back) = bufs.split_at_mut(i);
+                    let len = meta[i].len;
+                    front[kept][..len].copy_from_slice(&back[0][..len]);
+                    meta[kept] = meta[i];
+                }
+                kept += 1;
+            }
+            if kept > 0 {
+                return Poll::Ready(Ok(kept));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stun_request() -> Vec<u8> {
+        let mut msg = vec![0x00, 0x01, 0x00, 0x00];
+        msg.extend_from_slice(&STUN_MAGIC_COOKIE);
+        msg.extend_from_slice(&[7; 12]);
+        msg
+    }
+
+    #[test]
+    fn classifies_by_first_byte() {
+        assert_eq!(classify(&stun_request()), DatagramKind::Stun);
+        assert_eq!(classify(&[0xc3, 0, 0, 0, 1]), DatagramKind::Quic);
+        assert_eq!(classify(&[0x41, 1, 2]), DatagramKind::Quic);
+        assert_eq!(classify(&[0x00, 0x01]), DatagramKind::Unknown);
+        assert_eq!(classify(&[0x80, 1]), DatagramKind::Unknown);
+        assert_eq!(classify(&[]), DatagramKind::Unknown);
+    }
+
+    #[tokio::test]
+    async fn strips_stun_from_a_gro_batch_and_keeps_quic_in_order() {
+        let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let socket = SharedSocket::new(std_socket).unwrap();
+        let mut rx = socket.subscribe(8);
+        let stun = stun_request();
+        let stride = stun.len();
+        let quic_a = vec![0x41u8; stride];
+        let quic_b = vec![0x42u8; 5];
+        let mut buf = [quic_a.clone(), stun.clone(), quic_b.clone()].concat();
+        let mut meta = RecvMeta {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            len: buf.len(),
+            stride,
+            ecn: None,
+            dst_ip: None,
+        };
+        socket.strip_foreign(&mut buf, &mut meta);
+        assert_eq!(meta.len, stride + 5);
+        assert_eq!(&buf[..meta.len], [quic_a, quic_b].concat().as_slice());
+        let raw = rx.try_recv().unwrap();
+        assert_eq!(raw.kind, DatagramKind::Stun);
+        assert_eq!(&raw.data[..], &stun[..]);
+        assert_eq!(
+            socket.raw_stats(),
+            RawStats {
+                delivered: 1,
+                dropped: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn raw_send_and_receive_over_loopback() {
+        let a = SharedSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let b = SharedSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        a.send_raw(b.local_addr().unwrap(), &stun_request())
+            .await
+            .unwrap();
+        a.send_raw(b.local_addr().unwrap(), &[0x80, 1, 2, 3])
+            .await
+            .unwrap();
+        let mut rx = b.subscribe(8);
+        // Unknown datagrams never surface; the STUN one does, and nothing is left for QUIC.
+        let mut bufs = vec![0u8; 2048];
+        let mut metas = [RecvMeta::default()];
+        let b2 = b.clone();
+        let receiving = tokio::spawn(async move {
+            std::future::poll_fn(|cx| {
+                let mut iov = [IoSliceMut::new(&mut bufs)];
+                b2.poll_recv(cx, &mut iov, &mut metas)
+            })
+            .await
+        });
+        let raw = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+            .await
+            .expect("STUN datagram delivered")
+            .unwrap();
+        assert_eq!(raw.from, a.local_addr().unwrap());
+        assert!(
+            !receiving.is_finished(),
+            "no datagram was passed on to QUIC"
+        );
+        receiving.abort();
+    }
+}
