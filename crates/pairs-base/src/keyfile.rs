@@ -30,22 +30,22 @@ pub enum KeyFileError {
         why: &'static str,
     },
     /// The file exists but cannot be read.
-    #[error("cannot read key file {path}: {source}")]
+    #[error("cannot read key file {path}: {cause}")]
     Unreadable {
         /// The key file.
         path: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// The file does not exist and cannot be created.
     #[error(
-        "cannot create key file in {dir}: {source} (choose a writable directory with --data-dir or PAIRS_HOME)"
+        "cannot create key file in {dir}: {cause} (choose a writable directory with --data-dir or PAIRS_HOME)"
     )]
     NotWritable {
         /// The directory the key should live in.
         dir: PathBuf,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -57,9 +57,9 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
         Ok(key) => Ok((key, false)),
         // A missing file, or a data directory path that is blocked by a file: try to create, which
         // reports the directory as not writable.
-        Err(KeyFileError::Unreadable { source, .. })
+        Err(KeyFileError::Unreadable { cause, .. })
             if matches!(
-                source.kind(),
+                cause.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
             ) =>
         {
@@ -67,8 +67,8 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
             match create(path, &key) {
                 Ok(()) => Ok((key, true)),
                 // Another process created it between our read and our link: theirs wins.
-                Err(KeyFileError::NotWritable { source, .. })
-                    if source.kind() == io::ErrorKind::AlreadyExists && path.is_file() =>
+                Err(KeyFileError::NotWritable { cause, .. })
+                    if cause.kind() == io::ErrorKind::AlreadyExists && path.is_file() =>
                 {
                     load(path).map(|key| (key, false))
                 }
@@ -81,9 +81,9 @@ pub fn load_or_create(path: &Path) -> Result<(SecretKey, bool), KeyFileError> {
 
 /// Loads the key stored at `path`.
 pub fn load(path: &Path) -> Result<SecretKey, KeyFileError> {
-    let text = fs::read(path).map_err(|source| KeyFileError::Unreadable {
+    let text = fs::read(path).map_err(|cause| KeyFileError::Unreadable {
         path: path.to_owned(),
-        source,
+        cause,
     })?;
     decode(&text).map_err(|why| KeyFileError::Corrupt {
         path: path.to_owned(),
@@ -94,9 +94,9 @@ pub fn load(path: &Path) -> Result<SecretKey, KeyFileError> {
 /// Stores `key` at `path`, which must not exist yet. Creates the parent directories (mode 0700).
 pub fn create(path: &Path, key: &SecretKey) -> Result<(), KeyFileError> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let not_writable = |source| KeyFileError::NotWritable {
+    let not_writable = |cause| KeyFileError::NotWritable {
         dir: dir.clone(),
-        source,
+        cause,
     };
     create_private_dir(&dir).map_err(not_writable)?;
     let tmp = dir.join(format!(

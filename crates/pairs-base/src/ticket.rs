@@ -78,7 +78,9 @@ pub trait Ticket: Serialize + DeserializeOwned {
         if text.len() > MAX_TICKET_LEN {
             return Err(malformed("too long"));
         }
-        let body = base32::decode(encoded).ok_or_else(|| malformed("not base32 (a-z, 2-7)"))?;
+        let body = base32::decode(encoded).ok_or_else(|| {
+            malformed("not base32 (a-z, 2-7), or cut short: copy it again in full")
+        })?;
         if body.len() < 1 + CHECKSUM_LEN {
             return Err(malformed("too short"));
         }

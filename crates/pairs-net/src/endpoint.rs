@@ -31,12 +31,12 @@ pub enum BindError {
     #[error("cannot bind {0}: that address is not assigned to this machine")]
     AddrNotAvailable(SocketAddr),
     /// Any other failure.
-    #[error("cannot bind UDP socket {addr}: {source}")]
+    #[error("cannot bind UDP socket {addr}: {cause}")]
     Io {
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
@@ -89,9 +89,11 @@ fn join_addrs(addrs: &[SocketAddr]) -> String {
 pub struct EndpointConfig {
     /// The node's key.
     pub secret: SecretKey,
-    /// Where to bind. `None`: every interface, IPv6 and IPv4 on one socket where the system allows, on a
-    /// port the system picks.
+    /// Where to bind. `None`: every interface, IPv6 and IPv4 on one socket where the system allows, on
+    /// [`EndpointConfig::port`].
     pub bind: Option<SocketAddr>,
+    /// The port used when `bind` is `None`; 0 lets the system pick.
+    pub port: u16,
     /// Per-address dial timeout.
     pub connect_timeout: Duration,
 }
@@ -102,6 +104,7 @@ impl EndpointConfig {
         Self {
             secret,
             bind: None,
+            port: 0,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
     }
@@ -123,17 +126,22 @@ impl Endpoint {
     pub async fn bind(config: EndpointConfig) -> Result<Self, BindError> {
         let std_socket = match config.bind {
             Some(addr) => bind_socket(addr)?,
-            None => bind_socket(SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)))
-                .or_else(|_| bind_socket(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))))?,
+            None => match bind_socket(SocketAddr::from((Ipv6Addr::UNSPECIFIED, config.port))) {
+                Err(BindError::Io { .. } | BindError::AddrNotAvailable(_)) => {
+                    // No IPv6 on this system.
+                    bind_socket(SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.port)))?
+                }
+                other => other?,
+            },
         };
-        let addr = std_socket.local_addr().map_err(|source| BindError::Io {
+        let addr = std_socket.local_addr().map_err(|cause| BindError::Io {
             addr: config
                 .bind
                 .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
-            source,
+            cause,
         })?;
         let socket =
-            SharedSocket::new(std_socket).map_err(|source| BindError::Io { addr, source })?;
+            SharedSocket::new(std_socket).map_err(|cause| BindError::Io { addr, cause })?;
         let mut endpoint_config = quinn::EndpointConfig::default();
         // Other protocols share the socket, told apart by this bit (RFC 9443), so it must not be greased.
         endpoint_config.grease_quic_bit(false);
@@ -143,7 +151,7 @@ impl Endpoint {
             socket.clone(),
             Arc::new(quinn::TokioRuntime),
         )
-        .map_err(|source| BindError::Io { addr, source })?;
+        .map_err(|cause| BindError::Io { addr, cause })?;
         Ok(Self {
             inner,
             socket,
@@ -317,10 +325,10 @@ fn dedup_keep_order(addrs: &mut Vec<SocketAddr>) {
 
 fn bind_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, BindError> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let classify = |source: io::Error| match source.kind() {
+    let classify = |cause: io::Error| match cause.kind() {
         io::ErrorKind::AddrInUse => BindError::AddrInUse(addr),
         io::ErrorKind::AddrNotAvailable => BindError::AddrNotAvailable(addr),
-        _ => BindError::Io { addr, source },
+        _ => BindError::Io { addr, cause },
     };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(classify)?;

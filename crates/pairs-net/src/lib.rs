@@ -33,4 +33,6 @@ pub use endpoint::{BindError, ConnectError, DEFAULT_CONNECT_TIMEOUT, Endpoint, E
 pub use local_addrs::direct_addrs;
 pub use router::{ProtocolHandler, Router, RouterBuilder};
 pub use socket::SharedSocket;
-pub use stream::{BiStream, RecvStream, SendStream};
+pub use stream::{
+    BiStream, ReadError, ReadExactError, RecvStream, SendStream, StoppedError, WriteError,
+};

@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub use quinn::{RecvStream, SendStream};
+pub use quinn::{ReadError, ReadExactError, RecvStream, SendStream, StoppedError, WriteError};
 
 /// Both halves of a QUIC bidirectional stream.
 #[derive(Debug)]

@@ -1,1 +1,10 @@
+//! pairs: peer-to-peer for any application.
+//!
+//! This crate is the facade over the layers ([`base`] for identity and tickets, [`net`] for the
+//! authenticated QUIC endpoint) and home of the small protocols the `pairs` command line speaks, such as
+//! [`pipe`].
 
+pub use pairs_base as base;
+pub use pairs_net as net;
+
+pub mod pipe;

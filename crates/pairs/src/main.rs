@@ -1,1 +1,42 @@
-fn main() {}
+//! The `pairs` command line.
+
+mod cli;
+mod commands;
+mod home;
+mod stdio;
+
+use clap::Parser as _;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    init_logging(cli.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime");
+    let result = runtime.block_on(commands::run(cli));
+    // Threads blocked reading stdin would keep an orderly shutdown waiting forever; the work is done.
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(err) => {
+            eprintln!("pairs: error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Logs go to stderr only: stdout carries data. `RUST_LOG` wins over `-v`.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,pairs=debug",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

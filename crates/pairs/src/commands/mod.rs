@@ -1,0 +1,18 @@
+//! One module per subcommand.
+
+mod id;
+mod pipe;
+
+use anyhow::Result;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let data_dir = cli.data_dir.as_deref();
+    match cli.command {
+        Command::Id => id::run(data_dir),
+        Command::Listen(args) => pipe::listen(data_dir, args).await,
+        Command::Connect(args) => pipe::connect(data_dir, args).await,
+    }
+}

@@ -1,0 +1,100 @@
+//! `pairs listen` and `pairs connect`: netcat between two nodes, authenticated and encrypted.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use pairs::pipe;
+use pairs_base::{NodeAddr, Ticket as _};
+use pairs_net::{Endpoint, EndpointConfig, Router};
+use tokio::sync::mpsc;
+
+use crate::cli::{BindArgs, ConnectArgs, ListenArgs};
+use crate::home;
+use crate::stdio::{StdoutSink, stdin_chunks};
+
+/// Peers that may wait for their turn under `--keep`; more are turned away as busy.
+const WAITING_PEERS: usize = 8;
+
+pub async fn listen(data_dir: Option<&Path>, args: ListenArgs) -> Result<()> {
+    let endpoint = bind(data_dir, &args.bind, None).await?;
+    let (tx, mut incoming) = mpsc::channel(WAITING_PEERS);
+    let router = Router::builder(endpoint.clone())
+        .accept(pipe::ALPN, tx)
+        .spawn();
+    let ticket = endpoint.node_addr().to_ticket();
+    eprintln!(
+        "pairs: listening as {}; on the other side run:\n\n    pairs connect {ticket}\n",
+        endpoint.node_id()
+    );
+    let mut input = stdin_chunks().context("cannot read stdin")?;
+    let output = StdoutSink::start().context("cannot write stdout")?;
+    let mut result = Ok(());
+    while let Some(connection) = incoming.recv().await {
+        let peer = connection.remote_node_id();
+        eprintln!(
+            "pairs: connected to {} at {}",
+            peer,
+            connection.remote_addr()
+        );
+        let served = async {
+            let stream = pipe::accept(&connection).await?;
+            pipe::run(&connection, stream, &mut input, output.sender()).await
+        }
+        .await;
+        match served {
+            Ok(t) => {
+                tracing::info!(peer = %peer.short(), sent = t.sent, received = t.received, "peer done")
+            }
+            Err(err) if args.keep => eprintln!("pairs: peer {}: {err}", peer.short()),
+            Err(err) => result = Err(err).context(format!("peer {}", peer.short())),
+        }
+        if !args.keep {
+            break;
+        }
+    }
+    output.finish().context("writing stdout failed")?;
+    router.shutdown().await;
+    result
+}
+
+pub async fn connect(data_dir: Option<&Path>, args: ConnectArgs) -> Result<()> {
+    let target = NodeAddr::from_ticket(&args.ticket)?;
+    let endpoint = bind(
+        data_dir,
+        &args.bind,
+        Some(Duration::from_secs(args.timeout)),
+    )
+    .await?;
+    let connection = endpoint.connect(&target, pipe::ALPN).await?;
+    eprintln!(
+        "pairs: connected to {} at {}",
+        connection.remote_node_id(),
+        connection.remote_addr()
+    );
+    let mut input = stdin_chunks().context("cannot read stdin")?;
+    let output = StdoutSink::start().context("cannot write stdout")?;
+    let result = async {
+        let stream = pipe::open(&connection).await?;
+        pipe::run(&connection, stream, &mut input, output.sender()).await
+    }
+    .await;
+    output.finish().context("writing stdout failed")?;
+    endpoint.close().await;
+    result?;
+    Ok(())
+}
+
+async fn bind(
+    data_dir: Option<&Path>,
+    bind: &BindArgs,
+    connect_timeout: Option<Duration>,
+) -> Result<Endpoint> {
+    let mut config = EndpointConfig::new(home::node_key(data_dir)?);
+    config.bind = bind.bind;
+    config.port = bind.port.unwrap_or(0);
+    if let Some(timeout) = connect_timeout {
+        config.connect_timeout = timeout;
+    }
+    Ok(Endpoint::bind(config).await?)
+}
