@@ -1,0 +1,165 @@
+//! Helpers for driving the `pairs` binary in tests: an isolated home per node, loopback-only sockets,
+//! and waits that are bounded by timeouts rather than sleeps.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead as _, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// Generous bound for anything that should take well under a second.
+pub const SHORT: Duration = Duration::from_secs(20);
+
+/// A node's private home directory (key, data). Removed when dropped.
+pub struct Home(TempDir);
+
+impl Home {
+    pub fn new() -> Self {
+        Self(tempfile::tempdir().expect("temporary directory"))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// `pairs ARGS` with this home and no inherited logging settings.
+    pub fn pairs(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pairs"));
+        cmd.args(args)
+            .env("PAIRS_HOME", self.path())
+            .env_remove("RUST_LOG");
+        cmd
+    }
+
+    /// Runs `pairs ARGS` to completion with empty stdin.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let child = self
+            .pairs(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pairs");
+        wait_output(child, SHORT)
+    }
+}
+
+/// A running `pairs listen`, bound to loopback, with its ticket.
+pub struct Listener {
+    pub child: Child,
+    pub ticket: String,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Listener {
+    /// Starts `pairs listen --bind 127.0.0.1:0 EXTRA` and waits for its ticket.
+    pub fn start(home: &Home, extra: &[&str], stdin: Stdio) -> Self {
+        let mut args = vec!["listen", "--bind", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = home
+            .pairs(&args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pairs listen");
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let ticket = loop {
+            let line = stderr
+                .recv_timeout(SHORT)
+                .expect("listener printed its ticket");
+            if let Some(ticket) = line.trim().strip_prefix("pairs connect ") {
+                break ticket.to_owned();
+            }
+        };
+        Self {
+            child,
+            ticket,
+            stderr,
+        }
+    }
+
+    /// Waits for the listener to exit on its own.
+    pub fn wait(mut self, limit: Duration) -> ExitStatus {
+        let child = std::mem::replace(
+            &mut self.child,
+            Command::new("true").spawn().expect("spawn true"),
+        );
+        wait_status(child, limit)
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn wait_for_stderr(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(SHORT)
+                .unwrap_or_else(|_| panic!("listener never printed {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Forwards each line a reader produces to a channel, from a thread.
+pub fn lines_of(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for `child` to exit, killing it and failing the test after `limit`.
+pub fn wait_status(mut child: Child, limit: Duration) -> ExitStatus {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(status) => status.expect("wait for child"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("process {pid} did not exit within {limit:?}");
+        }
+    }
+}
+
+/// Waits for `child` to exit and collects its output, failing the test after `limit`.
+pub fn wait_output(child: Child, limit: Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("wait for child"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("process {pid} did not exit within {limit:?}");
+        }
+    }
+}
+
+/// Text of a process's stderr.
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

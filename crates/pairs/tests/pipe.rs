@@ -1,0 +1,230 @@
+//! `pairs listen` / `pairs connect` end to end on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::thread;
+use std::time::Duration;
+
+use common::{Home, Listener, SHORT, stderr_text, wait_output, wait_status};
+use pairs::base::{NodeAddr, SecretKey, Ticket as _};
+use sha2::{Digest, Sha256};
+
+const GIB: u64 = 1 << 30;
+
+/// Writes `len` pseudo-random bytes (seeded) to `sink` and returns their SHA-256.
+fn feed(mut sink: impl Write, seed: &str, len: u64) -> [u8; 32] {
+    let mut source = blake3::Hasher::new_derive_key(seed).finalize_xof();
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        source.fill(&mut buf[..n]);
+        hash.update(&buf[..n]);
+        sink.write_all(&buf[..n]).expect("write to pairs stdin");
+        left -= n as u64;
+    }
+    hash.finalize().into()
+}
+
+/// Reads `source` to the end and returns its length and SHA-256.
+fn drain(mut source: impl Read) -> (u64, [u8; 32]) {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = source.read(&mut buf).expect("read pairs stdout");
+        if n == 0 {
+            return (total, hash.finalize().into());
+        }
+        hash.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+#[test]
+fn one_gib_each_way_at_once_arrives_intact() {
+    let (listen_home, connect_home) = (Home::new(), Home::new());
+    let mut listener = Listener::start(&listen_home, &[], Stdio::piped());
+    let mut connector = connect_home
+        .pairs(&["connect", &listener.ticket])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+
+    let to_listener = connector.stdin.take().unwrap();
+    let to_connector = listener.child.stdin.take().unwrap();
+    let from_listener = listener.child.stdout.take().unwrap();
+    let from_connector = connector.stdout.take().unwrap();
+    let sent_c = thread::spawn(move || feed(to_listener, "connector to listener", GIB));
+    let sent_l = thread::spawn(move || feed(to_connector, "listener to connector", GIB));
+    let got_l = thread::spawn(move || drain(from_listener));
+    let got_c = thread::spawn(move || drain(from_connector));
+
+    let limit = Duration::from_secs(600);
+    assert!(wait_status(connector, limit).success(), "connect failed");
+    let (received_by_listener, hash_at_listener) = got_l.join().unwrap();
+    let (received_by_connector, hash_at_connector) = got_c.join().unwrap();
+    assert_eq!(received_by_listener, GIB);
+    assert_eq!(received_by_connector, GIB);
+    assert_eq!(hash_at_listener, sent_c.join().unwrap());
+    assert_eq!(hash_at_connector, sent_l.join().unwrap());
+    assert!(listener.wait(SHORT).success(), "listen failed");
+}
+
+#[test]
+fn eof_in_one_direction_keeps_the_other_open() {
+    let (listen_home, connect_home) = (Home::new(), Home::new());
+    let mut listener = Listener::start(&listen_home, &[], Stdio::piped());
+    // The connector has nothing to say: its direction ends at once.
+    let mut connector = connect_home
+        .pairs(&["connect", &listener.ticket])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    listener.wait_for_stderr("connected to");
+    let mut to_connector = listener.child.stdin.take().unwrap();
+    let from_connector = connector.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut from_connector = from_connector;
+        let mut first = [0u8; 11];
+        from_connector.read_exact(&mut first).unwrap();
+        (first, drain(from_connector))
+    });
+    // The listener speaks in two parts; the connector's stdout must still be open for the second.
+    to_connector.write_all(b"first part\n").unwrap();
+    to_connector.flush().unwrap();
+    let sent = feed(&mut to_connector, "second part", 10 << 20);
+    drop(to_connector);
+    let output = wait_output(connector, SHORT);
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    let (first, rest) = reader.join().unwrap();
+    assert_eq!(&first, b"first part\n");
+    assert_eq!(rest, (10 << 20, sent));
+}
+
+#[test]
+fn listener_with_nothing_to_send_still_receives_everything() {
+    let (listen_home, connect_home) = (Home::new(), Home::new());
+    let mut listener = Listener::start(&listen_home, &[], Stdio::null());
+    let mut connector = connect_home
+        .pairs(&["connect", &listener.ticket])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let from_listener = listener.child.stdout.take().unwrap();
+    let reader = thread::spawn(move || drain(from_listener));
+    let sent = feed(
+        connector.stdin.take().unwrap(),
+        "to a silent listener",
+        5 << 20,
+    );
+    let output = wait_output(connector, SHORT);
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    assert!(output.stdout.is_empty());
+    assert_eq!(reader.join().unwrap(), (5 << 20, sent));
+}
+
+#[test]
+fn keep_serves_peers_one_after_another() {
+    let listen_home = Home::new();
+    let mut listener = Listener::start(&listen_home, &["--keep"], Stdio::null());
+    let from_listener = listener.child.stdout.take().unwrap();
+    let reader = thread::spawn(move || drain(from_listener));
+    for word in ["alpha\n", "beta\n", "gamma\n"] {
+        let mut connector = Home::new()
+            .pairs(&["connect", &listener.ticket])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        connector
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(word.as_bytes())
+            .unwrap();
+        let output = wait_output(connector, SHORT);
+        assert!(output.status.success(), "{}", stderr_text(&output));
+    }
+    listener.child.kill().unwrap();
+    let (_, hash) = reader.join().unwrap();
+    assert_eq!(
+        hash,
+        <[u8; 32]>::from(Sha256::digest(b"alpha\nbeta\ngamma\n"))
+    );
+}
+
+#[test]
+fn tampered_ticket_is_rejected_before_dialing() {
+    let listener = Listener::start(&Home::new(), &[], Stdio::null());
+    let mut tampered = listener.ticket.clone().into_bytes();
+    let i = tampered.len() / 2;
+    tampered[i] = if tampered[i] == b'a' { b'b' } else { b'a' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let output = Home::new().run(&["connect", &tampered]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr_text(&output);
+    assert!(
+        err.contains("damaged") || err.contains("malformed"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one-line error: {err}");
+}
+
+#[test]
+fn ticket_naming_another_key_is_an_authentication_error() {
+    let listener = Listener::start(&Home::new(), &[], Stdio::null());
+    let real = NodeAddr::from_ticket(&listener.ticket).unwrap();
+    let impostor = NodeAddr::new(SecretKey::generate().node_id(), real.addrs);
+    let output = Home::new().run(&["connect", &impostor.to_ticket()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr_text(&output);
+    assert!(err.contains("wrong key"), "{err}");
+    assert!(err.contains(&real.node_id.to_string()), "{err}");
+}
+
+#[test]
+fn unreachable_address_times_out_naming_it() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let ticket = NodeAddr::new(SecretKey::generate().node_id(), [addr]).to_ticket();
+    let output = Home::new().run(&["connect", &ticket, "--timeout", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr_text(&output);
+    assert!(
+        err.contains(&addr.to_string()) && err.contains("no answer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn port_in_use_is_a_clear_error() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = Home::new().run(&["listen", "--bind", &addr]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_text(&output).contains("already in use"),
+        "{}",
+        stderr_text(&output)
+    );
+}
+
+#[test]
+fn connecting_to_a_stopped_listener_fails() {
+    let listener = Listener::start(&Home::new(), &[], Stdio::null());
+    let ticket = listener.ticket.clone();
+    drop(listener);
+    let output = Home::new().run(&["connect", &ticket, "--timeout", "1"]);
+    assert_eq!(output.status.code(), Some(1));
+}
