@@ -7,6 +7,8 @@
 //!
 //! This crate performs no network I/O and has no async runtime, so protocol cores built on it stay sans-IO.
 
+#![warn(missing_docs)]
+
 pub mod base32;
 pub mod identity;
 pub mod keyfile;

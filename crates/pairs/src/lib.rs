@@ -4,6 +4,8 @@
 //! authenticated QUIC endpoint) and home of the small protocols the `pairs` command line speaks, such as
 //! [`pipe`].
 
+#![warn(missing_docs)]
+
 pub use pairs_base as base;
 pub use pairs_net as net;
 
