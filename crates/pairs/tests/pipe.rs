@@ -140,7 +140,8 @@ fn keep_serves_peers_one_after_another() {
     let from_listener = listener.child.stdout.take().unwrap();
     let reader = thread::spawn(move || drain(from_listener));
     for word in ["alpha\n", "beta\n", "gamma\n"] {
-        let mut connector = Home::new()
+        let home = Home::new();
+        let mut connector = home
             .pairs(&["connect", &listener.ticket])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
