@@ -1,0 +1,9 @@
+//! The pairs log: a signed, multi-writer Merkle DAG that replicates over any byte stream.
+//!
+//! - [`entry`]: entries, ids, signatures and sealing.
+//! - [`index`]: the (Lamport, id) order with range fingerprints.
+
+#![warn(missing_docs)]
+
+pub mod entry;
+pub mod index;
