@@ -174,7 +174,9 @@ impl Entry {
     /// Builds and signs an entry.
     pub fn signed(body: EntryBody, key: &SecretKey) -> Self {
         let mut entry = Self::unsigned(body);
-        entry.signature = Some(EntrySignature::from_bytes(key.sign(&signing_message(&entry.id))));
+        entry.signature = Some(EntrySignature::from_bytes(
+            key.sign(&signing_message(&entry.id)),
+        ));
         entry
     }
 

@@ -7,3 +7,9 @@
 
 pub mod entry;
 pub mod index;
+pub mod reconcile;
+pub mod store;
+pub mod wire;
+
+pub use entry::{Entry, EntryBody, EntryId, LogId, Payload};
+pub use store::{Log, StoreError};

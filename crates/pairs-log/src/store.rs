@@ -1,0 +1,613 @@
+//! The log store: entries and their indexes in redb, plus the in-memory order index.
+//!
+//! Every change is one redb write transaction: a batch of entries is validated and applied completely or
+//! not at all, and an append returns only after its transaction committed. redb's copy-on-write commits
+//! mean a crash leaves the last committed state, never a torn one.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use pairs_base::{NodeId, SecretKey};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::broadcast;
+
+use crate::entry::{Entry, EntryBody, EntryId, LogId, MAX_PARENTS, OrderKey, Payload, now_millis};
+use crate::index::OrderIndex;
+
+const ENTRIES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("entries");
+const ORDER: TableDefinition<[u8; 40], ()> = TableDefinition::new("order");
+const HEADS: TableDefinition<[u8; 32], ()> = TableDefinition::new("heads");
+const AUTHOR_SEQ: TableDefinition<[u8; 40], [u8; 32]> = TableDefinition::new("author_seq");
+const SEALS: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("seals");
+const EVIDENCE: TableDefinition<[u8; 40], &[u8]> = TableDefinition::new("evidence");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened, read or written.
+    #[error("log store: {0}")]
+    Db(String),
+    /// The store holds another log.
+    #[error("this store holds log {found}, not {expected}")]
+    WrongLog {
+        /// The log asked for.
+        expected: LogId,
+        /// The log found.
+        found: LogId,
+    },
+    /// An entry broke a rule; nothing of its batch was stored.
+    #[error("rejected entry {id}: {why}")]
+    Rejected {
+        /// The entry.
+        id: EntryId,
+        /// The rule it broke.
+        why: &'static str,
+    },
+    /// The key may not write to this log.
+    #[error("node {0} is not a writer of this log (ask the owner to add it)")]
+    NotAWriter(NodeId),
+}
+
+fn db_err(err: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(err.to_string())
+}
+
+/// Two entries by one author with the same sequence number: proof that the author forked its history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The author.
+    pub author: NodeId,
+    /// The sequence number used twice.
+    pub seq: u64,
+    /// The entry seen first.
+    pub first: EntryId,
+    /// The other one.
+    pub second: EntryId,
+}
+
+/// Entries newly stored, announced to live replication sessions.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The new entries' ids, in apply order.
+    pub ids: Arc<[EntryId]>,
+    /// The session they came from (0 for local appends), so it is not sent back there.
+    pub origin: u64,
+}
+
+/// An entry ready to store, with the signed entry that seals it if it is unsigned.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The entry.
+    pub entry: Entry,
+    /// For an unsigned entry, the signed entry of the same author that vouches for it.
+    pub seal: Option<EntryId>,
+}
+
+struct State {
+    index: OrderIndex,
+    heads: BTreeSet<EntryId>,
+    /// Writer -> the AddWriter entry that admitted it.
+    writers: HashMap<NodeId, EntryId>,
+    /// Writer -> last sequence number that still counts (None: none count).
+    removed: HashMap<NodeId, Option<u64>>,
+}
+
+/// A log replica: the store plus the live announcement channel. Cheap to clone.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: LogId,
+    db: Database,
+    state: Mutex<State>,
+    live: broadcast::Sender<Applied>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("id", &self.inner.id).finish()
+    }
+}
+
+impl Log {
+    /// Opens (or creates) the store at `path` for log `id`.
+    pub fn open(path: &Path, id: LogId) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(db_err)?;
+        }
+        let db = Database::create(path).map_err(db_err)?;
+        Self::init(db, id)
+    }
+
+    /// A replica held in memory only (tests, one-off pipes).
+    pub fn in_memory(id: LogId) -> Self {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("in-memory database");
+        Self::init(db, id).expect("fresh in-memory log")
+    }
+
+    fn init(db: Database, id: LogId) -> Result<Self, StoreError> {
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let stored = meta.get("log").map_err(db_err)?.map(|v| v.value().to_vec());
+            match stored {
+                Some(bytes) => {
+                    let found = <[u8; 32]>::try_from(bytes.as_slice())
+                        .ok()
+                        .and_then(|b| NodeId::from_bytes(&b).ok())
+                        .ok_or_else(|| db_err("corrupt log id"))?;
+                    if found != id {
+                        return Err(StoreError::WrongLog {
+                            expected: id,
+                            found,
+                        });
+                    }
+                }
+                None => {
+                    meta.insert("log", id.as_bytes().as_slice())
+                        .map_err(db_err)?;
+                }
+            }
+            for table in [ENTRIES] {
+                txn.open_table(table).map_err(db_err)?;
+            }
+            txn.open_table(ORDER).map_err(db_err)?;
+            txn.open_table(HEADS).map_err(db_err)?;
+            txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
+            txn.open_table(SEALS).map_err(db_err)?;
+            txn.open_table(EVIDENCE).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let state = Self::load_state(&db)?;
+        let (live, _) = broadcast::channel(1024);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id,
+                db,
+                state: Mutex::new(state),
+                live,
+            }),
+        })
+    }
+
+    fn load_state(db: &Database) -> Result<State, StoreError> {
+        let txn = db.begin_read().map_err(db_err)?;
+        let order = txn.open_table(ORDER).map_err(db_err)?;
+        let mut keys = Vec::new();
+        for row in order.iter().map_err(db_err)? {
+            let (key, _) = row.map_err(db_err)?;
+            keys.push(OrderKey::from_bytes(&key.value()));
+        }
+        let heads_table = txn.open_table(HEADS).map_err(db_err)?;
+        let mut heads = BTreeSet::new();
+        for row in heads_table.iter().map_err(db_err)? {
+            heads.insert(EntryId(row.map_err(db_err)?.0.value()));
+        }
+        let mut state = State {
+            index: OrderIndex::new(),
+            heads,
+            writers: HashMap::new(),
+            removed: HashMap::new(),
+        };
+        // Membership is rebuilt from the entries themselves, so it can never disagree with them.
+        let entries = txn.open_table(ENTRIES).map_err(db_err)?;
+        for key in &keys {
+            let bytes = entries
+                .get(key.id.0)
+                .map_err(db_err)?
+                .ok_or_else(|| db_err("index without entry"))?;
+            let entry = Entry::from_stored(bytes.value()).ok_or_else(|| db_err("corrupt entry"))?;
+            note_membership(&mut state, &entry);
+        }
+        state.index = OrderIndex::from_sorted(keys);
+        Ok(state)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().expect("log state lock poisoned")
+    }
+
+    /// The log's id (its owner's key).
+    pub fn id(&self) -> LogId {
+        self.inner.id
+    }
+
+    /// Number of entries stored.
+    pub fn len(&self) -> usize {
+        self.state().index.len()
+    }
+
+    /// Whether the log has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The current heads: entries no other entry names as a parent.
+    pub fn heads(&self) -> Vec<EntryId> {
+        self.state().heads.iter().copied().collect()
+    }
+
+    /// Whether the entry is stored.
+    pub fn contains(&self, id: &EntryId) -> bool {
+        self.get(id).ok().flatten().is_some()
+    }
+
+    /// Reads one entry.
+    pub fn get(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        let found = table.get(id.0).map_err(db_err)?;
+        Ok(found.and_then(|bytes| Entry::from_stored(bytes.value())))
+    }
+
+    /// Reads several entries (missing ones are skipped).
+    pub fn get_many(&self, ids: &[EntryId]) -> Result<Vec<Entry>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(bytes) = table.get(id.0).map_err(db_err)? {
+                out.extend(Entry::from_stored(bytes.value()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entry in (Lamport, id) order: parents always before children.
+    pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
+        let keys: Vec<EntryId> = self.state().index.iter().map(|k| k.id).collect();
+        self.get_many(&keys)
+    }
+
+    /// The signed entry that seals an unsigned one.
+    pub fn seal_of(&self, id: &EntryId) -> Result<Option<EntryId>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(SEALS).map_err(db_err)?;
+        Ok(table.get(id.0).map_err(db_err)?.map(|v| EntryId(v.value())))
+    }
+
+    /// The ids of `author`'s entries with sequence numbers in `from..=to`.
+    pub fn author_range(
+        &self,
+        author: &NodeId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<EntryId>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
+        let range = table
+            .range(author_seq_key(author, from)..=author_seq_key(author, to))
+            .map_err(db_err)?;
+        range
+            .map(|row| row.map(|(_, v)| EntryId(v.value())).map_err(db_err))
+            .collect()
+    }
+
+    /// Recorded forks.
+    pub fn equivocations(&self) -> Result<Vec<Equivocation>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(EVIDENCE).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let key = key.value();
+            let value = value.value();
+            let author = NodeId::from_bytes(&key[..32].try_into().expect("32")).map_err(db_err)?;
+            out.push(Equivocation {
+                author,
+                seq: u64::from_be_bytes(key[32..].try_into().expect("8")),
+                first: EntryId(value[..32].try_into().map_err(db_err)?),
+                second: EntryId(value[32..64].try_into().map_err(db_err)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Current writers besides the owner, and whether each has been removed.
+    pub fn writers(&self) -> Vec<(NodeId, bool)> {
+        let state = self.state();
+        let mut out: Vec<_> = state
+            .writers
+            .keys()
+            .map(|w| (*w, state.removed.contains_key(w)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `author`'s entry with sequence number `seq` counts in views (not cut off by a removal).
+    pub fn counts(&self, author: &NodeId, seq: u64) -> bool {
+        match self.state().removed.get(author) {
+            None => true,
+            Some(None) => false,
+            Some(Some(keep_until)) => seq <= *keep_until,
+        }
+    }
+
+    /// Announcements of newly stored entries, for live replication.
+    pub fn subscribe(&self) -> broadcast::Receiver<Applied> {
+        self.inner.live.subscribe()
+    }
+
+    /// Runs `f` on the order index.
+    pub fn with_index<T>(&self, f: impl FnOnce(&OrderIndex) -> T) -> T {
+        f(&self.state().index)
+    }
+
+    /// Appends one signed entry by `key`, which must be the owner or a writer.
+    pub fn append(&self, key: &SecretKey, payload: Payload) -> Result<EntryId, StoreError> {
+        Ok(self.append_batch(key, vec![payload])?[0])
+    }
+
+    /// Appends entries by `key` in one transaction. They form a chain, and only the last is signed: its
+    /// signature seals the others. Returns once committed.
+    pub fn append_batch(
+        &self,
+        key: &SecretKey,
+        payloads: Vec<Payload>,
+    ) -> Result<Vec<EntryId>, StoreError> {
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let author = key.node_id();
+        let (mut parents, prev_seq) = self.chain_start(&author)?;
+        let mut clock = self.max_clock(&parents)?.map_or(0, |c| c + 1);
+        let mut seq = prev_seq.map_or(0, |s| s + 1);
+        let timestamp = now_millis();
+        let count = payloads.len();
+        let mut bodies = Vec::with_capacity(count);
+        for payload in payloads {
+            let body = EntryBody {
+                log: self.id(),
+                author,
+                seq,
+                clock,
+                parents: std::mem::take(&mut parents),
+                timestamp,
+                payload,
+            };
+            parents = vec![body.id()];
+            seq += 1;
+            clock += 1;
+            bodies.push(body);
+        }
+        let last = Entry::signed(bodies.pop().expect("non-empty"), key);
+        let seal = last.id();
+        let mut batch: Vec<Verified> = bodies
+            .into_iter()
+            .map(|b| Verified {
+                entry: Entry::unsigned(b),
+                seal: Some(seal),
+            })
+            .collect();
+        batch.push(Verified {
+            entry: last,
+            seal: None,
+        });
+        let ids = batch.iter().map(|v| v.entry.id()).collect();
+        self.apply(batch, 0)?;
+        Ok(ids)
+    }
+
+    /// Parents for `author`'s next entry: the heads plus what the chain rule requires, and the
+    /// author's last sequence number.
+    fn chain_start(&self, author: &NodeId) -> Result<(Vec<EntryId>, Option<u64>), StoreError> {
+        let mut parents: BTreeSet<EntryId> = self.state().heads.iter().copied().collect();
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
+        let last = table
+            .range(author_seq_key(author, 0)..=author_seq_key(author, u64::MAX))
+            .map_err(db_err)?
+            .next_back()
+            .transpose()
+            .map_err(db_err)?
+            .map(|(k, v)| {
+                (
+                    u64::from_be_bytes(k.value()[32..].try_into().expect("8")),
+                    EntryId(v.value()),
+                )
+            });
+        let required = match last {
+            Some((_, id)) => Some(id),
+            None if *author == self.id() => None,
+            None => Some(
+                *self
+                    .state()
+                    .writers
+                    .get(author)
+                    .ok_or(StoreError::NotAWriter(*author))?,
+            ),
+        };
+        if let Some(required) = required {
+            // Keep the newest heads if there are too many, but never drop the required parent.
+            while parents.len() >= MAX_PARENTS {
+                let oldest = *parents.iter().next().expect("non-empty");
+                parents.remove(&oldest);
+            }
+            parents.insert(required);
+        }
+        Ok((parents.into_iter().collect(), last.map(|(seq, _)| seq)))
+    }
+
+    fn max_clock(&self, ids: &[EntryId]) -> Result<Option<u64>, StoreError> {
+        Ok(self.get_many(ids)?.iter().map(|e| e.body().clock).max())
+    }
+
+    /// Validates and stores entries, given in an order where parents come first, in one transaction.
+    /// Entries already stored are skipped. Returns the ids newly stored.
+    pub fn apply(&self, batch: Vec<Verified>, origin: u64) -> Result<Vec<EntryId>, StoreError> {
+        let mut state = self.state();
+        let txn = self.inner.db.begin_write().map_err(db_err)?;
+        let mut added = Vec::new();
+        let mut pending_membership = Vec::new();
+        {
+            let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
+            let mut order = txn.open_table(ORDER).map_err(db_err)?;
+            let mut heads = txn.open_table(HEADS).map_err(db_err)?;
+            let mut author_seq = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
+            let mut seals = txn.open_table(SEALS).map_err(db_err)?;
+            let mut evidence = txn.open_table(EVIDENCE).map_err(db_err)?;
+            // Entries of this batch, for parent lookups before commit.
+            let mut fresh: HashMap<EntryId, Entry> = HashMap::new();
+            let mut writers = state.writers.clone();
+            for Verified { entry, seal } in batch {
+                let id = entry.id();
+                if fresh.contains_key(&id) || entries.get(id.0).map_err(db_err)?.is_some() {
+                    continue;
+                }
+                let reject = |why| StoreError::Rejected { id, why };
+                let body = entry.body();
+                body.check_limits().map_err(reject)?;
+                if body.log != self.id() {
+                    return Err(reject("entry of another log"));
+                }
+                match (entry.signature(), seal) {
+                    (Some(_), None) if entry.verify_signature() => {}
+                    (None, Some(_)) => {}
+                    _ => return Err(reject("bad signature")),
+                }
+                let mut parents = Vec::with_capacity(body.parents.len());
+                for parent in &body.parents {
+                    let found = match fresh.get(parent) {
+                        Some(e) => Some(e.clone()),
+                        None => entries
+                            .get(parent.0)
+                            .map_err(db_err)?
+                            .and_then(|b| Entry::from_stored(b.value())),
+                    };
+                    parents.push(found.ok_or_else(|| reject("missing parent"))?);
+                }
+                let expected_clock = parents
+                    .iter()
+                    .map(|p| p.body().clock + 1)
+                    .max()
+                    .unwrap_or(0);
+                if body.clock != expected_clock {
+                    return Err(reject("Lamport clock is not one more than its parents'"));
+                }
+                authorize(self.id(), body, &parents, &writers).map_err(reject)?;
+                if let Payload::AddWriter(writer) = &body.payload {
+                    writers.entry(*writer).or_insert(id);
+                }
+                let seq_key = author_seq_key(&body.author, body.seq);
+                let existing = author_seq.get(seq_key).map_err(db_err)?.map(|v| v.value());
+                match existing {
+                    Some(first) => {
+                        let mut proof = first.to_vec();
+                        proof.extend_from_slice(&id.0);
+                        if evidence.get(seq_key).map_err(db_err)?.is_none() {
+                            evidence.insert(seq_key, proof.as_slice()).map_err(db_err)?;
+                        }
+                    }
+                    None => {
+                        author_seq.insert(seq_key, id.0).map_err(db_err)?;
+                    }
+                }
+                if let Some(seal) = seal {
+                    seals.insert(id.0, seal.0).map_err(db_err)?;
+                }
+                entries
+                    .insert(id.0, entry.to_stored().as_slice())
+                    .map_err(db_err)?;
+                order
+                    .insert(entry.order_key().to_bytes(), ())
+                    .map_err(db_err)?;
+                for parent in &body.parents {
+                    heads.remove(parent.0).map_err(db_err)?;
+                }
+                heads.insert(id.0, ()).map_err(db_err)?;
+                added.push(entry.order_key());
+                pending_membership.push(entry.clone());
+                fresh.insert(id, entry);
+            }
+        }
+        if added.is_empty() {
+            return Ok(Vec::new());
+        }
+        txn.commit().map_err(db_err)?;
+        for entry in &pending_membership {
+            for parent in &entry.body().parents {
+                state.heads.remove(parent);
+            }
+            state.heads.insert(entry.id());
+            note_membership(&mut state, entry);
+        }
+        for key in &added {
+            state.index.insert(*key);
+        }
+        drop(state);
+        let ids: Arc<[EntryId]> = added.iter().map(|k| k.id).collect();
+        let _ = self.inner.live.send(Applied {
+            ids: ids.clone(),
+            origin,
+        });
+        Ok(ids.to_vec())
+    }
+}
+
+/// The write rules: the owner manages membership; everyone else needs to have been added, and each
+/// author's entries form a chain through direct parents.
+fn authorize(
+    owner: LogId,
+    body: &EntryBody,
+    parents: &[Entry],
+    writers: &HashMap<NodeId, EntryId>,
+) -> Result<(), &'static str> {
+    let is_owner = body.author == owner;
+    if !is_owner && !matches!(body.payload, Payload::Data(_)) {
+        return Err("only the owner changes membership");
+    }
+    let previous = |seq: u64| {
+        parents
+            .iter()
+            .any(|p| p.body().author == body.author && p.body().seq == seq)
+    };
+    match body.seq {
+        0 if is_owner => Ok(()),
+        0 => {
+            let admitted = parents.iter().any(|p| {
+                p.body().author == owner && p.body().payload == Payload::AddWriter(body.author)
+            });
+            if admitted && writers.contains_key(&body.author) {
+                Ok(())
+            } else {
+                Err("author is not a writer of this log")
+            }
+        }
+        seq if previous(seq - 1) => Ok(()),
+        _ => Err("author's previous entry is not a parent"),
+    }
+}
+
+fn note_membership(state: &mut State, entry: &Entry) {
+    if entry.body().author != entry.body().log {
+        return;
+    }
+    match &entry.body().payload {
+        Payload::AddWriter(writer) => {
+            state.writers.entry(*writer).or_insert(entry.id());
+        }
+        Payload::RemoveWriter { writer, keep_until } => {
+            // Several removals: the strictest cut-off wins, whatever the order they arrive in.
+            let cut = state.removed.entry(*writer).or_insert(*keep_until);
+            *cut = match (*cut, *keep_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            };
+        }
+        Payload::Data(_) => {}
+    }
+}
+
+fn author_seq_key(author: &NodeId, seq: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(author.as_bytes());
+    key[32..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
