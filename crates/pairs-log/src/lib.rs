@@ -8,8 +8,11 @@
 pub mod entry;
 pub mod index;
 pub mod reconcile;
+mod replicate;
+pub mod session;
 pub mod store;
 pub mod wire;
 
 pub use entry::{Entry, EntryBody, EntryId, LogId, Payload};
+pub use session::{Session, SyncError, SyncStats};
 pub use store::{Log, StoreError};

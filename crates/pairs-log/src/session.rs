@@ -1,0 +1,563 @@
+//! The replication protocol as a state machine: frames in, frames out, no I/O and no clock.
+//!
+//! 1. Both sides send `Hello` (version, nonce), then `Auth`: a keyed hash of both nonces under a key
+//!    derived from the log id, proving each knows the log without revealing it, plus their heads.
+//! 2. Equal heads end reconciliation at once. Otherwise heads the receiver lacks are wanted at once, and
+//!    the side with the larger nonce starts range-based reconciliation ([`crate::reconcile`]).
+//! 3. Entries flow in compact batches as differences are found; entries whose parents are missing, or
+//!    unsigned entries awaiting their seal, wait in a bounded buffer; missing parents are asked for by id.
+//! 4. Each side sends `Done` when it needs nothing more; the session is complete when both have.
+//!    In live mode it continues: entries stored later are pushed, never back to the session they came from.
+//!
+//! Every message is checked against limits; anything malformed or useless beyond a budget ends the
+//! session with a reason, and nothing from a rejected batch is stored.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+
+use crate::entry::{Entry, EntryId, OrderKey};
+use crate::reconcile;
+use crate::store::{Applied, Log, StoreError, Verified};
+use crate::wire::{MAX_BATCH, MAX_HEADS, MAX_IDS, Message, VERSION, WireBatch};
+
+/// Most entries waiting for parents or seals.
+const MAX_PENDING: usize = 200_000;
+/// Most bytes of entries in one outgoing batch.
+const BATCH_BYTES: usize = 2 << 20;
+/// Most reconciliation rounds: log16 of any realistic log size, with a wide margin.
+const MAX_ROUNDS: u32 = 64;
+/// Duplicate entries tolerated beyond the useful ones.
+const DUPLICATE_ALLOWANCE: u64 = 10_000;
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The peer broke the protocol; the session was closed with this reason.
+    #[error("peer broke the protocol: {0}")]
+    Protocol(String),
+    /// The peer closed the session with this reason.
+    #[error("peer closed the session: {0}")]
+    Peer(String),
+    /// Our store failed.
+    #[error(transparent)]
+    Store(StoreError),
+    /// The stream failed or ended early.
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn violation(why: impl Into<String>) -> SyncError {
+    SyncError::Protocol(why.into())
+}
+
+/// Counters of one session.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Entries sent.
+    pub entries_sent: u64,
+    /// New entries received and stored.
+    pub entries_received: u64,
+    /// Entries received that we already had.
+    pub duplicates_received: u64,
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received.
+    pub frames_received: u64,
+    /// Bytes sent, framing included.
+    pub bytes_sent: u64,
+    /// Bytes received, framing included.
+    pub bytes_received: u64,
+    /// Reconciliation messages answered.
+    pub rounds: u32,
+}
+
+/// One replication session with one peer.
+pub struct Session {
+    log: Log,
+    origin: u64,
+    live: bool,
+    nonce: [u8; 16],
+    peer_nonce: Option<[u8; 16]>,
+    authenticated: bool,
+    reconciled: bool,
+    sent_done: bool,
+    peer_done: bool,
+    out: VecDeque<Vec<u8>>,
+    to_send: BTreeSet<OrderKey>,
+    peer_has: HashSet<EntryId>,
+    wanted: HashSet<EntryId>,
+    pending: HashMap<EntryId, Entry>,
+    verified: HashSet<EntryId>,
+    stats: SyncStats,
+}
+
+impl Session {
+    /// Starts a session on `log`. `origin` tags what this session stores, so live mode never echoes it.
+    pub fn new(log: Log, live: bool, origin: u64) -> Self {
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).expect("the operating system random source is unavailable");
+        let mut session = Self {
+            log,
+            origin,
+            live,
+            nonce,
+            peer_nonce: None,
+            authenticated: false,
+            reconciled: false,
+            sent_done: false,
+            peer_done: false,
+            out: VecDeque::new(),
+            to_send: BTreeSet::new(),
+            peer_has: HashSet::new(),
+            wanted: HashSet::new(),
+            pending: HashMap::new(),
+            verified: HashSet::new(),
+            stats: SyncStats::default(),
+        };
+        session.queue(&Message::Hello {
+            version: VERSION,
+            nonce,
+        });
+        session
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> SyncStats {
+        self.stats
+    }
+
+    /// Both sides hold the union (the initial sync is complete).
+    pub fn is_synced(&self) -> bool {
+        self.sent_done && self.peer_done && self.out.is_empty()
+    }
+
+    /// Nothing more to do: synced and not live.
+    pub fn is_finished(&self) -> bool {
+        self.is_synced() && !self.live
+    }
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self) -> Result<Option<Vec<u8>>, SyncError> {
+        if self.out.is_empty() && !self.to_send.is_empty() {
+            self.queue_entries()?;
+        }
+        self.check_done()?;
+        let frame = self.out.pop_front();
+        if let Some(frame) = &frame {
+            self.stats.frames_sent += 1;
+            self.stats.bytes_sent += frame.len() as u64;
+        }
+        Ok(frame)
+    }
+
+    /// Builds the frame that tells the peer why we are closing.
+    pub fn error_frame(reason: &str) -> Vec<u8> {
+        Message::Error(reason.chars().take(200).collect()).to_frame()
+    }
+
+    /// Handles one received frame body.
+    pub fn handle_frame(&mut self, body: &[u8]) -> Result<(), SyncError> {
+        self.stats.frames_received += 1;
+        self.stats.bytes_received += body.len() as u64 + 4;
+        let message = Message::from_body(body).map_err(violation)?;
+        match message {
+            Message::Hello { version, nonce } => self.on_hello(version, nonce),
+            Message::Error(reason) => Err(SyncError::Peer(reason)),
+            _ if !self.authenticated && !matches!(message, Message::Auth { .. }) => {
+                Err(violation("message before authentication"))
+            }
+            Message::Auth { proof, heads, len } => self.on_auth(proof, heads, len),
+            Message::Ranges(ranges) => self.on_ranges(ranges),
+            Message::Entries(batch) => self.on_entries(batch),
+            Message::Want(ids) => self.on_want(ids),
+            Message::Missing(ids) => self.on_missing(ids),
+            Message::Done => {
+                if self.peer_done {
+                    return Err(violation("done twice"));
+                }
+                self.peer_done = true;
+                Ok(())
+            }
+        }?;
+        self.check_done()
+    }
+
+    /// Live mode: entries were stored; push those the peer may lack.
+    pub fn on_applied(&mut self, applied: &Applied) -> Result<(), SyncError> {
+        if !self.live || applied.origin == self.origin || !self.authenticated {
+            return Ok(());
+        }
+        let fresh: Vec<EntryId> = applied
+            .ids
+            .iter()
+            .filter(|id| !self.peer_has.contains(id))
+            .copied()
+            .collect();
+        let entries = self.log.get_many(&fresh).map_err(SyncError::Store)?;
+        self.to_send.extend(entries.iter().map(Entry::order_key));
+        Ok(())
+    }
+
+    fn queue(&mut self, message: &Message) {
+        self.out.push_back(message.to_frame());
+    }
+
+    fn proof(&self, receiver_nonce: &[u8; 16], sender_nonce: &[u8; 16]) -> blake3::Hash {
+        let key = blake3::derive_key("pairs log knowledge proof v1", self.log.id().as_bytes());
+        let mut hasher = blake3::Hasher::new_keyed(&key);
+        hasher.update(receiver_nonce);
+        hasher.update(sender_nonce);
+        hasher.finalize()
+    }
+
+    fn on_hello(&mut self, version: u8, nonce: [u8; 16]) -> Result<(), SyncError> {
+        if version != VERSION {
+            return Err(violation(format!(
+                "protocol version {version}, we speak {VERSION}"
+            )));
+        }
+        if self.peer_nonce.replace(nonce).is_some() {
+            return Err(violation("hello twice"));
+        }
+        if nonce == self.nonce {
+            return Err(violation("peer echoed our nonce"));
+        }
+        let heads = self.log.heads();
+        let message = Message::Auth {
+            proof: *self.proof(&nonce, &self.nonce).as_bytes(),
+            heads: if heads.len() <= MAX_HEADS {
+                heads
+            } else {
+                Vec::new()
+            },
+            len: self.log.len() as u64,
+        };
+        self.queue(&message);
+        Ok(())
+    }
+
+    fn on_auth(&mut self, proof: [u8; 32], heads: Vec<EntryId>, len: u64) -> Result<(), SyncError> {
+        let peer_nonce = self
+            .peer_nonce
+            .ok_or_else(|| violation("auth before hello"))?;
+        if self.authenticated {
+            return Err(violation("auth twice"));
+        }
+        // blake3::Hash compares in constant time.
+        if self.proof(&self.nonce, &peer_nonce) != blake3::Hash::from_bytes(proof) {
+            return Err(violation("peer does not know this log"));
+        }
+        if heads.len() > MAX_HEADS {
+            return Err(violation("too many heads"));
+        }
+        self.authenticated = true;
+        let my_heads = self.log.heads();
+        let my_len = self.log.len() as u64;
+        if heads == my_heads && len == my_len && (!heads.is_empty() || len == 0) {
+            self.reconciled = true;
+            return Ok(());
+        }
+        let unknown: Vec<EntryId> = heads
+            .into_iter()
+            .filter(|h| !self.log.contains(h))
+            .collect();
+        self.want(unknown);
+        if self.nonce > peer_nonce {
+            let ranges = self.log.with_index(reconcile::initiate);
+            self.queue(&Message::Ranges(ranges));
+        }
+        Ok(())
+    }
+
+    fn on_ranges(&mut self, ranges: Vec<crate::wire::WireRange>) -> Result<(), SyncError> {
+        if ranges.is_empty() {
+            self.reconciled = true;
+            return Ok(());
+        }
+        if self.reconciled {
+            return Err(violation("reconciliation after it ended"));
+        }
+        self.stats.rounds += 1;
+        if self.stats.rounds > MAX_ROUNDS {
+            return Err(violation("reconciliation does not converge"));
+        }
+        let outcome = self
+            .log
+            .with_index(|index| reconcile::respond(index, &ranges))
+            .map_err(violation)?;
+        self.to_send.extend(
+            outcome
+                .send
+                .into_iter()
+                .filter(|k| !self.peer_has.contains(&k.id)),
+        );
+        self.want(outcome.want);
+        if outcome.reply.is_empty() {
+            self.reconciled = true;
+        }
+        self.queue(&Message::Ranges(outcome.reply));
+        Ok(())
+    }
+
+    fn want(&mut self, ids: Vec<EntryId>) {
+        let fresh: Vec<EntryId> = ids
+            .into_iter()
+            .filter(|id| !self.wanted.contains(id) && !self.pending.contains_key(id))
+            .collect();
+        for chunk in fresh.chunks(MAX_IDS) {
+            self.wanted.extend(chunk.iter().copied());
+            self.queue(&Message::Want(chunk.to_vec()));
+        }
+    }
+
+    fn on_want(&mut self, ids: Vec<EntryId>) -> Result<(), SyncError> {
+        if ids.len() > MAX_IDS {
+            return Err(violation("want list too long"));
+        }
+        let entries = self.log.get_many(&ids).map_err(SyncError::Store)?;
+        let found: HashSet<EntryId> = entries.iter().map(Entry::id).collect();
+        let missing: Vec<EntryId> = ids.into_iter().filter(|id| !found.contains(id)).collect();
+        for entry in entries {
+            self.peer_has.remove(&entry.id());
+            self.schedule_with_seal(entry)?;
+        }
+        if !missing.is_empty() {
+            self.queue(&Message::Missing(missing));
+        }
+        Ok(())
+    }
+
+    /// Schedules an entry, and for an unsigned one the chain up to the entry that seals it.
+    fn schedule_with_seal(&mut self, entry: Entry) -> Result<(), SyncError> {
+        if entry.signature().is_none()
+            && let Some(seal) = self.log.seal_of(&entry.id()).map_err(SyncError::Store)?
+            && let Some(seal) = self.log.get(&seal).map_err(SyncError::Store)?
+        {
+            let author = entry.body().author;
+            let chain = self
+                .log
+                .author_range(&author, entry.body().seq, seal.body().seq)
+                .map_err(SyncError::Store)?;
+            let chain = self.log.get_many(&chain).map_err(SyncError::Store)?;
+            self.to_send.extend(chain.iter().map(Entry::order_key));
+        }
+        self.to_send.insert(entry.order_key());
+        Ok(())
+    }
+
+    fn on_missing(&mut self, ids: Vec<EntryId>) -> Result<(), SyncError> {
+        for id in ids {
+            if !self.wanted.remove(&id) {
+                return Err(violation("missing an entry we did not ask for"));
+            }
+            let needed = self
+                .pending
+                .values()
+                .any(|e| e.body().parents.contains(&id));
+            if needed {
+                return Err(violation(
+                    "peer sent entries whose parents it does not have",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_entries(&mut self, batch: WireBatch) -> Result<(), SyncError> {
+        let entries = batch.decode(self.log.id()).map_err(violation)?;
+        if entries.is_empty() {
+            return Err(violation("empty batch"));
+        }
+        let ids: Vec<EntryId> = entries.iter().map(Entry::id).collect();
+        let known: HashSet<EntryId> = self
+            .log
+            .get_many(&ids)
+            .map_err(SyncError::Store)?
+            .iter()
+            .map(Entry::id)
+            .collect();
+        for entry in entries {
+            let id = entry.id();
+            self.peer_has.insert(id);
+            self.wanted.remove(&id);
+            if known.contains(&id) || self.pending.contains_key(&id) {
+                self.stats.duplicates_received += 1;
+                continue;
+            }
+            entry.body().check_limits().map_err(violation)?;
+            if entry.signature().is_some() {
+                if !entry.verify_signature() {
+                    return Err(violation(format!(
+                        "forged signature on entry {}",
+                        id.short()
+                    )));
+                }
+                self.verified.insert(id);
+            }
+            self.pending.insert(id, entry);
+        }
+        if self.stats.duplicates_received > DUPLICATE_ALLOWANCE + 2 * self.stats.entries_received {
+            return Err(violation("peer keeps sending entries we have"));
+        }
+        if self.pending.len() > MAX_PENDING {
+            return Err(violation("too many entries waiting for their parents"));
+        }
+        self.apply_ready()
+    }
+
+    /// Stores every pending entry whose parents are present and which is signed or sealed.
+    fn apply_ready(&mut self) -> Result<(), SyncError> {
+        let mut order: Vec<OrderKey> = self.pending.values().map(Entry::order_key).collect();
+        order.sort_unstable();
+        // Parents outside the pending set: which of them does the store have?
+        let outside: Vec<EntryId> = self
+            .pending
+            .values()
+            .flat_map(|e| e.body().parents.iter())
+            .filter(|p| !self.pending.contains_key(p))
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let stored: HashSet<EntryId> = self
+            .log
+            .get_many(&outside)
+            .map_err(SyncError::Store)?
+            .iter()
+            .map(Entry::id)
+            .collect();
+        // An unsigned entry's successor on its author's chain, among pending entries.
+        let mut successor: HashMap<EntryId, EntryId> = HashMap::new();
+        for entry in self.pending.values() {
+            for parent in &entry.body().parents {
+                if let Some(p) = self.pending.get(parent)
+                    && p.body().author == entry.body().author
+                    && p.body().seq + 1 == entry.body().seq
+                {
+                    successor.insert(*parent, entry.id());
+                }
+            }
+        }
+        let seal_of = |mut id: EntryId| -> Option<EntryId> {
+            for _ in 0..=self.pending.len() {
+                if self.verified.contains(&id) {
+                    return Some(id);
+                }
+                id = *successor.get(&id)?;
+            }
+            None
+        };
+        let mut ready_ids: HashSet<EntryId> = HashSet::new();
+        let mut ready = Vec::new();
+        for key in order {
+            let entry = &self.pending[&key.id];
+            let parents_present = entry
+                .body()
+                .parents
+                .iter()
+                .all(|p| stored.contains(p) || ready_ids.contains(p));
+            if !parents_present {
+                continue;
+            }
+            let Some(seal) = seal_of(key.id) else {
+                continue;
+            };
+            ready_ids.insert(key.id);
+            ready.push(Verified {
+                entry: entry.clone(),
+                seal: (seal != key.id).then_some(seal),
+            });
+            if ready.len() >= MAX_BATCH {
+                break;
+            }
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        for v in &ready {
+            self.pending.remove(&v.entry.id());
+            self.verified.remove(&v.entry.id());
+        }
+        let stored = self.log.apply(ready, self.origin).map_err(|e| match e {
+            StoreError::Rejected { .. } | StoreError::NotAWriter(_) => violation(e.to_string()),
+            other => SyncError::Store(other),
+        })?;
+        self.stats.entries_received += stored.len() as u64;
+        if !self.pending.is_empty() {
+            return self.apply_ready();
+        }
+        Ok(())
+    }
+
+    fn queue_entries(&mut self) -> Result<(), SyncError> {
+        let mut keys = Vec::new();
+        while let Some(key) = self.to_send.pop_first() {
+            if self.peer_has.insert(key.id) {
+                keys.push(key.id);
+            }
+            if keys.len() >= 4096 {
+                break;
+            }
+        }
+        let entries = self.log.get_many(&keys).map_err(SyncError::Store)?;
+        let mut start = 0;
+        let mut size = 0;
+        for (i, entry) in entries.iter().enumerate() {
+            size += entry.body().parents.len() * 33 + 100 + payload_len(entry);
+            if size > BATCH_BYTES {
+                self.queue_batch(&entries[start..=i]);
+                start = i + 1;
+                size = 0;
+            }
+        }
+        if start < entries.len() {
+            self.queue_batch(&entries[start..]);
+        }
+        Ok(())
+    }
+
+    fn queue_batch(&mut self, entries: &[Entry]) {
+        self.stats.entries_sent += entries.len() as u64;
+        self.queue(&Message::Entries(WireBatch::encode(entries)));
+    }
+
+    fn check_done(&mut self) -> Result<(), SyncError> {
+        if self.sent_done || !self.authenticated || !self.reconciled || !self.to_send.is_empty() {
+            return Ok(());
+        }
+        if !self.pending.is_empty() {
+            // Until the peer is done it may still be sending what these entries wait for.
+            if !self.peer_done {
+                return Ok(());
+            }
+            // The peer's store is closed under ancestry, so it has every parent it did not send.
+            let missing: Vec<EntryId> = self
+                .pending
+                .values()
+                .flat_map(|e| e.body().parents.iter())
+                .filter(|p| !self.pending.contains_key(p) && !self.wanted.contains(p))
+                .copied()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .filter(|p| !self.log.contains(p))
+                .collect();
+            if missing.is_empty() && self.wanted.is_empty() {
+                return Err(violation("entries that are never sealed or never complete"));
+            }
+            self.want(missing);
+            return Ok(());
+        }
+        if !self.wanted.is_empty() {
+            return Ok(());
+        }
+        self.sent_done = true;
+        self.queue(&Message::Done);
+        Ok(())
+    }
+}
+
+fn payload_len(entry: &Entry) -> usize {
+    match &entry.body().payload {
+        crate::entry::Payload::Data(d) => d.len(),
+        _ => 64,
+    }
+}
