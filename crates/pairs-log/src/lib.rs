@@ -11,8 +11,10 @@ pub mod reconcile;
 mod replicate;
 pub mod session;
 pub mod store;
+pub mod view;
 pub mod wire;
 
 pub use entry::{Entry, EntryBody, EntryId, LogId, Payload};
 pub use session::{Session, SyncError, SyncStats};
 pub use store::{Log, StoreError};
+pub use view::{Op, Views};
