@@ -328,6 +328,9 @@ impl Session {
 
     /// Schedules an entry, and for an unsigned one the chain up to the entry that seals it.
     fn schedule_with_seal(&mut self, entry: Entry) -> Result<(), SyncError> {
+        if self.to_send.contains(&entry.order_key()) {
+            return Ok(());
+        }
         if entry.signature().is_none()
             && let Some(seal) = self.log.seal_of(&entry.id()).map_err(SyncError::Store)?
             && let Some(seal) = self.log.get(&seal).map_err(SyncError::Store)?
@@ -437,15 +440,19 @@ impl Session {
                 }
             }
         }
-        let seal_of = |mut id: EntryId| -> Option<EntryId> {
-            for _ in 0..=self.pending.len() {
-                if self.verified.contains(&id) {
-                    return Some(id);
-                }
-                id = *successor.get(&id)?;
+        // Seal of each pending entry: itself if signed, else its successor's seal. Successors come later
+        // in the order, so one pass from the newest entry down settles every chain.
+        let mut seals: HashMap<EntryId, EntryId> = HashMap::new();
+        for key in order.iter().rev() {
+            let seal = if self.verified.contains(&key.id) {
+                Some(key.id)
+            } else {
+                successor.get(&key.id).and_then(|s| seals.get(s)).copied()
+            };
+            if let Some(seal) = seal {
+                seals.insert(key.id, seal);
             }
-            None
-        };
+        }
         let mut ready_ids: HashSet<EntryId> = HashSet::new();
         let mut ready = Vec::new();
         for key in order {
@@ -458,7 +465,7 @@ impl Session {
             if !parents_present {
                 continue;
             }
-            let Some(seal) = seal_of(key.id) else {
+            let Some(&seal) = seals.get(&key.id) else {
                 continue;
             };
             ready_ids.insert(key.id);
