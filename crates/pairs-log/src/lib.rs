@@ -18,3 +18,5 @@ pub use entry::{Entry, EntryBody, EntryId, LogId, Payload};
 pub use session::{Session, SyncError, SyncStats};
 pub use store::{Log, StoreError};
 pub use view::{Op, Views};
+pub mod ticket;
+pub use ticket::LogTicket;

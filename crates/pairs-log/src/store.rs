@@ -45,6 +45,9 @@ pub enum StoreError {
         /// The rule it broke.
         why: &'static str,
     },
+    /// Another process has the store open.
+    #[error("the log store {0} is in use by another pairs process")]
+    Busy(String),
     /// The key may not write to this log.
     #[error("node {0} is not a writer of this log (ask the owner to add it)")]
     NotAWriter(NodeId),
@@ -119,7 +122,12 @@ impl Log {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(db_err)?;
         }
-        let db = Database::create(path).map_err(db_err)?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Busy(path.display().to_string())
+            }
+            other => db_err(other),
+        })?;
         Self::init(db, id)
     }
 
@@ -154,9 +162,7 @@ impl Log {
                         .map_err(db_err)?;
                 }
             }
-            for table in [ENTRIES] {
-                txn.open_table(table).map_err(db_err)?;
-            }
+            txn.open_table(ENTRIES).map_err(db_err)?;
             txn.open_table(ORDER).map_err(db_err)?;
             txn.open_table(HEADS).map_err(db_err)?;
             txn.open_table(AUTHOR_SEQ).map_err(db_err)?;

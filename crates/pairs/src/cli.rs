@@ -30,6 +30,120 @@ pub enum Command {
     Listen(ListenArgs),
     /// Connect to a listening peer, then pipe stdin to it and its data to stdout
     Connect(ConnectArgs),
+    /// Signed multi-writer logs that replicate over any stream
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// A key-value map kept in a log (last writer wins)
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+/// `pairs log ...`
+#[derive(Debug, Subcommand)]
+pub enum LogCommand {
+    /// Create a log owned by a fresh key kept in the data directory; print its ticket
+    New,
+    /// Append an entry: DATA, or stdin with `-` (one entry; with --lines, one entry per line)
+    Append {
+        /// The log ticket
+        ticket: String,
+        /// The entry's content, or `-` for stdin
+        data: String,
+        /// With `-`: one entry per line, each committed and its id printed as it is read
+        #[arg(long)]
+        lines: bool,
+    },
+    /// Print the entries in causal order (Lamport clock, then id)
+    Cat {
+        /// The log ticket
+        ticket: String,
+        /// Keep printing entries as they arrive
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the current heads
+    Heads {
+        /// The log ticket
+        ticket: String,
+    },
+    /// Sync with a peer over the network; without PEER, serve syncs and print this node's ticket
+    Sync {
+        /// The log ticket
+        ticket: String,
+        /// The peer's node ticket (from `pairs log sync TICKET` on the peer)
+        peer: Option<String>,
+        /// Keep the session open, exchanging new entries as they are appended
+        #[arg(long)]
+        live: bool,
+        #[command(flatten)]
+        bind: BindArgs,
+    },
+    /// Replicate over stdin/stdout (e.g. through ssh or socat); exits when both sides hold the union
+    Replicate {
+        /// The log ticket
+        ticket: String,
+        /// Speak the protocol on stdin/stdout
+        #[arg(long, required = true)]
+        stdio: bool,
+        /// Keep going after the initial sync, until the stream ends
+        #[arg(long)]
+        live: bool,
+    },
+    /// Admit a writer (owner only)
+    AddWriter {
+        /// The log ticket
+        ticket: String,
+        /// The writer's node id (`pairs id` on its machine)
+        node_id: String,
+    },
+    /// Remove a writer: its entries from now on no longer count (owner only)
+    RemoveWriter {
+        /// The log ticket
+        ticket: String,
+        /// The writer's node id
+        node_id: String,
+    },
+    /// Show the log's size, heads, writers and any forks
+    Info {
+        /// The log ticket
+        ticket: String,
+    },
+}
+
+/// `pairs kv ...`
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Set KEY to VALUE
+    Set {
+        /// The log ticket
+        ticket: String,
+        /// Key
+        key: String,
+        /// Value
+        value: String,
+    },
+    /// Print the value of KEY
+    Get {
+        /// The log ticket
+        ticket: String,
+        /// Key
+        key: String,
+    },
+    /// Delete KEY
+    Del {
+        /// The log ticket
+        ticket: String,
+        /// Key
+        key: String,
+    },
+    /// List every key and value
+    Ls {
+        /// The log ticket
+        ticket: String,
+    },
 }
 
 /// Where the node's socket binds.

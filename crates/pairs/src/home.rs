@@ -28,3 +28,32 @@ pub fn node_key(explicit: Option<&Path>) -> Result<SecretKey> {
     }
     Ok(key)
 }
+
+/// The directory of one log's replica: its store and, on the owner's machine, the owner key.
+pub fn log_dir(explicit: Option<&Path>, log: &pairs_log::LogId) -> Result<PathBuf> {
+    Ok(data_dir(explicit)?.join("logs").join(log.to_string()))
+}
+
+/// Opens (creating if needed) the local replica of `log`, waiting a little if another pairs process
+/// has it open.
+pub fn open_log(explicit: Option<&Path>, log: &pairs_log::LogId) -> Result<pairs_log::Log> {
+    let path = log_dir(explicit, log)?.join("log.redb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match pairs_log::Log::open(&path, *log) {
+            Err(pairs_log::StoreError::Busy(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// The key to write to `log` with: its owner key if this machine created the log, else the node key.
+pub fn writer_key(explicit: Option<&Path>, log: &pairs_log::LogId) -> Result<SecretKey> {
+    let owner = log_dir(explicit, log)?.join("owner.key");
+    if owner.exists() {
+        return Ok(keyfile::load(&owner)?);
+    }
+    node_key(explicit)
+}

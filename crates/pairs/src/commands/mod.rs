@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 mod id;
+mod kv;
+mod log;
 mod pipe;
 
 use anyhow::Result;
@@ -14,5 +16,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Id => id::run(data_dir),
         Command::Listen(args) => pipe::listen(data_dir, args).await,
         Command::Connect(args) => pipe::connect(data_dir, args).await,
+        Command::Log(command) => log::run(data_dir, command).await,
+        Command::Kv(command) => kv::run(data_dir, command),
     }
 }

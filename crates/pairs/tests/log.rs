@@ -1,0 +1,193 @@
+//! `pairs log` and `pairs kv` end to end.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::process::{Child, Stdio};
+use std::thread;
+
+use common::{Home, SHORT, lines_of, stderr_text, wait_output, wait_status};
+
+fn ok(output: std::process::Output) -> String {
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn new_log(home: &Home) -> String {
+    ok(home.run(&["log", "new"])).trim().to_owned()
+}
+
+fn entries(home: &Home, ticket: &str) -> Vec<String> {
+    ok(home.run(&["log", "cat", ticket]))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn append_cat_heads_and_kv() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    assert!(ticket.starts_with("log"));
+    ok(home.run(&["log", "append", &ticket, "first"]));
+    ok(home.run(&["log", "append", &ticket, "second"]));
+    assert_eq!(entries(&home, &ticket), ["first", "second"]);
+    let heads = ok(home.run(&["log", "heads", &ticket]));
+    assert_eq!(heads.lines().count(), 1);
+    let json = ok(home.run(&["log", "cat", &ticket, "--json"]));
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["payload"], "first");
+    assert_eq!(first["clock"], 0);
+    ok(home.run(&["kv", "set", &ticket, "colour", "blue"]));
+    ok(home.run(&["kv", "set", &ticket, "colour", "green"]));
+    ok(home.run(&["kv", "set", &ticket, "size", "9"]));
+    ok(home.run(&["kv", "del", &ticket, "size"]));
+    assert_eq!(ok(home.run(&["kv", "get", &ticket, "colour"])), "green\n");
+    assert_eq!(ok(home.run(&["kv", "ls", &ticket])), "colour\tgreen\n");
+    let missing = home.run(&["kv", "get", &ticket, "size"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr_text(&missing).contains("no key"));
+}
+
+#[test]
+fn a_stranger_cannot_append_until_admitted() {
+    let (owner, writer) = (Home::new(), Home::new());
+    let ticket = new_log(&owner);
+    let refused = writer.run(&["log", "append", &ticket, "hello"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr_text(&refused).contains("not a writer"),
+        "{}",
+        stderr_text(&refused)
+    );
+    let writer_id = ok(writer.run(&["id"])).trim().to_owned();
+    ok(owner.run(&["log", "add-writer", &ticket, &writer_id]));
+    replicate_stdio(&owner, &writer, &ticket);
+    ok(writer.run(&["log", "append", &ticket, "hello"]));
+    replicate_stdio(&owner, &writer, &ticket);
+    assert!(entries(&owner, &ticket).contains(&"hello".to_owned()));
+    let info = ok(owner.run(&["log", "info", &ticket]));
+    assert!(info.contains(&writer_id), "{info}");
+}
+
+fn spawn_replicate(home: &Home, ticket: &str) -> Child {
+    home.pairs(&["log", "replicate", "--stdio", ticket])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Connects two `pairs log replicate --stdio` processes stdout-to-stdin, both ways.
+fn replicate_stdio(a: &Home, b: &Home, ticket: &str) {
+    let mut pa = spawn_replicate(a, ticket);
+    let mut pb = spawn_replicate(b, ticket);
+    let pump = |mut from: std::process::ChildStdout, mut to: std::process::ChildStdin| {
+        thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let ab = pump(pa.stdout.take().unwrap(), pb.stdin.take().unwrap());
+    let ba = pump(pb.stdout.take().unwrap(), pa.stdin.take().unwrap());
+    let (oa, ob) = (wait_output(pa, SHORT), wait_output(pb, SHORT));
+    assert!(oa.status.success(), "{}", stderr_text(&oa));
+    assert!(ob.status.success(), "{}", stderr_text(&ob));
+    ab.join().unwrap();
+    ba.join().unwrap();
+}
+
+#[test]
+fn replicate_over_stdio_pipes_ends_with_the_union() {
+    let (a, b) = (Home::new(), Home::new());
+    let ticket = new_log(&a);
+    for i in 0..20 {
+        ok(a.run(&["log", "append", &ticket, &format!("entry {i}")]));
+    }
+    replicate_stdio(&a, &b, &ticket);
+    assert_eq!(entries(&a, &ticket), entries(&b, &ticket));
+    assert_eq!(entries(&b, &ticket).len(), 20);
+}
+
+#[test]
+fn sync_over_the_network() {
+    let (a, b) = (Home::new(), Home::new());
+    let ticket = new_log(&a);
+    ok(a.run(&["kv", "set", &ticket, "k", "v"]));
+    let mut server = a
+        .pairs(&["log", "sync", &ticket, "--bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(server.stderr.take().unwrap());
+    let node_ticket = loop {
+        let line = stderr
+            .recv_timeout(SHORT)
+            .expect("server printed its ticket");
+        if let Some(rest) = line.trim().strip_prefix("pairs log sync ") {
+            break rest.split_whitespace().nth(1).unwrap().to_owned();
+        }
+    };
+    let synced = b.run(&["log", "sync", &ticket, &node_ticket]);
+    assert!(synced.status.success(), "{}", stderr_text(&synced));
+    server.kill().unwrap();
+    let _ = server.wait();
+    assert_eq!(ok(b.run(&["kv", "get", &ticket, "k"])), "v\n");
+}
+
+#[test]
+fn committed_appends_survive_sigkill() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    let mut committed: Vec<String> = Vec::new();
+    for round in 0..12usize {
+        let mut appender = home
+            .pairs(&["log", "append", &ticket, "-", "--lines"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = appender.stdin.take().unwrap();
+        let feeder = thread::spawn(move || {
+            for i in 0.. {
+                if writeln!(stdin, "round {round} line {i}").is_err() {
+                    return;
+                }
+            }
+        });
+        let mut ids = BufReader::new(appender.stdout.take().unwrap()).lines();
+        // Kill at a different point each round, right after a reported commit.
+        for _ in 0..(5 + round * 7) {
+            committed.push(ids.next().expect("an id").unwrap());
+        }
+        appender.kill().unwrap();
+        wait_status(appender, SHORT);
+        feeder.join().unwrap();
+        // Ids reported before the kill but read after it are committed too.
+        committed.extend(ids.map_while(Result::ok));
+        let json = ok(home.run(&["log", "cat", &ticket, "--json"]));
+        let stored: std::collections::HashSet<String> = json
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        for id in &committed {
+            assert!(
+                stored.contains(id),
+                "round {round}: committed entry {id} lost"
+            );
+        }
+    }
+}
