@@ -363,24 +363,21 @@ impl Log {
         }
         let author = key.node_id();
         let (mut parents, prev_seq) = self.chain_start(&author)?;
-        let mut clock = self.max_clock(&parents)?.map_or(0, |c| c + 1);
-        let mut seq = prev_seq.map_or(0, |s| s + 1);
+        let first_clock = self.max_clock(&parents)?.map_or(0, |c| c + 1);
+        let first_seq = prev_seq.map_or(0, |s| s + 1);
         let timestamp = now_millis();
-        let count = payloads.len();
-        let mut bodies = Vec::with_capacity(count);
-        for payload in payloads {
+        let mut bodies: Vec<EntryBody> = Vec::with_capacity(payloads.len());
+        for (i, payload) in (0u64..).zip(payloads) {
             let body = EntryBody {
                 log: self.id(),
                 author,
-                seq,
-                clock,
+                seq: first_seq + i,
+                clock: first_clock + i,
                 parents: std::mem::take(&mut parents),
                 timestamp,
                 payload,
             };
             parents = vec![body.id()];
-            seq += 1;
-            clock += 1;
             bodies.push(body);
         }
         let last = Entry::signed(bodies.pop().expect("non-empty"), key);
