@@ -232,16 +232,24 @@ impl Entry {
         OrderKey::new(self.body.clock, self.id)
     }
 
-    /// Encoding for the local store: canonical body, then the signature if any.
-    pub(crate) fn to_stored(&self) -> Vec<u8> {
-        postcard::to_stdvec(&(&self.body, &self.signature)).expect("entries always serialize")
+    /// Encoding for the local store: canonical body, signature if any, and the sealing entry if any.
+    pub(crate) fn to_stored(&self, seal: Option<EntryId>) -> Vec<u8> {
+        postcard::to_stdvec(&(&self.body, &self.signature, seal)).expect("entries always serialize")
     }
 
-    /// Decodes the local store's encoding.
-    pub(crate) fn from_stored(bytes: &[u8]) -> Option<Self> {
-        let (body, signature): (EntryBody, Option<EntrySignature>) =
+    /// Decodes the local store's encoding. The id comes from the store's key: the store only holds
+    /// entries it verified, so hashing them again on every read would be wasted work.
+    pub(crate) fn from_stored(id: EntryId, bytes: &[u8]) -> Option<(Self, Option<EntryId>)> {
+        let (body, signature, seal): (EntryBody, Option<EntrySignature>, Option<EntryId>) =
             postcard::from_bytes(bytes).ok()?;
-        Some(Self::from_parts(body, signature))
+        Some((
+            Self {
+                body,
+                id,
+                signature,
+            },
+            seal,
+        ))
     }
 }
 
@@ -336,7 +344,11 @@ mod tests {
     fn stored_round_trip() {
         let key = SecretKey::generate();
         let entry = Entry::signed(body(&key), &key);
-        assert_eq!(Entry::from_stored(&entry.to_stored()).unwrap(), entry);
+        let seal = Some(EntryId([3; 32]));
+        assert_eq!(
+            Entry::from_stored(entry.id(), &entry.to_stored(seal)).unwrap(),
+            (entry, seal)
+        );
     }
 
     #[test]

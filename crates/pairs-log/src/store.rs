@@ -3,8 +3,12 @@
 //! Every change is one redb write transaction: a batch of entries is validated and applied completely or
 //! not at all, and an append returns only after its transaction committed. redb's copy-on-write commits
 //! mean a crash leaves the last committed state, never a torn one.
+//!
+//! On disk, entries are keyed by (Lamport clock ‖ id), with the sealing entry stored inline. In memory:
+//! the order index with its fingerprints, id -> clock, the heads and the membership, all rebuilt from the
+//! entries when the store opens, so they can never disagree with them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,12 +19,12 @@ use tokio::sync::broadcast;
 use crate::entry::{Entry, EntryBody, EntryId, LogId, MAX_PARENTS, OrderKey, Payload, now_millis};
 use crate::index::OrderIndex;
 
-const ENTRIES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("entries");
-const ORDER: TableDefinition<[u8; 40], ()> = TableDefinition::new("order");
-const HEADS: TableDefinition<[u8; 32], ()> = TableDefinition::new("heads");
-const AUTHOR_SEQ: TableDefinition<[u8; 40], [u8; 32]> = TableDefinition::new("author_seq");
-const SEALS: TableDefinition<[u8; 32], [u8; 32]> = TableDefinition::new("seals");
-const EVIDENCE: TableDefinition<[u8; 40], &[u8]> = TableDefinition::new("evidence");
+/// (Lamport clock ‖ id) -> entry: the log's order *is* this table's order, and appends, whose clocks
+/// grow, land on the right edge of the tree instead of dirtying a random page per entry.
+const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
+/// (author ‖ sequence number) -> id of the first entry seen with it.
+const AUTHOR_SEQ: TableDefinition<&[u8], &[u8]> = TableDefinition::new("author_seq");
+const EVIDENCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Errors of the store.
@@ -90,6 +94,7 @@ pub struct Verified {
 
 struct State {
     index: OrderIndex,
+    clocks: HashMap<EntryId, u64>,
     heads: BTreeSet<EntryId>,
     /// Writer -> the AddWriter entry that admitted it.
     writers: HashMap<NodeId, EntryId>,
@@ -163,10 +168,7 @@ impl Log {
                 }
             }
             txn.open_table(ENTRIES).map_err(db_err)?;
-            txn.open_table(ORDER).map_err(db_err)?;
-            txn.open_table(HEADS).map_err(db_err)?;
             txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
-            txn.open_table(SEALS).map_err(db_err)?;
             txn.open_table(EVIDENCE).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
@@ -184,33 +186,31 @@ impl Log {
 
     fn load_state(db: &Database) -> Result<State, StoreError> {
         let txn = db.begin_read().map_err(db_err)?;
-        let order = txn.open_table(ORDER).map_err(db_err)?;
+        let entries = txn.open_table(ENTRIES).map_err(db_err)?;
         let mut keys = Vec::new();
-        for row in order.iter().map_err(db_err)? {
-            let (key, _) = row.map_err(db_err)?;
-            keys.push(OrderKey::from_bytes(&key.value()));
-        }
-        let heads_table = txn.open_table(HEADS).map_err(db_err)?;
-        let mut heads = BTreeSet::new();
-        for row in heads_table.iter().map_err(db_err)? {
-            heads.insert(EntryId(row.map_err(db_err)?.0.value()));
-        }
         let mut state = State {
             index: OrderIndex::new(),
-            heads,
+            clocks: HashMap::new(),
+            heads: BTreeSet::new(),
             writers: HashMap::new(),
             removed: HashMap::new(),
         };
-        // Membership is rebuilt from the entries themselves, so it can never disagree with them.
-        let entries = txn.open_table(ENTRIES).map_err(db_err)?;
-        for key in &keys {
-            let bytes = entries
-                .get(key.id.0)
-                .map_err(db_err)?
-                .ok_or_else(|| db_err("index without entry"))?;
-            let entry = Entry::from_stored(bytes.value()).ok_or_else(|| db_err("corrupt entry"))?;
+        let mut parents = HashSet::new();
+        for row in entries.iter().map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let key = OrderKey::from_bytes(key.value().try_into().map_err(db_err)?);
+            let (entry, _) =
+                Entry::from_stored(key.id, value.value()).ok_or_else(|| db_err("corrupt entry"))?;
+            parents.extend(entry.body().parents.iter().copied());
             note_membership(&mut state, &entry);
+            state.clocks.insert(key.id, key.clock);
+            keys.push(key);
         }
+        state.heads = keys
+            .iter()
+            .map(|k| k.id)
+            .filter(|id| !parents.contains(id))
+            .collect();
         state.index = OrderIndex::from_sorted(keys);
         Ok(state)
     }
@@ -241,25 +241,39 @@ impl Log {
 
     /// Whether the entry is stored.
     pub fn contains(&self, id: &EntryId) -> bool {
-        self.get(id).ok().flatten().is_some()
+        self.state().clocks.contains_key(id)
     }
 
     /// Reads one entry.
     pub fn get(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ENTRIES).map_err(db_err)?;
-        let found = table.get(id.0).map_err(db_err)?;
-        Ok(found.and_then(|bytes| Entry::from_stored(bytes.value())))
+        Ok(self.get_many(std::slice::from_ref(id))?.pop())
     }
 
     /// Reads several entries (missing ones are skipped).
     pub fn get_many(&self, ids: &[EntryId]) -> Result<Vec<Entry>, StoreError> {
+        Ok(self
+            .get_with_seals(ids)?
+            .into_iter()
+            .map(|(entry, _)| entry)
+            .collect())
+    }
+
+    fn get_with_seals(&self, ids: &[EntryId]) -> Result<Vec<(Entry, Option<EntryId>)>, StoreError> {
+        let keys: Vec<OrderKey> = {
+            let state = self.state();
+            ids.iter()
+                .filter_map(|id| state.clocks.get(id).map(|c| OrderKey::new(*c, *id)))
+                .collect()
+        };
         let txn = self.inner.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(ENTRIES).map_err(db_err)?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(bytes) = table.get(id.0).map_err(db_err)? {
-                out.extend(Entry::from_stored(bytes.value()));
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(bytes) = table.get(key.to_bytes().as_slice()).map_err(db_err)? {
+                out.push(
+                    Entry::from_stored(key.id, bytes.value())
+                        .ok_or_else(|| db_err("corrupt entry"))?,
+                );
             }
         }
         Ok(out)
@@ -267,15 +281,25 @@ impl Log {
 
     /// Every entry in (Lamport, id) order: parents always before children.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
-        let keys: Vec<EntryId> = self.state().index.iter().map(|k| k.id).collect();
-        self.get_many(&keys)
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(ENTRIES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let key = OrderKey::from_bytes(key.value().try_into().map_err(db_err)?);
+            let (entry, _) =
+                Entry::from_stored(key.id, value.value()).ok_or_else(|| db_err("corrupt entry"))?;
+            out.push(entry);
+        }
+        Ok(out)
     }
 
     /// The signed entry that seals an unsigned one.
     pub fn seal_of(&self, id: &EntryId) -> Result<Option<EntryId>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(SEALS).map_err(db_err)?;
-        Ok(table.get(id.0).map_err(db_err)?.map(|v| EntryId(v.value())))
+        Ok(self
+            .get_with_seals(std::slice::from_ref(id))?
+            .pop()
+            .and_then(|(_, seal)| seal))
     }
 
     /// The ids of `author`'s entries with sequence numbers in `from..=to`.
@@ -288,10 +312,13 @@ impl Log {
         let txn = self.inner.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
         let range = table
-            .range(author_seq_key(author, from)..=author_seq_key(author, to))
+            .range(author_seq_key(author, from).as_slice()..=author_seq_key(author, to).as_slice())
             .map_err(db_err)?;
         range
-            .map(|row| row.map(|(_, v)| EntryId(v.value())).map_err(db_err))
+            .map(|row| {
+                let (_, v) = row.map_err(db_err)?;
+                v.value().try_into().map(EntryId).map_err(db_err)
+            })
             .collect()
     }
 
@@ -405,16 +432,18 @@ impl Log {
         let txn = self.inner.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
         let last = table
-            .range(author_seq_key(author, 0)..=author_seq_key(author, u64::MAX))
+            .range(
+                author_seq_key(author, 0).as_slice()..=author_seq_key(author, u64::MAX).as_slice(),
+            )
             .map_err(db_err)?
             .next_back()
             .transpose()
             .map_err(db_err)?
-            .map(|(k, v)| {
-                (
-                    u64::from_be_bytes(k.value()[32..].try_into().expect("8")),
-                    EntryId(v.value()),
-                )
+            .and_then(|(k, v)| {
+                Some((
+                    u64::from_be_bytes(k.value().get(32..)?.try_into().ok()?),
+                    EntryId(v.value().try_into().ok()?),
+                ))
             });
         let required = match last {
             Some((_, id)) => Some(id),
@@ -439,7 +468,12 @@ impl Log {
     }
 
     fn max_clock(&self, ids: &[EntryId]) -> Result<Option<u64>, StoreError> {
-        Ok(self.get_many(ids)?.iter().map(|e| e.body().clock).max())
+        let state = self.state();
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.clocks.get(id))
+            .max()
+            .copied())
     }
 
     /// Validates and stores entries, given in an order where parents come first, in one transaction.
@@ -447,21 +481,17 @@ impl Log {
     pub fn apply(&self, batch: Vec<Verified>, origin: u64) -> Result<Vec<EntryId>, StoreError> {
         let mut state = self.state();
         let txn = self.inner.db.begin_write().map_err(db_err)?;
-        let mut added = Vec::new();
-        let mut pending_membership = Vec::new();
+        let mut added: Vec<Entry> = Vec::new();
         {
             let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
-            let mut order = txn.open_table(ORDER).map_err(db_err)?;
-            let mut heads = txn.open_table(HEADS).map_err(db_err)?;
             let mut author_seq = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
-            let mut seals = txn.open_table(SEALS).map_err(db_err)?;
             let mut evidence = txn.open_table(EVIDENCE).map_err(db_err)?;
-            // Entries of this batch, for parent lookups before commit.
-            let mut fresh: HashMap<EntryId, Entry> = HashMap::new();
+            // What rule checks need of this batch's entries, before they are committed.
+            let mut fresh: HashMap<EntryId, ParentFacts> = HashMap::new();
             let mut writers = state.writers.clone();
             for Verified { entry, seal } in batch {
                 let id = entry.id();
-                if fresh.contains_key(&id) || entries.get(id.0).map_err(db_err)?.is_some() {
+                if fresh.contains_key(&id) || state.clocks.contains_key(&id) {
                     continue;
                 }
                 let reject = |why| StoreError::Rejected { id, why };
@@ -477,75 +507,78 @@ impl Log {
                 }
                 let mut parents = Vec::with_capacity(body.parents.len());
                 for parent in &body.parents {
-                    let found = match fresh.get(parent) {
-                        Some(e) => Some(e.clone()),
-                        None => entries
-                            .get(parent.0)
-                            .map_err(db_err)?
-                            .and_then(|b| Entry::from_stored(b.value())),
+                    let facts = match fresh.get(parent) {
+                        Some(facts) => facts.clone(),
+                        None => {
+                            let clock = *state
+                                .clocks
+                                .get(parent)
+                                .ok_or_else(|| reject("missing parent"))?;
+                            let key = OrderKey::new(clock, *parent).to_bytes();
+                            let stored = entries.get(key.as_slice()).map_err(db_err)?;
+                            let (parent_entry, _) = stored
+                                .and_then(|b| Entry::from_stored(*parent, b.value()))
+                                .ok_or_else(|| db_err("corrupt entry"))?;
+                            ParentFacts::of(&parent_entry)
+                        }
                     };
-                    parents.push(found.ok_or_else(|| reject("missing parent"))?);
+                    parents.push(facts);
                 }
-                let expected_clock = parents
-                    .iter()
-                    .map(|p| p.body().clock + 1)
-                    .max()
-                    .unwrap_or(0);
+                let expected_clock = parents.iter().map(|p| p.clock + 1).max().unwrap_or(0);
                 if body.clock != expected_clock {
                     return Err(reject("Lamport clock is not one more than its parents'"));
                 }
                 authorize(self.id(), body, &parents, &writers).map_err(reject)?;
-                if let Payload::AddWriter(writer) = &body.payload {
+                if let (true, Payload::AddWriter(writer)) =
+                    (body.author == self.id(), &body.payload)
+                {
                     writers.entry(*writer).or_insert(id);
                 }
                 let seq_key = author_seq_key(&body.author, body.seq);
-                let existing = author_seq.get(seq_key).map_err(db_err)?.map(|v| v.value());
-                match existing {
+                let first: Option<Vec<u8>> = author_seq
+                    .get(seq_key.as_slice())
+                    .map_err(db_err)?
+                    .map(|v| v.value().to_vec());
+                match first {
                     Some(first) => {
-                        let mut proof = first.to_vec();
-                        proof.extend_from_slice(&id.0);
-                        if evidence.get(seq_key).map_err(db_err)?.is_none() {
-                            evidence.insert(seq_key, proof.as_slice()).map_err(db_err)?;
+                        if evidence.get(seq_key.as_slice()).map_err(db_err)?.is_none() {
+                            let proof = [first.as_slice(), id.0.as_slice()].concat();
+                            evidence
+                                .insert(seq_key.as_slice(), proof.as_slice())
+                                .map_err(db_err)?;
                         }
                     }
                     None => {
-                        author_seq.insert(seq_key, id.0).map_err(db_err)?;
+                        author_seq
+                            .insert(seq_key.as_slice(), id.0.as_slice())
+                            .map_err(db_err)?;
                     }
                 }
-                if let Some(seal) = seal {
-                    seals.insert(id.0, seal.0).map_err(db_err)?;
-                }
                 entries
-                    .insert(id.0, entry.to_stored().as_slice())
+                    .insert(
+                        entry.order_key().to_bytes().as_slice(),
+                        entry.to_stored(seal).as_slice(),
+                    )
                     .map_err(db_err)?;
-                order
-                    .insert(entry.order_key().to_bytes(), ())
-                    .map_err(db_err)?;
-                for parent in &body.parents {
-                    heads.remove(parent.0).map_err(db_err)?;
-                }
-                heads.insert(id.0, ()).map_err(db_err)?;
-                added.push(entry.order_key());
-                pending_membership.push(entry.clone());
-                fresh.insert(id, entry);
+                fresh.insert(id, ParentFacts::of(&entry));
+                added.push(entry);
             }
         }
         if added.is_empty() {
             return Ok(Vec::new());
         }
         txn.commit().map_err(db_err)?;
-        for entry in &pending_membership {
+        for entry in &added {
             for parent in &entry.body().parents {
                 state.heads.remove(parent);
             }
             state.heads.insert(entry.id());
+            state.clocks.insert(entry.id(), entry.body().clock);
+            state.index.insert(entry.order_key());
             note_membership(&mut state, entry);
         }
-        for key in &added {
-            state.index.insert(*key);
-        }
         drop(state);
-        let ids: Arc<[EntryId]> = added.iter().map(|k| k.id).collect();
+        let ids: Arc<[EntryId]> = added.iter().map(Entry::id).collect();
         let _ = self.inner.live.send(Applied {
             ids: ids.clone(),
             origin,
@@ -554,12 +587,36 @@ impl Log {
     }
 }
 
+/// What the write rules need to know about a parent.
+#[derive(Debug, Clone)]
+struct ParentFacts {
+    clock: u64,
+    author: NodeId,
+    seq: u64,
+    admits: Option<NodeId>,
+}
+
+impl ParentFacts {
+    fn of(entry: &Entry) -> Self {
+        let body = entry.body();
+        Self {
+            clock: body.clock,
+            author: body.author,
+            seq: body.seq,
+            admits: match (&body.payload, body.author == body.log) {
+                (Payload::AddWriter(writer), true) => Some(*writer),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The write rules: the owner manages membership; everyone else needs to have been added, and each
 /// author's entries form a chain through direct parents.
 fn authorize(
     owner: LogId,
     body: &EntryBody,
-    parents: &[Entry],
+    parents: &[ParentFacts],
     writers: &HashMap<NodeId, EntryId>,
 ) -> Result<(), &'static str> {
     let is_owner = body.author == owner;
@@ -569,14 +626,12 @@ fn authorize(
     let previous = |seq: u64| {
         parents
             .iter()
-            .any(|p| p.body().author == body.author && p.body().seq == seq)
+            .any(|p| p.author == body.author && p.seq == seq)
     };
     match body.seq {
         0 if is_owner => Ok(()),
         0 => {
-            let admitted = parents.iter().any(|p| {
-                p.body().author == owner && p.body().payload == Payload::AddWriter(body.author)
-            });
+            let admitted = parents.iter().any(|p| p.admits == Some(body.author));
             if admitted && writers.contains_key(&body.author) {
                 Ok(())
             } else {
