@@ -81,6 +81,13 @@ impl NodeId {
         Ok(Self(*bytes))
     }
 
+    /// Wraps bytes *this program already validated* as a public key, e.g. read back from its own store,
+    /// skipping the curve-point check (a square root, the dominant cost of decoding stored entries).
+    /// Never use it on bytes from the network or from a file others can write.
+    pub fn from_verified_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     /// The 32 public key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0

@@ -232,25 +232,67 @@ impl Entry {
         OrderKey::new(self.body.clock, self.id)
     }
 
-    /// Encoding for the local store: canonical body, signature if any, and the sealing entry if any.
+    /// Encoding for the local store: the body without the log id (the store's own), the signature if
+    /// any, and the sealing entry if any.
     pub(crate) fn to_stored(&self, seal: Option<EntryId>) -> Vec<u8> {
-        postcard::to_stdvec(&(&self.body, &self.signature, seal)).expect("entries always serialize")
+        let b = &self.body;
+        let stored = StoredEntry {
+            author: *b.author.as_bytes(),
+            seq: b.seq,
+            clock: b.clock,
+            parents: &b.parents,
+            timestamp: b.timestamp,
+            payload: &b.payload,
+            signature: self.signature,
+            seal,
+            _borrow: std::marker::PhantomData,
+        };
+        postcard::to_stdvec(&stored).expect("entries always serialize")
     }
 
-    /// Decodes the local store's encoding. The id comes from the store's key: the store only holds
-    /// entries it verified, so hashing them again on every read would be wasted work.
-    pub(crate) fn from_stored(id: EntryId, bytes: &[u8]) -> Option<(Self, Option<EntryId>)> {
-        let (body, signature, seal): (EntryBody, Option<EntrySignature>, Option<EntryId>) =
-            postcard::from_bytes(bytes).ok()?;
+    /// Decodes the local store's encoding. The store only holds entries it verified, so the id comes from
+    /// its key and the author key is not validated again: hashing and point decompression on every read
+    /// would dominate replication.
+    pub(crate) fn from_stored(
+        log: LogId,
+        id: EntryId,
+        bytes: &[u8],
+    ) -> Option<(Self, Option<EntryId>)> {
+        let stored: StoredEntry<'_, Vec<EntryId>, Payload> = postcard::from_bytes(bytes).ok()?;
+        let body = EntryBody {
+            log,
+            author: NodeId::from_verified_bytes(stored.author),
+            seq: stored.seq,
+            clock: stored.clock,
+            parents: stored.parents,
+            timestamp: stored.timestamp,
+            payload: stored.payload,
+        };
         Some((
             Self {
                 body,
                 id,
-                signature,
+                signature: stored.signature,
             },
-            seal,
+            stored.seal,
         ))
     }
+}
+
+/// An entry as the local store keeps it. Generic so the same layout serves borrowed (writing) and owned
+/// (reading) fields.
+#[derive(Serialize, Deserialize)]
+struct StoredEntry<'a, P, D> {
+    author: [u8; 32],
+    seq: u64,
+    clock: u64,
+    parents: P,
+    timestamp: u64,
+    payload: D,
+    signature: Option<EntrySignature>,
+    seal: Option<EntryId>,
+    #[serde(skip)]
+    _borrow: std::marker::PhantomData<&'a ()>,
 }
 
 fn signing_message(id: &EntryId) -> Vec<u8> {
@@ -346,7 +388,7 @@ mod tests {
         let entry = Entry::signed(body(&key), &key);
         let seal = Some(EntryId([3; 32]));
         assert_eq!(
-            Entry::from_stored(entry.id(), &entry.to_stored(seal)).unwrap(),
+            Entry::from_stored(key.node_id(), entry.id(), &entry.to_stored(seal)).unwrap(),
             (entry, seal)
         );
     }

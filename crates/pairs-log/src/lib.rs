@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod entry;
+mod fast;
 pub mod index;
 pub mod reconcile;
 mod replicate;

@@ -12,9 +12,10 @@
 //! Every message is checked against limits; anything malformed or useless beyond a budget ends the
 //! session with a reason, and nothing from a rejected batch is stored.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::entry::{Entry, EntryId, OrderKey};
+use crate::fast::{Map as HashMap, Set as HashSet};
 use crate::reconcile;
 use crate::store::{Applied, Log, StoreError, Verified};
 use crate::wire::{MAX_BATCH, MAX_HEADS, MAX_IDS, Message, VERSION, WireBatch};
@@ -107,10 +108,10 @@ impl Session {
             peer_done: false,
             out: VecDeque::new(),
             to_send: BTreeSet::new(),
-            peer_has: HashSet::new(),
-            wanted: HashSet::new(),
-            pending: HashMap::new(),
-            verified: HashSet::new(),
+            peer_has: HashSet::default(),
+            wanted: HashSet::default(),
+            pending: HashMap::default(),
+            verified: HashSet::default(),
             stats: SyncStats::default(),
         };
         session.queue(&Message::Hello {
@@ -429,7 +430,7 @@ impl Session {
             .map(Entry::id)
             .collect();
         // An unsigned entry's successor on its author's chain, among pending entries.
-        let mut successor: HashMap<EntryId, EntryId> = HashMap::new();
+        let mut successor: HashMap<EntryId, EntryId> = HashMap::default();
         for entry in self.pending.values() {
             for parent in &entry.body().parents {
                 if let Some(p) = self.pending.get(parent)
@@ -442,7 +443,7 @@ impl Session {
         }
         // Seal of each pending entry: itself if signed, else its successor's seal. Successors come later
         // in the order, so one pass from the newest entry down settles every chain.
-        let mut seals: HashMap<EntryId, EntryId> = HashMap::new();
+        let mut seals: HashMap<EntryId, EntryId> = HashMap::default();
         for key in order.iter().rev() {
             let seal = if self.verified.contains(&key.id) {
                 Some(key.id)
@@ -453,7 +454,7 @@ impl Session {
                 seals.insert(key.id, seal);
             }
         }
-        let mut ready_ids: HashSet<EntryId> = HashSet::new();
+        let mut ready_ids: HashSet<EntryId> = HashSet::default();
         let mut ready = Vec::new();
         for key in order {
             let entry = &self.pending[&key.id];

@@ -8,7 +8,7 @@
 //! the order index with its fingerprints, id -> clock, the heads and the membership, all rebuilt from the
 //! entries when the store opens, so they can never disagree with them.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,6 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 
 use crate::entry::{Entry, EntryBody, EntryId, LogId, MAX_PARENTS, OrderKey, Payload, now_millis};
+use crate::fast::{Map as HashMap, Set as HashSet};
 use crate::index::OrderIndex;
 
 /// (Lamport clock ‖ id) -> entry: the log's order *is* this table's order, and appends, whose clocks
@@ -172,7 +173,7 @@ impl Log {
             txn.open_table(EVIDENCE).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        let state = Self::load_state(&db)?;
+        let state = Self::load_state(&db, id)?;
         let (live, _) = broadcast::channel(1024);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -184,23 +185,23 @@ impl Log {
         })
     }
 
-    fn load_state(db: &Database) -> Result<State, StoreError> {
+    fn load_state(db: &Database, log: LogId) -> Result<State, StoreError> {
         let txn = db.begin_read().map_err(db_err)?;
         let entries = txn.open_table(ENTRIES).map_err(db_err)?;
         let mut keys = Vec::new();
         let mut state = State {
             index: OrderIndex::new(),
-            clocks: HashMap::new(),
+            clocks: HashMap::default(),
             heads: BTreeSet::new(),
-            writers: HashMap::new(),
-            removed: HashMap::new(),
+            writers: HashMap::default(),
+            removed: HashMap::default(),
         };
-        let mut parents = HashSet::new();
+        let mut parents = HashSet::default();
         for row in entries.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
             let key = OrderKey::from_bytes(key.value().try_into().map_err(db_err)?);
-            let (entry, _) =
-                Entry::from_stored(key.id, value.value()).ok_or_else(|| db_err("corrupt entry"))?;
+            let (entry, _) = Entry::from_stored(log, key.id, value.value())
+                .ok_or_else(|| db_err("corrupt entry"))?;
             parents.extend(entry.body().parents.iter().copied());
             note_membership(&mut state, &entry);
             state.clocks.insert(key.id, key.clock);
@@ -271,7 +272,7 @@ impl Log {
         for key in keys {
             if let Some(bytes) = table.get(key.to_bytes().as_slice()).map_err(db_err)? {
                 out.push(
-                    Entry::from_stored(key.id, bytes.value())
+                    Entry::from_stored(self.id(), key.id, bytes.value())
                         .ok_or_else(|| db_err("corrupt entry"))?,
                 );
             }
@@ -287,8 +288,8 @@ impl Log {
         for row in table.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
             let key = OrderKey::from_bytes(key.value().try_into().map_err(db_err)?);
-            let (entry, _) =
-                Entry::from_stored(key.id, value.value()).ok_or_else(|| db_err("corrupt entry"))?;
+            let (entry, _) = Entry::from_stored(self.id(), key.id, value.value())
+                .ok_or_else(|| db_err("corrupt entry"))?;
             out.push(entry);
         }
         Ok(out)
@@ -487,7 +488,7 @@ impl Log {
             let mut author_seq = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
             let mut evidence = txn.open_table(EVIDENCE).map_err(db_err)?;
             // What rule checks need of this batch's entries, before they are committed.
-            let mut fresh: HashMap<EntryId, ParentFacts> = HashMap::new();
+            let mut fresh: HashMap<EntryId, ParentFacts> = HashMap::default();
             let mut writers = state.writers.clone();
             for Verified { entry, seal } in batch {
                 let id = entry.id();
@@ -517,7 +518,7 @@ impl Log {
                             let key = OrderKey::new(clock, *parent).to_bytes();
                             let stored = entries.get(key.as_slice()).map_err(db_err)?;
                             let (parent_entry, _) = stored
-                                .and_then(|b| Entry::from_stored(*parent, b.value()))
+                                .and_then(|b| Entry::from_stored(self.id(), *parent, b.value()))
                                 .ok_or_else(|| db_err("corrupt entry"))?;
                             ParentFacts::of(&parent_entry)
                         }

@@ -224,11 +224,10 @@ async fn sync_with(
     let mut stream = connection.open_bi().await?;
     stream.write_all(&ticket.discovery_key()).await?;
     let stats = log
-        .replicate(stream, live)
+        .replicate(&mut stream, live)
         .await
         .with_context(|| format!("syncing with {}", peer.node_id.short()))?;
-    // The server closes once it has our last message.
-    let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+    finish(&connection, &mut stream).await;
     eprintln!(
         "pairs: synced with {}: {} entries received, {} sent; {} entries in the log",
         peer.node_id.short(),
@@ -266,9 +265,11 @@ async fn serve(data_dir: Option<&Path>, ticket: &str, live: bool, bind: &BindArg
                             "pairs: synced with {peer}: {} entries received, {} sent",
                             stats.entries_received, stats.entries_sent
                         ),
-                        Err(err) => eprintln!("pairs: sync with {peer} failed: {err:#}"),
+                        Err(err) => {
+                            eprintln!("pairs: sync with {peer} failed: {err:#}");
+                            connection.close(1, b"sync failed");
+                        }
                     }
-                    connection.close(0, b"done");
                 });
             }
         }
@@ -289,5 +290,14 @@ async fn serve_one(
     if discovery != expected {
         bail!("the peer asked for a log this node does not serve");
     }
-    Ok(log.replicate(stream, live).await?)
+    let stats = log.replicate(&mut stream, live).await?;
+    finish(connection, &mut stream).await;
+    Ok(stats)
+}
+
+/// Closes the connection only once the peer acknowledged everything we sent, so our last message is
+/// never cut off by the close.
+async fn finish(connection: &Connection, stream: &mut pairs_net::BiStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.send.stopped()).await;
+    connection.close(0, b"done");
 }
