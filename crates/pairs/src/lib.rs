@@ -1,8 +1,8 @@
 //! pairs: peer-to-peer for any application.
 //!
 //! This crate is the facade over the layers ([`base`] for identity and tickets, [`net`] for the
-//! authenticated QUIC endpoint, [`log`] for replicated logs) and home of the small protocols the `pairs` command line speaks, such as
-//! [`pipe`].
+//! authenticated QUIC endpoint, [`log`] for replicated logs) and home of the small protocols the
+//! `pairs` command line speaks, such as [`pipe`].
 
 #![warn(missing_docs)]
 
