@@ -199,9 +199,7 @@ impl Log {
         let mut parents = HashSet::default();
         for row in entries.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
-            let key = OrderKey::from_bytes(key.value().try_into().map_err(db_err)?);
-            let (entry, _) = Entry::from_stored(log, key.id, value.value())
-                .ok_or_else(|| db_err("corrupt entry"))?;
+            let (key, entry) = decode_row(log, key.value(), value.value())?;
             parents.extend(entry.body().parents.iter().copied());
             note_membership(&mut state, &entry);
             state.clocks.insert(key.id, key.clock);
@@ -287,10 +285,7 @@ impl Log {
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
-            let key = OrderKey::from_bytes(key.value().try_into().map_err(db_err)?);
-            let (entry, _) = Entry::from_stored(self.id(), key.id, value.value())
-                .ok_or_else(|| db_err("corrupt entry"))?;
-            out.push(entry);
+            out.push(decode_row(self.id(), key.value(), value.value())?.1);
         }
         Ok(out)
     }
@@ -330,14 +325,16 @@ impl Log {
         let mut out = Vec::new();
         for row in table.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
-            let key = key.value();
-            let value = value.value();
-            let author = NodeId::from_bytes(&key[..32].try_into().expect("32")).map_err(db_err)?;
+            let (key, value) = (key.value(), value.value());
+            let corrupt = || db_err("corrupt evidence");
+            let (author, seq) = key.split_at_checked(32).ok_or_else(corrupt)?;
+            let (first, second) = value.split_at_checked(32).ok_or_else(corrupt)?;
             out.push(Equivocation {
-                author,
-                seq: u64::from_be_bytes(key[32..].try_into().expect("8")),
-                first: EntryId(value[..32].try_into().map_err(db_err)?),
-                second: EntryId(value[32..64].try_into().map_err(db_err)?),
+                author: NodeId::from_bytes(&author.try_into().map_err(|_| corrupt())?)
+                    .map_err(db_err)?,
+                seq: u64::from_be_bytes(seq.try_into().map_err(|_| corrupt())?),
+                first: EntryId(first.try_into().map_err(|_| corrupt())?),
+                second: EntryId(second.try_into().map_err(|_| corrupt())?),
             });
         }
         Ok(out)
@@ -662,6 +659,14 @@ fn note_membership(state: &mut State, entry: &Entry) {
         }
         Payload::Data(_) => {}
     }
+}
+
+/// Decodes one row of the entries table.
+fn decode_row(log: LogId, key: &[u8], value: &[u8]) -> Result<(OrderKey, Entry), StoreError> {
+    let key = OrderKey::from_bytes(key.try_into().map_err(db_err)?);
+    let (entry, _) =
+        Entry::from_stored(log, key.id, value).ok_or_else(|| db_err("corrupt entry"))?;
+    Ok((key, entry))
 }
 
 fn author_seq_key(author: &NodeId, seq: u64) -> [u8; 40] {

@@ -31,6 +31,17 @@ async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut).await.expect("timed out")
 }
 
+/// A listener and a dialer connected to it: (router, dialer's connection, listener's connection).
+async fn connected_pair() -> (Router, Connection, Connection) {
+    let (router, mut incoming) = listener().await;
+    let dialer = loopback_endpoint().await;
+    let conn = within(dialer.connect(&router.endpoint().node_addr(), ALPN))
+        .await
+        .unwrap();
+    let accepted = within(incoming.recv()).await.unwrap();
+    (router, conn, accepted)
+}
+
 #[tokio::test]
 async fn both_sides_learn_the_proven_node_id() {
     let (router, mut incoming) = listener().await;
@@ -115,16 +126,11 @@ async fn port_in_use_is_a_clear_error() {
 
 #[tokio::test]
 async fn eof_in_one_direction_keeps_the_other_open() {
-    let (router, mut incoming) = listener().await;
-    let dialer = loopback_endpoint().await;
-    let conn = within(dialer.connect(&router.endpoint().node_addr(), ALPN))
-        .await
-        .unwrap();
+    let (_router, conn, accepted) = connected_pair().await;
     let mut a = conn.open_bi().await.unwrap();
     a.write_all(b"question").await.unwrap();
     a.shutdown().await.unwrap(); // dialer is done sending
 
-    let accepted = within(incoming.recv()).await.unwrap();
     let mut b = within(accepted.accept_bi()).await.unwrap();
     let mut got = Vec::new();
     within(b.read_to_end(&mut got)).await.unwrap();
@@ -142,12 +148,7 @@ async fn eof_in_one_direction_keeps_the_other_open() {
 
 #[tokio::test]
 async fn many_streams_on_one_connection() {
-    let (router, mut incoming) = listener().await;
-    let dialer = loopback_endpoint().await;
-    let conn = within(dialer.connect(&router.endpoint().node_addr(), ALPN))
-        .await
-        .unwrap();
-    let accepted = within(incoming.recv()).await.unwrap();
+    let (_router, conn, accepted) = connected_pair().await;
     let echo = tokio::spawn(async move {
         while let Ok(mut stream) = accepted.accept_bi().await {
             tokio::spawn(async move {

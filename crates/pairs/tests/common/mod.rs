@@ -129,29 +129,26 @@ pub fn lines_of(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 
 /// Waits for `child` to exit, killing it and failing the test after `limit`.
 pub fn wait_status(mut child: Child, limit: Duration) -> ExitStatus {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(status) => status.expect("wait for child"),
-        Err(_) => {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("process {pid} did not exit within {limit:?}");
-        }
-    }
+    wait_with(child.id(), limit, move || child.wait())
 }
 
 /// Waits for `child` to exit and collects its output, failing the test after `limit`.
 pub fn wait_output(child: Child, limit: Duration) -> Output {
-    let pid = child.id();
+    wait_with(child.id(), limit, move || child.wait_with_output())
+}
+
+/// Runs a blocking wait on a thread; kills process `pid` and fails the test if it takes over `limit`.
+fn wait_with<T: Send + 'static>(
+    pid: u32,
+    limit: Duration,
+    wait: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+        let _ = tx.send(wait());
     });
     match rx.recv_timeout(limit) {
-        Ok(output) => output.expect("wait for child"),
+        Ok(result) => result.expect("wait for child"),
         Err(_) => {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
             panic!("process {pid} did not exit within {limit:?}");
