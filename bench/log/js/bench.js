@@ -175,7 +175,7 @@ const hyperlogLib = {
     await this.appendOne(log, values[n - 1])
   },
 
-  async replica (a) {
+  replica () {
     return this.create()
   },
 
