@@ -315,3 +315,35 @@ async fn reconciliation_cost_grows_with_the_difference_not_the_log() {
     assert!(costs[2].1 < 100 * 200, "{costs:?}");
     assert!(costs[0].2 <= 2, "{costs:?}");
 }
+
+#[tokio::test]
+async fn a_forking_author_is_recorded_and_the_log_keeps_working() {
+    // The same owner key appends on two replicas that have not synced: two entries with one
+    // sequence number, as a cloned device or a malicious writer would produce.
+    let owner = SecretKey::generate();
+    let a = Log::in_memory(owner.node_id());
+    a.append(&owner, Payload::Data(b"shared".to_vec())).unwrap();
+    let b = Log::in_memory(owner.node_id());
+    sync(&a, &b).await;
+    let left = a.append(&owner, Payload::Data(b"left".to_vec())).unwrap();
+    let right = b.append(&owner, Payload::Data(b"right".to_vec())).unwrap();
+    sync(&a, &b).await;
+    for log in [&a, &b] {
+        assert_eq!(log.len(), 3, "both branches are kept");
+        let forks = log.equivocations().unwrap();
+        assert_eq!(forks.len(), 1);
+        assert_eq!(forks[0].author, owner.node_id());
+        assert_eq!(forks[0].seq, 1);
+        let mut pair = [forks[0].first, forks[0].second];
+        pair.sort();
+        let mut expected = [left, right];
+        expected.sort();
+        assert_eq!(pair, expected);
+    }
+    // Appending goes on, merging both branches.
+    a.append(&owner, Payload::Data(b"after".to_vec())).unwrap();
+    sync(&a, &b).await;
+    assert_eq!(b.len(), 4);
+    assert_eq!(a.heads(), b.heads());
+    assert_eq!(a.heads().len(), 1);
+}
