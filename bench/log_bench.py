@@ -73,7 +73,7 @@ def main():
             row = runs[impl].get(scenario, {})
             # The npm baselines append in memory (memdb, random-access-memory).
             key = "per_second" if impl != "pairs" and field == "per_second_in_memory" else field
-            durable_only = impl != "pairs" and field == "per_second"
+            durable_only = impl != "pairs" and scenario == "append_one_by_one" and field == "per_second"
             values.append(None if "error" in row or durable_only else row.get(key))
         ratio = ""
         if values[0] and values[1]:

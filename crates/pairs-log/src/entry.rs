@@ -63,7 +63,7 @@ pub type LogId = NodeId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Payload {
     /// Application data.
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The owner admits a writer. The writer's first entry must have this entry as a parent.
     AddWriter(NodeId),
     /// The owner removes a writer: the writer's entries after sequence number `keep_until` (all of them

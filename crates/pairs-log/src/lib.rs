@@ -8,6 +8,7 @@
 pub mod entry;
 mod fast;
 pub mod index;
+mod pending;
 pub mod reconcile;
 mod replicate;
 pub mod session;

@@ -15,13 +15,18 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::entry::{Entry, EntryId, OrderKey};
-use crate::fast::{Map as HashMap, Set as HashSet};
+use crate::fast::Set as HashSet;
+use crate::pending::{self, Pending};
 use crate::reconcile;
 use crate::store::{Applied, Log, StoreError, Verified};
 use crate::wire::{MAX_BATCH, MAX_HEADS, MAX_IDS, Message, VERSION, WireBatch};
 
 /// Most entries waiting for parents or seals.
 const MAX_PENDING: usize = 200_000;
+/// Most bytes of entries waiting for parents or seals (unsigned ones are not verified until sealed).
+const MAX_PENDING_BYTES: usize = 256 << 20;
+/// Entries a peer may ask for beyond the size of our log, in one session.
+const WANT_ALLOWANCE: u64 = 100_000;
 /// Most bytes of entries in one outgoing batch.
 const BATCH_BYTES: usize = 2 << 20;
 /// Most reconciliation rounds: log16 of any realistic log size, with a wide margin.
@@ -86,8 +91,8 @@ pub struct Session {
     to_send: BTreeSet<OrderKey>,
     peer_has: HashSet<EntryId>,
     wanted: HashSet<EntryId>,
-    pending: HashMap<EntryId, Entry>,
-    verified: HashSet<EntryId>,
+    pending: Pending,
+    wants_served: u64,
     stats: SyncStats,
 }
 
@@ -110,8 +115,8 @@ impl Session {
             to_send: BTreeSet::new(),
             peer_has: HashSet::default(),
             wanted: HashSet::default(),
-            pending: HashMap::default(),
-            verified: HashSet::default(),
+            pending: Pending::default(),
+            wants_served: 0,
             stats: SyncStats::default(),
         };
         session.queue(&Message::Hello {
@@ -302,7 +307,7 @@ impl Session {
     fn want(&mut self, ids: Vec<EntryId>) {
         let fresh: Vec<EntryId> = ids
             .into_iter()
-            .filter(|id| !self.wanted.contains(id) && !self.pending.contains_key(id))
+            .filter(|id| !self.wanted.contains(id) && !self.pending.contains(id))
             .collect();
         for chunk in fresh.chunks(MAX_IDS) {
             self.wanted.extend(chunk.iter().copied());
@@ -313,6 +318,10 @@ impl Session {
     fn on_want(&mut self, ids: Vec<EntryId>) -> Result<(), SyncError> {
         if ids.len() > MAX_IDS {
             return Err(violation("want list too long"));
+        }
+        self.wants_served += ids.len() as u64;
+        if self.wants_served > self.log.len() as u64 + WANT_ALLOWANCE {
+            return Err(violation("peer keeps asking for entries"));
         }
         let entries = self.log.get_many(&ids).map_err(SyncError::Store)?;
         let found: HashSet<EntryId> = entries.iter().map(Entry::id).collect();
@@ -353,11 +362,7 @@ impl Session {
             if !self.wanted.remove(&id) {
                 return Err(violation("missing an entry we did not ask for"));
             }
-            let needed = self
-                .pending
-                .values()
-                .any(|e| e.body().parents.contains(&id));
-            if needed {
+            if self.pending.waits_for(&id) {
                 return Err(violation(
                     "peer sent entries whose parents it does not have",
                 ));
@@ -371,128 +376,52 @@ impl Session {
         if entries.is_empty() {
             return Err(violation("empty batch"));
         }
-        let ids: Vec<EntryId> = entries.iter().map(Entry::id).collect();
-        let known: HashSet<EntryId> = self
-            .log
-            .get_many(&ids)
-            .map_err(SyncError::Store)?
-            .iter()
-            .map(Entry::id)
-            .collect();
+        let mut released = Vec::new();
         for entry in entries {
             let id = entry.id();
             self.peer_has.insert(id);
             self.wanted.remove(&id);
-            if known.contains(&id) || self.pending.contains_key(&id) {
+            if self.log.contains(&id) {
+                self.stats.duplicates_received += 1;
+                self.pending.now_stored(&id, &mut released);
+                continue;
+            }
+            if self.pending.contains(&id) {
                 self.stats.duplicates_received += 1;
                 continue;
             }
             entry.body().check_limits().map_err(violation)?;
-            if entry.signature().is_some() {
-                if !entry.verify_signature() {
-                    return Err(violation(format!(
-                        "forged signature on entry {}",
-                        id.short()
-                    )));
-                }
-                self.verified.insert(id);
+            if entry.signature().is_some() && !entry.verify_signature() {
+                return Err(violation(format!(
+                    "forged signature on entry {}",
+                    id.short()
+                )));
             }
-            self.pending.insert(id, entry);
+            let log = &self.log;
+            self.pending
+                .insert(entry, |p| log.contains(p), &mut released);
         }
         if self.stats.duplicates_received > DUPLICATE_ALLOWANCE + 2 * self.stats.entries_received {
             return Err(violation("peer keeps sending entries we have"));
         }
-        if self.pending.len() > MAX_PENDING {
+        if self.pending.len() > MAX_PENDING || self.pending.bytes() > MAX_PENDING_BYTES {
             return Err(violation("too many entries waiting for their parents"));
         }
-        self.apply_ready()
+        self.store(released)
     }
 
-    /// Stores every pending entry whose parents are present and which is signed or sealed.
-    fn apply_ready(&mut self) -> Result<(), SyncError> {
-        let mut order: Vec<OrderKey> = self.pending.values().map(Entry::order_key).collect();
-        order.sort_unstable();
-        // Parents outside the pending set: which of them does the store have?
-        let outside: Vec<EntryId> = self
-            .pending
-            .values()
-            .flat_map(|e| e.body().parents.iter())
-            .filter(|p| !self.pending.contains_key(p))
-            .copied()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let stored: HashSet<EntryId> = self
-            .log
-            .get_many(&outside)
-            .map_err(SyncError::Store)?
-            .iter()
-            .map(Entry::id)
-            .collect();
-        // An unsigned entry's successor on its author's chain, among pending entries.
-        let mut successor: HashMap<EntryId, EntryId> = HashMap::default();
-        for entry in self.pending.values() {
-            for parent in &entry.body().parents {
-                if let Some(p) = self.pending.get(parent)
-                    && p.body().author == entry.body().author
-                    && p.body().seq + 1 == entry.body().seq
-                {
-                    successor.insert(*parent, entry.id());
-                }
-            }
+    /// Stores entries the waiting room released, parents first, in transactions of bounded size.
+    fn store(&mut self, released: Vec<Verified>) -> Result<(), SyncError> {
+        let mut released = released.into_iter().peekable();
+        while released.peek().is_some() {
+            let chunk: Vec<Verified> = released.by_ref().take(MAX_BATCH).collect();
+            let stored = self.log.apply(chunk, self.origin).map_err(|e| match e {
+                StoreError::Rejected { .. } | StoreError::NotAWriter(_) => violation(e.to_string()),
+                other => SyncError::Store(other),
+            })?;
+            self.stats.entries_received += stored.len() as u64;
         }
-        // Seal of each pending entry: itself if signed, else its successor's seal. Successors come later
-        // in the order, so one pass from the newest entry down settles every chain.
-        let mut seals: HashMap<EntryId, EntryId> = HashMap::default();
-        for key in order.iter().rev() {
-            let seal = if self.verified.contains(&key.id) {
-                Some(key.id)
-            } else {
-                successor.get(&key.id).and_then(|s| seals.get(s)).copied()
-            };
-            if let Some(seal) = seal {
-                seals.insert(key.id, seal);
-            }
-        }
-        let mut ready_ids: HashSet<EntryId> = HashSet::default();
-        let mut ready = Vec::new();
-        for key in order {
-            let entry = &self.pending[&key.id];
-            let parents_present = entry
-                .body()
-                .parents
-                .iter()
-                .all(|p| stored.contains(p) || ready_ids.contains(p));
-            if !parents_present {
-                continue;
-            }
-            let Some(&seal) = seals.get(&key.id) else {
-                continue;
-            };
-            ready_ids.insert(key.id);
-            ready.push(Verified {
-                entry: entry.clone(),
-                seal: (seal != key.id).then_some(seal),
-            });
-            if ready.len() >= MAX_BATCH {
-                break;
-            }
-        }
-        if ready.is_empty() {
-            return Ok(());
-        }
-        for v in &ready {
-            self.pending.remove(&v.entry.id());
-            self.verified.remove(&v.entry.id());
-        }
-        let stored = self.log.apply(ready, self.origin).map_err(|e| match e {
-            StoreError::Rejected { .. } | StoreError::NotAWriter(_) => violation(e.to_string()),
-            other => SyncError::Store(other),
-        })?;
-        self.stats.entries_received += stored.len() as u64;
-        if !self.pending.is_empty() {
-            return self.apply_ready();
-        }
+        self.pending.stored();
         Ok(())
     }
 
@@ -510,7 +439,7 @@ impl Session {
         let mut start = 0;
         let mut size = 0;
         for (i, entry) in entries.iter().enumerate() {
-            size += entry.body().parents.len() * 33 + 100 + payload_len(entry);
+            size += pending::size(entry);
             if size > BATCH_BYTES {
                 self.queue_batch(&entries[start..=i]);
                 start = i + 1;
@@ -537,16 +466,27 @@ impl Session {
             if !self.peer_done {
                 return Ok(());
             }
+            // Parents that reached the store another way (another session) free their waiters.
+            let arrived: Vec<EntryId> = self
+                .pending
+                .missing_parents()
+                .filter(|p| self.log.contains(p))
+                .copied()
+                .collect();
+            let mut released = Vec::new();
+            for id in arrived {
+                self.pending.now_stored(&id, &mut released);
+            }
+            self.store(released)?;
+            if self.pending.is_empty() {
+                return self.check_done();
+            }
             // The peer's store is closed under ancestry, so it has every parent it did not send.
             let missing: Vec<EntryId> = self
                 .pending
-                .values()
-                .flat_map(|e| e.body().parents.iter())
-                .filter(|p| !self.pending.contains_key(p) && !self.wanted.contains(p))
+                .missing_parents()
+                .filter(|p| !self.wanted.contains(p))
                 .copied()
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .filter(|p| !self.log.contains(p))
                 .collect();
             if missing.is_empty() && self.wanted.is_empty() {
                 return Err(violation("entries that are never sealed or never complete"));
@@ -560,12 +500,5 @@ impl Session {
         self.sent_done = true;
         self.queue(&Message::Done);
         Ok(())
-    }
-}
-
-fn payload_len(entry: &Entry) -> usize {
-    match &entry.body().payload {
-        crate::entry::Payload::Data(d) => d.len(),
-        _ => 64,
     }
 }

@@ -58,6 +58,9 @@ pub enum StoreError {
     NotAWriter(NodeId),
 }
 
+/// Most entries one signature seals in a batch append.
+pub const SEAL_SPAN: usize = 4096;
+
 fn db_err(err: impl std::fmt::Display) -> StoreError {
     StoreError::Db(err.to_string())
 }
@@ -405,19 +408,24 @@ impl Log {
             parents = vec![body.id()];
             bodies.push(body);
         }
-        let last = Entry::signed(bodies.pop().expect("non-empty"), key);
-        let seal = last.id();
-        let mut batch: Vec<Verified> = bodies
-            .into_iter()
-            .map(|b| Verified {
-                entry: Entry::unsigned(b),
-                seal: Some(seal),
-            })
-            .collect();
-        batch.push(Verified {
-            entry: last,
-            seal: None,
-        });
+        // Sign every SEAL_SPAN-th entry and the last: a receiver holds at most that many unverified
+        // entries while it waits for their seal.
+        let count = bodies.len();
+        let mut batch: Vec<Verified> = Vec::with_capacity(count);
+        let mut seal = None;
+        for (i, body) in bodies.into_iter().enumerate().rev() {
+            if i + 1 == count || (i + 1) % SEAL_SPAN == 0 {
+                let entry = Entry::signed(body, key);
+                seal = Some(entry.id());
+                batch.push(Verified { entry, seal: None });
+            } else {
+                batch.push(Verified {
+                    entry: Entry::unsigned(body),
+                    seal,
+                });
+            }
+        }
+        batch.reverse();
         let ids = batch.iter().map(|v| v.entry.id()).collect();
         self.apply(batch, 0)?;
         Ok(ids)

@@ -312,3 +312,41 @@ async fn endless_reconciliation_is_cut_off() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn unsealed_entries_cannot_fill_memory() {
+    expect_rejection(
+        "too many entries waiting",
+        |owner, log, mut rogue| async move {
+            rogue.handshake(&log).await;
+            // Large unsigned entries on a chain whose seal never comes: unverifiable, so they must be
+            // bounded in bytes, not only in number.
+            let mut previous = log.heads()[0];
+            let mut clock = 5;
+            for seq in 5u64..5000 {
+                let mut b = body(&log, &owner, vec![previous], clock, seq);
+                b.payload = Payload::Data(vec![0; 60_000]);
+                let entry = Entry::unsigned(b);
+                previous = entry.id();
+                clock += 1;
+                rogue.send(&entries(&[entry])).await;
+            }
+            rogue
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn endless_wants_are_cut_off() {
+    expect_rejection("keeps asking", |_owner, log, mut rogue| async move {
+        rogue.handshake(&log).await;
+        let ids: Vec<EntryId> = log.entries().unwrap().iter().map(|e| e.id()).collect();
+        let want = Message::Want(ids.repeat(1000));
+        for _ in 0..30 {
+            rogue.send(&want).await;
+        }
+        rogue
+    })
+    .await;
+}

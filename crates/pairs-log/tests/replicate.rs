@@ -98,3 +98,29 @@ async fn stranger_without_the_log_key_gets_nothing() {
     );
     assert!(stranger.is_empty());
 }
+
+#[tokio::test]
+async fn a_batch_larger_than_one_seal_span_replicates() {
+    let owner = SecretKey::generate();
+    let a = Log::in_memory(owner.node_id());
+    let n = pairs_log::store::SEAL_SPAN * 2 + 10;
+    let ids = a
+        .append_batch(
+            &owner,
+            (0..n as u32)
+                .map(|i| Payload::Data(i.to_le_bytes().to_vec()))
+                .collect(),
+        )
+        .unwrap();
+    let signed = a
+        .entries()
+        .unwrap()
+        .iter()
+        .filter(|e| e.signature().is_some())
+        .count();
+    assert_eq!(signed, 3, "one signature per seal span");
+    let b = Log::in_memory(owner.node_id());
+    sync(&a, &b).await;
+    assert_eq!(b.len(), n);
+    assert!(b.contains(&ids[0]) && b.contains(&ids[n - 1]));
+}

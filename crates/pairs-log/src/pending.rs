@@ -1,0 +1,193 @@
+//! Entries that arrived before they can be stored: waiting for parents, or (unsigned) for the signed
+//! entry that seals them.
+//!
+//! Work is incremental, O(1) amortized per entry: each entry keeps a count of parents not yet
+//! available, each missing parent a list of the entries waiting for it, and a seal propagates back along
+//! its author's chain as the links arrive. An entry is *released* once all its parents are available and
+//! it is sealed; releasing makes it available to its waiters in turn, so releases come out in an order
+//! where parents precede children, ready to be stored in one transaction.
+
+use pairs_base::NodeId;
+
+use crate::entry::{Entry, EntryId};
+use crate::fast::{Map as HashMap, Set as HashSet};
+use crate::store::Verified;
+
+/// The waiting room.
+#[derive(Default)]
+pub(crate) struct Pending {
+    entries: HashMap<EntryId, Entry>,
+    missing: HashMap<EntryId, usize>,
+    waiters: HashMap<EntryId, Vec<EntryId>>,
+    seals: HashMap<EntryId, EntryId>,
+    by_author_seq: HashMap<(NodeId, u64), EntryId>,
+    /// Released but not yet stored: available to waiters already.
+    released: HashSet<EntryId>,
+    bytes: usize,
+}
+
+impl Pending {
+    /// Entries waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Approximate bytes of the entries waiting.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Whether `id` is waiting or released.
+    pub(crate) fn contains(&self, id: &EntryId) -> bool {
+        self.entries.contains_key(id) || self.released.contains(id)
+    }
+
+    /// Whether some waiting entry needs `id` as a parent.
+    pub(crate) fn waits_for(&self, id: &EntryId) -> bool {
+        self.waiters.contains_key(id)
+    }
+
+    /// Parents that some waiting entry needs and nobody has provided.
+    pub(crate) fn missing_parents(&self) -> impl Iterator<Item = &EntryId> {
+        self.waiters
+            .keys()
+            .filter(|id| !self.entries.contains_key(*id))
+    }
+
+    /// Adds an entry (whose signature, if any, was verified). `stored` says whether an id is in the
+    /// store. Entries that become storable are appended to `out` in a parents-first order.
+    pub(crate) fn insert(
+        &mut self,
+        entry: Entry,
+        stored: impl Fn(&EntryId) -> bool,
+        out: &mut Vec<Verified>,
+    ) {
+        let id = entry.id();
+        let body = entry.body();
+        let mut missing = 0;
+        for parent in &body.parents {
+            if !stored(parent) && !self.released.contains(parent) {
+                missing += 1;
+                self.waiters.entry(*parent).or_default().push(id);
+            }
+        }
+        self.missing.insert(id, missing);
+        self.by_author_seq.insert((body.author, body.seq), id);
+        let signed = entry.signature().is_some();
+        let successor = body
+            .seq
+            .checked_add(1)
+            .and_then(|next| self.by_author_seq.get(&(body.author, next)).copied());
+        self.bytes += size(&entry);
+        self.entries.insert(id, entry);
+        if signed {
+            self.seal_chain(id, id, out);
+        } else if let Some(successor) = successor
+            && let Some(&seal) = self.seals.get(&successor)
+            && self.entries[&successor].body().parents.contains(&id)
+        {
+            self.seal_chain(id, seal, out);
+        }
+        self.try_release(id, out);
+    }
+
+    /// `id` reached the store by another way (another session, a local append): its waiters may go on.
+    pub(crate) fn now_stored(&mut self, id: &EntryId, out: &mut Vec<Verified>) {
+        self.make_available(*id, out);
+    }
+
+    /// The released entries were stored.
+    pub(crate) fn stored(&mut self) {
+        self.released.clear();
+    }
+
+    /// Seals `from` and then each unsigned predecessor on its author's chain that is waiting.
+    fn seal_chain(&mut self, from: EntryId, seal: EntryId, out: &mut Vec<Verified>) {
+        let mut current = from;
+        loop {
+            let Some(entry) = self.entries.get(&current) else {
+                return;
+            };
+            let (author, seq) = (entry.body().author, entry.body().seq);
+            let previous = seq
+                .checked_sub(1)
+                .and_then(|s| self.by_author_seq.get(&(author, s)).copied())
+                .filter(|p| entry.body().parents.contains(p));
+            self.seals.insert(current, seal);
+            self.try_release(current, out);
+            let Some(previous) = previous else { return };
+            let waiting_unsealed = self
+                .entries
+                .get(&previous)
+                .is_some_and(|p| p.signature().is_none())
+                && !self.seals.contains_key(&previous);
+            if !waiting_unsealed {
+                return;
+            }
+            current = previous;
+        }
+    }
+
+    fn ready(&self, id: &EntryId) -> bool {
+        self.missing.get(id) == Some(&0) && self.seals.contains_key(id)
+    }
+
+    fn try_release(&mut self, id: EntryId, out: &mut Vec<Verified>) {
+        if self.ready(&id) && self.take(id, out) {
+            self.make_available(id, out);
+        }
+    }
+
+    /// Moves a ready entry from the waiting room to `out`.
+    fn take(&mut self, id: EntryId, out: &mut Vec<Verified>) -> bool {
+        let Some(entry) = self.entries.remove(&id) else {
+            return false;
+        };
+        self.missing.remove(&id);
+        self.bytes -= size(&entry);
+        let key = (entry.body().author, entry.body().seq);
+        if self.by_author_seq.get(&key) == Some(&id) {
+            self.by_author_seq.remove(&key);
+        }
+        let seal = self
+            .seals
+            .remove(&id)
+            .expect("only sealed entries are taken");
+        out.push(Verified {
+            entry,
+            seal: (seal != id).then_some(seal),
+        });
+        self.released.insert(id);
+        true
+    }
+
+    /// Counts `id` as available to its waiters, releasing those that waited only for it (iteratively,
+    /// so long chains cannot overflow the stack).
+    fn make_available(&mut self, id: EntryId, out: &mut Vec<Verified>) {
+        let mut stack = vec![id];
+        while let Some(available) = stack.pop() {
+            for waiter in self.waiters.remove(&available).unwrap_or_default() {
+                if let Some(count) = self.missing.get_mut(&waiter) {
+                    *count -= 1;
+                }
+                if self.ready(&waiter) && self.take(waiter, out) {
+                    stack.push(waiter);
+                }
+            }
+        }
+    }
+}
+
+/// Approximate bytes an entry occupies, for buffer and batch limits.
+pub(crate) fn size(entry: &Entry) -> usize {
+    let payload = match &entry.body().payload {
+        crate::entry::Payload::Data(d) => d.len(),
+        _ => 64,
+    };
+    payload + entry.body().parents.len() * 33 + 200
+}
