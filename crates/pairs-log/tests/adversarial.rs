@@ -322,13 +322,12 @@ async fn unsealed_entries_cannot_fill_memory() {
             // Large unsigned entries on a chain whose seal never comes: unverifiable, so they must be
             // bounded in bytes, not only in number.
             let mut previous = log.heads()[0];
-            let mut clock = 5;
-            for seq in 5u64..5000 {
-                let mut b = body(&log, &owner, vec![previous], clock, seq);
+            // The log holds clocks and sequence numbers 0..5; the rogue chain continues it.
+            for n in 5u64..5000 {
+                let mut b = body(&log, &owner, vec![previous], n, n);
                 b.payload = Payload::Data(vec![0; 60_000]);
                 let entry = Entry::unsigned(b);
                 previous = entry.id();
-                clock += 1;
                 rogue.send(&entries(&[entry])).await;
             }
             rogue
