@@ -92,6 +92,10 @@ pub struct Session {
     peer_has: HashSet<EntryId>,
     wanted: HashSet<EntryId>,
     pending: Pending,
+    /// The heads and size we announced in our Auth: both sides must decide on the same facts.
+    announced: (Vec<EntryId>, u64),
+    /// Live announcements that arrived before authentication, sent once it completes.
+    early_live: Vec<EntryId>,
     wants_served: u64,
     stats: SyncStats,
 }
@@ -116,6 +120,8 @@ impl Session {
             peer_has: HashSet::default(),
             wanted: HashSet::default(),
             pending: Pending::default(),
+            announced: (Vec::new(), 0),
+            early_live: Vec::new(),
             wants_served: 0,
             stats: SyncStats::default(),
         };
@@ -189,14 +195,21 @@ impl Session {
 
     /// Live mode: entries were stored; push those the peer may lack.
     pub fn on_applied(&mut self, applied: &Applied) -> Result<(), SyncError> {
-        if !self.live || applied.origin == self.origin || !self.authenticated {
+        if !self.live || applied.origin == self.origin {
             return Ok(());
         }
-        let fresh: Vec<EntryId> = applied
-            .ids
-            .iter()
+        if !self.authenticated {
+            // Our Auth may already be on its way without these; keep them for after the handshake.
+            self.early_live.extend(applied.ids.iter().copied());
+            return Ok(());
+        }
+        self.push_live(applied.ids.to_vec())
+    }
+
+    fn push_live(&mut self, ids: Vec<EntryId>) -> Result<(), SyncError> {
+        let fresh: Vec<EntryId> = ids
+            .into_iter()
             .filter(|id| !self.peer_has.contains(id))
-            .copied()
             .collect();
         let entries = self.log.get_many(&fresh).map_err(SyncError::Store)?;
         self.to_send.extend(entries.iter().map(Entry::order_key));
@@ -228,14 +241,17 @@ impl Session {
             return Err(violation("peer echoed our nonce"));
         }
         let heads = self.log.heads();
+        let heads = if heads.len() <= MAX_HEADS {
+            heads
+        } else {
+            Vec::new()
+        };
+        let len = self.log.len() as u64;
+        self.announced = (heads.clone(), len);
         let message = Message::Auth {
             proof: *self.proof(&nonce, &self.nonce).as_bytes(),
-            heads: if heads.len() <= MAX_HEADS {
-                heads
-            } else {
-                Vec::new()
-            },
-            len: self.log.len() as u64,
+            heads,
+            len,
         };
         self.queue(&message);
         Ok(())
@@ -256,9 +272,13 @@ impl Session {
             return Err(violation("too many heads"));
         }
         self.authenticated = true;
-        let my_heads = self.log.heads();
-        let my_len = self.log.len() as u64;
-        if heads == my_heads && len == my_len && (!heads.is_empty() || len == 0) {
+        let early = std::mem::take(&mut self.early_live);
+        self.push_live(early)?;
+        // Compare with what we announced, not with what we hold now: the peer decides on the same two
+        // lists, so both skip reconciliation or neither does. Entries appended since go out live or at
+        // the next sync.
+        let (my_heads, my_len) = &self.announced;
+        if heads == *my_heads && len == *my_len && (!heads.is_empty() || len == 0) {
             self.reconciled = true;
             return Ok(());
         }
