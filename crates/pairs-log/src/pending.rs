@@ -20,7 +20,8 @@ pub(crate) struct Pending {
     missing: HashMap<EntryId, usize>,
     waiters: HashMap<EntryId, Vec<EntryId>>,
     seals: HashMap<EntryId, EntryId>,
-    by_author_seq: HashMap<(NodeId, u64), EntryId>,
+    /// Waiting entries by (author, seq); several when an author forked.
+    by_author_seq: HashMap<(NodeId, u64), Vec<EntryId>>,
     /// Released but not yet stored: available to waiters already.
     released: HashSet<EntryId>,
     bytes: usize,
@@ -77,28 +78,57 @@ impl Pending {
             }
         }
         self.missing.insert(id, missing);
-        self.by_author_seq.insert((body.author, body.seq), id);
+        self.by_author_seq
+            .entry((body.author, body.seq))
+            .or_default()
+            .push(id);
         let signed = entry.signature().is_some();
-        let successor = body
-            .seq
-            .checked_add(1)
-            .and_then(|next| self.by_author_seq.get(&(body.author, next)).copied());
+        // A sealed successor already waiting (one that names this entry as its parent) seals it.
+        let inherited = body.seq.checked_add(1).and_then(|next| {
+            self.by_author_seq
+                .get(&(body.author, next))?
+                .iter()
+                .find(|s| {
+                    self.seals.contains_key(*s) && self.entries[*s].body().parents.contains(&id)
+                })
+                .and_then(|s| self.seals.get(s).copied())
+        });
         self.bytes += size(&entry);
         self.entries.insert(id, entry);
         if signed {
             self.seal_chain(id, id, out);
-        } else if let Some(successor) = successor
-            && let Some(&seal) = self.seals.get(&successor)
-            && self.entries[&successor].body().parents.contains(&id)
-        {
+        } else if let Some(seal) = inherited {
             self.seal_chain(id, seal, out);
         }
         self.try_release(id, out);
     }
 
-    /// `id` reached the store by another way (another session, a local append): its waiters may go on.
+    /// `id` reached the store by another way (another session, a local append): if it was waiting it
+    /// no longer does, and its waiters may go on.
     pub(crate) fn now_stored(&mut self, id: &EntryId, out: &mut Vec<Verified>) {
+        if let Some(entry) = self.entries.remove(id) {
+            self.forget(id, &entry);
+        }
         self.make_available(*id, out);
+    }
+
+    /// Ids of the waiting entries.
+    pub(crate) fn waiting_ids(&self) -> Vec<EntryId> {
+        self.entries.keys().copied().collect()
+    }
+
+    /// Drops the bookkeeping of an entry that left the waiting room.
+    fn forget(&mut self, id: &EntryId, entry: &Entry) {
+        self.missing.remove(id);
+        self.seals.remove(id);
+        self.bytes -= size(entry);
+        let key = (entry.body().author, entry.body().seq);
+        if let Some(ids) = self.by_author_seq.get_mut(&key) {
+            ids.retain(|x| x != id);
+            if ids.is_empty() {
+                self.by_author_seq.remove(&key);
+            }
+        }
     }
 
     /// The released entries were stored.
@@ -114,10 +144,12 @@ impl Pending {
                 return;
             };
             let (author, seq) = (entry.body().author, entry.body().seq);
-            let previous = seq
-                .checked_sub(1)
-                .and_then(|s| self.by_author_seq.get(&(author, s)).copied())
-                .filter(|p| entry.body().parents.contains(p));
+            // The previous link is the parent by the same author with the previous sequence number.
+            let previous = entry.body().parents.iter().copied().find(|p| {
+                self.entries
+                    .get(p)
+                    .is_some_and(|e| e.body().author == author && e.body().seq + 1 == seq)
+            });
             self.seals.insert(current, seal);
             self.try_release(current, out);
             let Some(previous) = previous else { return };
@@ -145,19 +177,13 @@ impl Pending {
 
     /// Moves a ready entry from the waiting room to `out`.
     fn take(&mut self, id: EntryId, out: &mut Vec<Verified>) -> bool {
+        let Some(&seal) = self.seals.get(&id) else {
+            return false;
+        };
         let Some(entry) = self.entries.remove(&id) else {
             return false;
         };
-        self.missing.remove(&id);
-        self.bytes -= size(&entry);
-        let key = (entry.body().author, entry.body().seq);
-        if self.by_author_seq.get(&key) == Some(&id) {
-            self.by_author_seq.remove(&key);
-        }
-        let seal = self
-            .seals
-            .remove(&id)
-            .expect("only sealed entries are taken");
+        self.forget(&id, &entry);
         out.push(Verified {
             entry,
             seal: (seal != id).then_some(seal),
@@ -189,5 +215,6 @@ pub(crate) fn size(entry: &Entry) -> usize {
         crate::entry::Payload::Data(d) => d.len(),
         _ => 64,
     };
-    payload + entry.body().parents.len() * 33 + 200
+    // Each parent may also cost a waiter record.
+    payload + entry.body().parents.len() * 250 + 200
 }

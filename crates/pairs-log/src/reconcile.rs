@@ -86,7 +86,12 @@ pub fn respond(index: &OrderIndex, ranges: &[WireRange]) -> Result<Outcome, &'st
     let mut outcome = Outcome::default();
     let mut lo = 0;
     let mut previous: Option<OrderKey> = None;
-    for range in ranges {
+    for (i, range) in ranges.iter().enumerate() {
+        // Keep the reply within what the peer accepts: every range still to answer may need one.
+        let left = ranges.len() - i - 1;
+        let pieces = MAX_RANGES
+            .saturating_sub(outcome.reply.len() + left)
+            .clamp(1, SPLIT);
         let upper = bound_key(&range.upper);
         if let (Some(prev), Some(up)) = (previous, upper)
             && up <= prev
@@ -100,7 +105,7 @@ pub fn respond(index: &OrderIndex, ranges: &[WireRange]) -> Result<Outcome, &'st
                 if *theirs == index.fingerprint(lo, hi) {
                     push_skip(&mut outcome.reply, range.upper);
                 } else {
-                    split(index, lo, hi, range.upper, &mut outcome.reply);
+                    split(index, lo, hi, range.upper, pieces, &mut outcome.reply);
                 }
             }
             RangeMode::IdList(theirs) => {
@@ -142,7 +147,14 @@ fn push_skip(reply: &mut Vec<WireRange>, upper: WireBound) {
     }
 }
 
-fn split(index: &OrderIndex, lo: usize, hi: usize, upper: WireBound, reply: &mut Vec<WireRange>) {
+fn split(
+    index: &OrderIndex,
+    lo: usize,
+    hi: usize,
+    upper: WireBound,
+    pieces: usize,
+    reply: &mut Vec<WireRange>,
+) {
     let count = hi - lo;
     if count <= ID_LIST_MAX {
         reply.push(WireRange {
@@ -152,8 +164,8 @@ fn split(index: &OrderIndex, lo: usize, hi: usize, upper: WireBound, reply: &mut
         return;
     }
     let mut from = lo;
-    for k in 1..SPLIT {
-        let cut = lo + count * k / SPLIT;
+    for k in 1..pieces {
+        let cut = lo + count * k / pieces;
         let bound = key_bound(&index.key_at(cut).expect("cut < hi"));
         let to = index.rank(bound_key(&bound).as_ref());
         if to <= from {
@@ -232,6 +244,23 @@ mod tests {
         let (a, b, rounds) = reconcile(&newer, &base);
         assert_eq!(a, b);
         assert_eq!(rounds, 1);
+    }
+
+    #[test]
+    fn interleaved_differences_converge_within_the_range_limit() {
+        // Two writers cut off from each other: their entries alternate in the order.
+        let a: Vec<u64> = (0..8000).filter(|i| i % 2 == 0).collect();
+        let b: Vec<u64> = (0..8000).filter(|i| i % 2 == 1).collect();
+        let (ra, rb, _) = reconcile(&a, &b);
+        assert_eq!(ra.len(), 8000);
+        assert_eq!(ra, rb);
+        let mut mixed_a: Vec<u64> = (0..3000).collect();
+        mixed_a.extend((3000..9000).filter(|i| i % 3 == 0));
+        let mut mixed_b: Vec<u64> = (0..3000).collect();
+        mixed_b.extend((3000..9000).filter(|i| i % 3 == 1));
+        let (ra, rb, _) = reconcile(&mixed_a, &mixed_b);
+        assert_eq!(ra, rb);
+        assert_eq!(ra.len(), 3000 + 4000);
     }
 
     #[test]

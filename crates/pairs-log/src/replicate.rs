@@ -106,7 +106,11 @@ where
             applied = live.recv() => match applied {
                 Ok(applied) => session.on_applied(&applied)?,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "live replication fell behind; reconnect to catch up");
+                    // Announcements were lost: end rather than silently diverge; a new session
+                    // reconciles everything.
+                    return Err(SyncError::Io(std::io::Error::other(format!(
+                        "live replication fell behind by {missed} batches; reconnect to catch up"
+                    ))));
                 }
                 Err(broadcast::error::RecvError::Closed) => {}
             },

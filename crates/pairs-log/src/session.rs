@@ -19,7 +19,7 @@ use crate::fast::Set as HashSet;
 use crate::pending::{self, Pending};
 use crate::reconcile;
 use crate::store::{Applied, Log, StoreError, Verified};
-use crate::wire::{MAX_BATCH, MAX_HEADS, MAX_IDS, Message, VERSION, WireBatch};
+use crate::wire::{MAX_HEADS, MAX_IDS, Message, VERSION, WireBatch};
 
 /// Most entries waiting for parents or seals.
 const MAX_PENDING: usize = 200_000;
@@ -96,6 +96,8 @@ pub struct Session {
     announced: (Vec<EntryId>, u64),
     /// Live announcements that arrived before authentication, sent once it completes.
     early_live: Vec<EntryId>,
+    /// Entries the peer sent again after it had sent them or we had sent them to it.
+    repeats_received: u64,
     wants_served: u64,
     stats: SyncStats,
 }
@@ -122,6 +124,7 @@ impl Session {
             pending: Pending::default(),
             announced: (Vec::new(), 0),
             early_live: Vec::new(),
+            repeats_received: 0,
             wants_served: 0,
             stats: SyncStats::default(),
         };
@@ -286,7 +289,7 @@ impl Session {
             .into_iter()
             .filter(|h| !self.log.contains(h))
             .collect();
-        self.want(unknown);
+        self.want(unknown)?;
         if self.nonce > peer_nonce {
             let ranges = self.log.with_index(reconcile::initiate);
             self.queue(&Message::Ranges(ranges));
@@ -316,7 +319,7 @@ impl Session {
                 .into_iter()
                 .filter(|k| !self.peer_has.contains(&k.id)),
         );
-        self.want(outcome.want);
+        self.want(outcome.want)?;
         if outcome.reply.is_empty() {
             self.reconciled = true;
         }
@@ -324,15 +327,21 @@ impl Session {
         Ok(())
     }
 
-    fn want(&mut self, ids: Vec<EntryId>) {
+    fn want(&mut self, ids: Vec<EntryId>) -> Result<(), SyncError> {
         let fresh: Vec<EntryId> = ids
             .into_iter()
             .filter(|id| !self.wanted.contains(id) && !self.pending.contains(id))
             .collect();
+        if self.wanted.len() + fresh.len() > MAX_PENDING {
+            return Err(violation(
+                "peer offers more entries than we can ask for at once",
+            ));
+        }
         for chunk in fresh.chunks(MAX_IDS) {
             self.wanted.extend(chunk.iter().copied());
             self.queue(&Message::Want(chunk.to_vec()));
         }
+        Ok(())
     }
 
     fn on_want(&mut self, ids: Vec<EntryId>) -> Result<(), SyncError> {
@@ -356,24 +365,40 @@ impl Session {
         Ok(())
     }
 
-    /// Schedules an entry, and for an unsigned one the chain up to the entry that seals it.
+    /// Schedules an entry, and for an unsigned one the chain up to the entry that seals it. Every
+    /// entry scheduled counts against what the peer may ask for.
     fn schedule_with_seal(&mut self, entry: Entry) -> Result<(), SyncError> {
         if self.to_send.contains(&entry.order_key()) {
             return Ok(());
         }
-        if entry.signature().is_none()
-            && let Some(seal) = self.log.seal_of(&entry.id()).map_err(SyncError::Store)?
-            && let Some(seal) = self.log.get(&seal).map_err(SyncError::Store)?
-        {
-            let author = entry.body().author;
-            let chain = self
-                .log
-                .author_range(&author, entry.body().seq, seal.body().seq)
-                .map_err(SyncError::Store)?;
-            let chain = self.log.get_many(&chain).map_err(SyncError::Store)?;
-            self.to_send.extend(chain.iter().map(Entry::order_key));
-        }
         self.to_send.insert(entry.order_key());
+        if entry.signature().is_some() {
+            return Ok(());
+        }
+        let Some(seal) = self.log.seal_of(&entry.id()).map_err(SyncError::Store)? else {
+            return Ok(());
+        };
+        // Walk back from the seal along the author's chain (direct parents, previous sequence
+        // number) to this entry: exactly the links the peer needs to verify it.
+        let mut current = self.log.get(&seal).map_err(SyncError::Store)?;
+        for _ in 0..=crate::store::SEAL_SPAN {
+            let Some(link) = current else { break };
+            if link.id() == entry.id() || !self.to_send.insert(link.order_key()) {
+                break;
+            }
+            self.wants_served += 1;
+            let body = link.body();
+            let previous = self
+                .log
+                .get_many(&body.parents)
+                .map_err(SyncError::Store)?
+                .into_iter()
+                .find(|p| p.body().author == body.author && p.body().seq + 1 == body.seq);
+            current = previous;
+        }
+        if self.wants_served > self.log.len() as u64 + WANT_ALLOWANCE {
+            return Err(violation("peer keeps asking for entries"));
+        }
         Ok(())
     }
 
@@ -399,15 +424,17 @@ impl Session {
         let mut released = Vec::new();
         for entry in entries {
             let id = entry.id();
-            self.peer_has.insert(id);
+            // Only what this peer already sent us, or we sent it, is its fault when it comes again;
+            // an entry another session stored first is not.
+            let repeated = !self.peer_has.insert(id);
             self.wanted.remove(&id);
-            if self.log.contains(&id) {
+            let known = self.log.contains(&id);
+            if known || self.pending.contains(&id) {
                 self.stats.duplicates_received += 1;
-                self.pending.now_stored(&id, &mut released);
-                continue;
-            }
-            if self.pending.contains(&id) {
-                self.stats.duplicates_received += 1;
+                self.repeats_received += u64::from(repeated);
+                if known {
+                    self.pending.now_stored(&id, &mut released);
+                }
                 continue;
             }
             entry.body().check_limits().map_err(violation)?;
@@ -421,7 +448,7 @@ impl Session {
             self.pending
                 .insert(entry, |p| log.contains(p), &mut released);
         }
-        if self.stats.duplicates_received > DUPLICATE_ALLOWANCE + 2 * self.stats.entries_received {
+        if self.repeats_received > DUPLICATE_ALLOWANCE + 2 * self.stats.entries_received {
             return Err(violation("peer keeps sending entries we have"));
         }
         if self.pending.len() > MAX_PENDING || self.pending.bytes() > MAX_PENDING_BYTES {
@@ -430,12 +457,11 @@ impl Session {
         self.store(released)
     }
 
-    /// Stores entries the waiting room released, parents first, in transactions of bounded size.
+    /// Stores entries the waiting room released, parents first, in one transaction: a sealed chain is
+    /// never split from its seal, and a rejected entry leaves nothing of the release stored.
     fn store(&mut self, released: Vec<Verified>) -> Result<(), SyncError> {
-        let mut released = released.into_iter().peekable();
-        while released.peek().is_some() {
-            let chunk: Vec<Verified> = released.by_ref().take(MAX_BATCH).collect();
-            let stored = self.log.apply(chunk, self.origin).map_err(|e| match e {
+        if !released.is_empty() {
+            let stored = self.log.apply(released, self.origin).map_err(|e| match e {
                 StoreError::Rejected { .. } | StoreError::NotAWriter(_) => violation(e.to_string()),
                 other => SyncError::Store(other),
             })?;
@@ -478,6 +504,16 @@ impl Session {
     }
 
     fn check_done(&mut self) -> Result<(), SyncError> {
+        if self.sent_done && self.live {
+            // Live entries whose parents never came (lost in transit): ask for them.
+            let missing: Vec<EntryId> = self
+                .pending
+                .missing_parents()
+                .filter(|p| !self.wanted.contains(p) && !self.log.contains(p))
+                .copied()
+                .collect();
+            return self.want(missing);
+        }
         if self.sent_done || !self.authenticated || !self.reconciled || !self.to_send.is_empty() {
             return Ok(());
         }
@@ -486,13 +522,20 @@ impl Session {
             if !self.peer_done {
                 return Ok(());
             }
-            // Parents that reached the store another way (another session) free their waiters.
-            let arrived: Vec<EntryId> = self
+            // Entries and parents that reached the store another way (another session) leave the
+            // waiting room and free their waiters.
+            let mut arrived: Vec<EntryId> = self
                 .pending
                 .missing_parents()
                 .filter(|p| self.log.contains(p))
                 .copied()
                 .collect();
+            arrived.extend(
+                self.pending
+                    .waiting_ids()
+                    .into_iter()
+                    .filter(|id| self.log.contains(id)),
+            );
             let mut released = Vec::new();
             for id in arrived {
                 self.pending.now_stored(&id, &mut released);
@@ -511,7 +554,7 @@ impl Session {
             if missing.is_empty() && self.wanted.is_empty() {
                 return Err(violation("entries that are never sealed or never complete"));
             }
-            self.want(missing);
+            self.want(missing)?;
             return Ok(());
         }
         if !self.wanted.is_empty() {

@@ -495,6 +495,13 @@ impl Log {
             // What rule checks need of this batch's entries, before they are committed.
             let mut fresh: HashMap<EntryId, ParentFacts> = HashMap::default();
             let mut writers = state.writers.clone();
+            // Signed entries of this batch and their authors, for checking seals before the
+            // sealing entry's own turn comes.
+            let batch_signers: HashMap<EntryId, NodeId> = batch
+                .iter()
+                .filter(|v| v.entry.signature().is_some())
+                .map(|v| (v.entry.id(), v.entry.body().author))
+                .collect();
             for Verified { entry, seal } in batch {
                 let id = entry.id();
                 if fresh.contains_key(&id) || state.clocks.contains_key(&id) {
@@ -508,7 +515,16 @@ impl Log {
                 }
                 match (entry.signature(), seal) {
                     (Some(_), None) if entry.verify_signature() => {}
-                    (None, Some(_)) => {}
+                    (None, Some(seal)) => {
+                        // The seal must be a signed entry of the same author, stored already or
+                        // committed with this one (it is validated in its own turn below).
+                        let author = Some(body.author);
+                        let sealed = batch_signers.get(&seal).copied() == author
+                            || self.stored_author(&entries, &state, &seal)? == author;
+                        if !sealed {
+                            return Err(reject("unsigned entry without its seal"));
+                        }
+                    }
                     _ => return Err(reject("bad signature")),
                 }
                 let mut parents = Vec::with_capacity(body.parents.len());
@@ -590,6 +606,27 @@ impl Log {
             origin,
         });
         Ok(ids.to_vec())
+    }
+}
+
+impl Log {
+    /// The author of a stored entry, if stored.
+    fn stored_author(
+        &self,
+        entries: &redb::Table<'_, &[u8], &[u8]>,
+        state: &State,
+        id: &EntryId,
+    ) -> Result<Option<NodeId>, StoreError> {
+        let Some(clock) = state.clocks.get(id) else {
+            return Ok(None);
+        };
+        let key = OrderKey::new(*clock, *id).to_bytes();
+        Ok(entries
+            .get(key.as_slice())
+            .map_err(db_err)?
+            .and_then(|b| Entry::from_stored(self.id(), *id, b.value()))
+            .filter(|(e, _)| e.signature().is_some())
+            .map(|(e, _)| e.body().author))
     }
 }
 

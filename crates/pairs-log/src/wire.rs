@@ -133,6 +133,15 @@ impl WireBatch {
         let mut out: Vec<Entry> = Vec::with_capacity(self.entries.len());
         let mut last_timestamp = 0u64;
         for (i, wire) in self.entries.into_iter().enumerate() {
+            // Limits first: a few bytes of back-references must not expand into large allocations.
+            if wire.parents.len() > crate::entry::MAX_PARENTS {
+                return Err("too many parents");
+            }
+            if let Payload::Data(data) = &wire.payload
+                && data.len() > crate::entry::MAX_PAYLOAD
+            {
+                return Err("payload too large");
+            }
             let author = *self
                 .authors
                 .get(wire.author as usize)

@@ -355,3 +355,59 @@ async fn a_forking_author_is_recorded_and_the_log_keeps_working() {
     assert_eq!(a.heads(), b.heads());
     assert_eq!(a.heads().len(), 1);
 }
+
+#[tokio::test]
+async fn forks_made_of_sealed_batches_replicate() {
+    // One key appends batches on two replicas from the same base: two chains of unsigned entries
+    // share sequence numbers, each sealed by its own signed entry.
+    let owner = SecretKey::generate();
+    let a = Log::in_memory(owner.node_id());
+    a.append(&owner, Payload::Data(b"base".to_vec())).unwrap();
+    let b = Log::in_memory(owner.node_id());
+    sync(&a, &b).await;
+    let batch = |tag: &str| {
+        (0..5)
+            .map(|i| Payload::Data(format!("{tag}{i}").into_bytes()))
+            .collect()
+    };
+    a.append_batch(&owner, batch("a")).unwrap();
+    b.append_batch(&owner, batch("b")).unwrap();
+    sync(&a, &b).await;
+    assert_eq!(a.len(), 11);
+    assert_eq!(a.equivocations().unwrap().len(), 5);
+    // A fresh replica learns both forks from one that holds them.
+    let fresh = Log::in_memory(owner.node_id());
+    sync(&fresh, &a).await;
+    assert_eq!(sorted_ids(&fresh), sorted_ids(&a));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncing_from_two_peers_at_once() {
+    let owner = SecretKey::generate();
+    let a = Log::in_memory(owner.node_id());
+    for _ in 0..5 {
+        a.append_batch(
+            &owner,
+            (0..500u32)
+                .map(|i| Payload::Data(i.to_le_bytes().to_vec()))
+                .collect(),
+        )
+        .unwrap();
+    }
+    let b = Log::in_memory(owner.node_id());
+    sync(&a, &b).await;
+    for _ in 0..10 {
+        let fresh = Log::in_memory(owner.node_id());
+        let (f1, f2) = (fresh.clone(), fresh.clone());
+        let (a2, b2) = (a.clone(), b.clone());
+        let one = tokio::spawn(async move { sync(&f1, &a2).await });
+        let two = tokio::spawn(async move { sync(&f2, &b2).await });
+        tokio::time::timeout(WAIT, async {
+            one.await.unwrap();
+            two.await.unwrap();
+        })
+        .await
+        .expect("both syncs finished");
+        assert_eq!(sorted_ids(&fresh), sorted_ids(&a));
+    }
+}
