@@ -174,10 +174,15 @@ impl Entry {
     /// Builds and signs an entry.
     pub fn signed(body: EntryBody, key: &SecretKey) -> Self {
         let mut entry = Self::unsigned(body);
-        entry.signature = Some(EntrySignature::from_bytes(
-            key.sign(&signing_message(&entry.id)),
-        ));
+        entry.sign(key);
         entry
+    }
+
+    /// Signs this entry (its id is already known, so nothing is hashed again).
+    pub fn sign(&mut self, key: &SecretKey) {
+        self.signature = Some(EntrySignature::from_bytes(
+            key.sign(&signing_message(&self.id)),
+        ));
     }
 
     /// Builds an entry without a signature (to be sealed by a later signed entry of the same author).

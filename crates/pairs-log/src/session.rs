@@ -214,8 +214,7 @@ impl Session {
             .into_iter()
             .filter(|id| !self.peer_has.contains(id))
             .collect();
-        let entries = self.log.get_many(&fresh).map_err(SyncError::Store)?;
-        self.to_send.extend(entries.iter().map(Entry::order_key));
+        self.to_send.extend(self.log.order_keys(&fresh));
         Ok(())
     }
 

@@ -246,6 +246,14 @@ impl Log {
         self.state().clocks.contains_key(id)
     }
 
+    /// The order keys of the stored entries among `ids`, from memory.
+    pub fn order_keys(&self, ids: &[EntryId]) -> Vec<OrderKey> {
+        let state = self.state();
+        ids.iter()
+            .filter_map(|id| state.clocks.get(id).map(|c| OrderKey::new(*c, *id)))
+            .collect()
+    }
+
     /// Reads one entry.
     pub fn get(&self, id: &EntryId) -> Result<Option<Entry>, StoreError> {
         Ok(self.get_many(std::slice::from_ref(id))?.pop())
@@ -261,12 +269,7 @@ impl Log {
     }
 
     fn get_with_seals(&self, ids: &[EntryId]) -> Result<Vec<(Entry, Option<EntryId>)>, StoreError> {
-        let keys: Vec<OrderKey> = {
-            let state = self.state();
-            ids.iter()
-                .filter_map(|id| state.clocks.get(id).map(|c| OrderKey::new(*c, *id)))
-                .collect()
-        };
+        let keys = self.order_keys(ids);
         let txn = self.inner.db.begin_read().map_err(db_err)?;
         let table = txn.open_table(ENTRIES).map_err(db_err)?;
         let mut out = Vec::with_capacity(keys.len());
@@ -299,26 +302,6 @@ impl Log {
             .get_with_seals(std::slice::from_ref(id))?
             .pop()
             .and_then(|(_, seal)| seal))
-    }
-
-    /// The ids of `author`'s entries with sequence numbers in `from..=to`.
-    pub fn author_range(
-        &self,
-        author: &NodeId,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<EntryId>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
-        let range = table
-            .range(author_seq_key(author, from).as_slice()..=author_seq_key(author, to).as_slice())
-            .map_err(db_err)?;
-        range
-            .map(|row| {
-                let (_, v) = row.map_err(db_err)?;
-                v.value().try_into().map(EntryId).map_err(db_err)
-            })
-            .collect()
     }
 
     /// Recorded forks.
@@ -394,9 +377,10 @@ impl Log {
         let first_clock = self.max_clock(&parents)?.map_or(0, |c| c + 1);
         let first_seq = prev_seq.map_or(0, |s| s + 1);
         let timestamp = now_millis();
-        let mut bodies: Vec<EntryBody> = Vec::with_capacity(payloads.len());
+        // Each body is hashed once: its id links the next entry and names the entry itself.
+        let mut chain: Vec<Entry> = Vec::with_capacity(payloads.len());
         for (i, payload) in (0u64..).zip(payloads) {
-            let body = EntryBody {
+            let entry = Entry::unsigned(EntryBody {
                 log: self.id(),
                 author,
                 seq: first_seq + i,
@@ -404,25 +388,22 @@ impl Log {
                 parents: std::mem::take(&mut parents),
                 timestamp,
                 payload,
-            };
-            parents = vec![body.id()];
-            bodies.push(body);
+            });
+            parents = vec![entry.id()];
+            chain.push(entry);
         }
         // Sign every SEAL_SPAN-th entry and the last: a receiver holds at most that many unverified
         // entries while it waits for their seal.
-        let count = bodies.len();
+        let count = chain.len();
         let mut batch: Vec<Verified> = Vec::with_capacity(count);
         let mut seal = None;
-        for (i, body) in bodies.into_iter().enumerate().rev() {
+        for (i, mut entry) in chain.into_iter().enumerate().rev() {
             if i + 1 == count || (i + 1) % SEAL_SPAN == 0 {
-                let entry = Entry::signed(body, key);
+                entry.sign(key);
                 seal = Some(entry.id());
                 batch.push(Verified { entry, seal: None });
             } else {
-                batch.push(Verified {
-                    entry: Entry::unsigned(body),
-                    seal,
-                });
+                batch.push(Verified { entry, seal });
             }
         }
         batch.reverse();
