@@ -69,6 +69,26 @@ impl Connection {
         Ok(BiStream::new(send, recv))
     }
 
+    /// Opens a unidirectional stream towards the peer.
+    pub async fn open_uni(&self) -> Result<quinn::SendStream, ConnectionError> {
+        self.inner.open_uni().await
+    }
+
+    /// Waits for the peer to open a unidirectional stream.
+    pub async fn accept_uni(&self) -> Result<quinn::RecvStream, ConnectionError> {
+        self.inner.accept_uni().await
+    }
+
+    /// 32 bytes both ends of this connection, and no one else, can compute (TLS keying material
+    /// exporter, RFC 5705/8446), for binding a protocol's proofs to this very connection.
+    pub fn channel_binding(&self, label: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        self.inner
+            .export_keying_material(&mut out, label, b"")
+            .expect("TLS 1.3 exports 32 bytes of keying material");
+        out
+    }
+
     /// Closes the connection at once with an application code and reason; unsent data is discarded.
     pub fn close(&self, code: u32, reason: &[u8]) {
         self.inner.close(code.into(), reason);

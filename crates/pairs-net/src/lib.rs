@@ -23,11 +23,13 @@
 #![warn(missing_docs)]
 
 mod connection;
+pub mod discovery;
 mod endpoint;
 mod local_addrs;
 mod router;
 pub mod socket;
 mod stream;
+pub mod swarm;
 mod tls;
 
 pub use connection::{Connection, ConnectionError};

@@ -1,0 +1,727 @@
+//! Swarms: join a topic, get an authenticated connection to every peer in it.
+//!
+//! ```no_run
+//! # async fn demo(endpoint: pairs_net::Endpoint) -> Result<(), Box<dyn std::error::Error>> {
+//! use pairs_base::Topic;
+//! use pairs_net::swarm::{Swarm, SwarmConfig, TopicEvent, SWARM_ALPN};
+//! use pairs_net::Router;
+//!
+//! let swarm = Swarm::new(endpoint.clone(), SwarmConfig::default())?;
+//! let _router = Router::builder(endpoint).accept(SWARM_ALPN, swarm.handler()).spawn();
+//! let mut topic = swarm.join(Topic::from_name("chat")).await?;
+//! while let Some(event) = topic.next().await {
+//!     if let TopicEvent::Joined(mut peer) = event {
+//!         let _stream = peer.stream().await?; // one duplex stream per peer, like airswarm
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The parts:
+//! - [`planner`] (sans-IO) decides whom to dial, which duplicate connection to drop, when to retry;
+//! - [`membership`] (sans-IO) settles which topics two connected peers share without revealing the
+//!   others;
+//! - this module is the driver: one task owning that state, fed by discovery, dials, connections
+//!   and the control streams.
+
+pub mod membership;
+mod peer;
+pub mod planner;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pairs_base::{NodeAddr, NodeId, Topic};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, trace};
+
+use self::membership::{Change, Frame, MAX_FRAME, MembershipError, RemoteMembership, Tag};
+pub use self::peer::{TopicEvent, TopicPeer};
+use self::planner::{Action, CloseReason, ConnId, Planner, PlannerConfig};
+use crate::connection::{Connection, ConnectionError};
+use crate::discovery::Discovered;
+use crate::discovery::mdns::{Mdns, MdnsError};
+use crate::endpoint::{ConnectError, Endpoint};
+use crate::router::ProtocolHandler;
+use crate::stream::BiStream;
+
+/// The protocol (ALPN) swarm connections speak.
+pub const SWARM_ALPN: &[u8] = b"pairs/swarm/1";
+
+/// First byte of the control stream (unidirectional, one per side).
+const CONTROL_STREAM: u8 = 0;
+
+/// Close code for a peer that broke the membership protocol.
+const PROTOCOL_VIOLATION: u32 = 20;
+
+/// How long a peer has to send its hello and to name a stream's topic.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Streams a topic peer may have waiting to be accepted; more are refused.
+const INCOMING_STREAMS: usize = 16;
+
+/// Settings for [`Swarm::new`].
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Advertise and browse on the LAN with mDNS. Off in isolated runs (tests, benchmarks).
+    pub mdns: bool,
+    /// Dialing, retry and connection-cap tuning.
+    pub planner: PlannerConfig,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            mdns: true,
+            planner: PlannerConfig::default(),
+        }
+    }
+}
+
+/// Why a swarm operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    /// LAN discovery could not start.
+    #[error(transparent)]
+    Mdns(#[from] MdnsError),
+    /// The topic is already joined through another handle.
+    #[error("topic already joined")]
+    AlreadyJoined,
+    /// The swarm has shut down.
+    #[error("swarm has shut down")]
+    Closed,
+}
+
+/// Finds peers, connects to those who share a topic, and hands the connections to the topics'
+/// handles. Cheap to clone; stops when the last clone and the last topic handle are dropped.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    node_id: NodeId,
+    commands: mpsc::UnboundedSender<Command>,
+    mdns: Option<Mdns>,
+}
+
+impl Swarm {
+    /// Starts a swarm on `endpoint`. Incoming swarm connections arrive through
+    /// [`Swarm::handler`], which must be registered for [`SWARM_ALPN`] on the endpoint's router.
+    pub fn new(endpoint: Endpoint, config: SwarmConfig) -> Result<Self, SwarmError> {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (discovered_tx, discovered_rx) = mpsc::unbounded_channel();
+        let mdns = if config.mdns {
+            Some(Mdns::start(
+                endpoint.node_id(),
+                endpoint.local_addr().port(),
+                discovered_tx.clone(),
+            )?)
+        } else {
+            None
+        };
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let actor = Actor {
+            me: endpoint.node_id(),
+            planner: Planner::new(endpoint.node_id(), config.planner),
+            endpoint: endpoint.clone(),
+            topics: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 0,
+            events_tx,
+            discovered_tx,
+        };
+        tokio::spawn(actor.run(command_rx, events_rx, discovered_rx));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                node_id: endpoint.node_id(),
+                commands,
+                mdns,
+            }),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// The protocol handler for [`SWARM_ALPN`]. It does not keep the swarm alive.
+    pub fn handler(&self) -> SwarmHandler {
+        SwarmHandler {
+            commands: self.inner.commands.downgrade(),
+        }
+    }
+
+    /// Joins `topic`: every peer found that proves it knows the topic too is reported as
+    /// [`TopicEvent::Joined`]. Dropping the handle leaves the topic.
+    pub async fn join(&self, topic: Topic) -> Result<TopicHandle, SwarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Join { topic, reply })?;
+        let events = rx.await.map_err(|_| SwarmError::Closed)??;
+        Ok(TopicHandle {
+            topic,
+            events,
+            commands: self.inner.commands.clone(),
+        })
+    }
+
+    /// Adds a peer to try, e.g. from a ticket, a config file or another discovery source.
+    pub fn add_peer(&self, addr: NodeAddr) -> Result<(), SwarmError> {
+        self.send(Command::Discovered(Discovered::Found(addr)))
+    }
+
+    /// Live connections and joined topics, as the swarm task sees them now.
+    pub async fn stats(&self) -> Result<SwarmStats, SwarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Stats(reply))?;
+        rx.await.map_err(|_| SwarmError::Closed)
+    }
+
+    /// Packet counters of LAN discovery, if it runs.
+    pub async fn mdns_metrics(&self) -> Option<HashMap<String, i64>> {
+        match &self.inner.mdns {
+            Some(mdns) => Some(mdns.metrics().await),
+            None => None,
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), SwarmError> {
+        self.inner
+            .commands
+            .send(command)
+            .map_err(|_| SwarmError::Closed)
+    }
+}
+
+/// Membership in one topic. Yields [`TopicEvent`]s; leaves the topic when dropped.
+#[derive(Debug)]
+pub struct TopicHandle {
+    topic: Topic,
+    events: mpsc::UnboundedReceiver<TopicEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl TopicHandle {
+    /// The next peer joining or leaving. `None` once the swarm shut down.
+    pub async fn next(&mut self) -> Option<TopicEvent> {
+        self.events.recv().await
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// Leaves the topic (the same as dropping the handle).
+    pub fn leave(self) {}
+}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Leave(self.topic));
+    }
+}
+
+/// Hands incoming [`SWARM_ALPN`] connections to the swarm; see [`Swarm::handler`].
+#[derive(Debug, Clone)]
+pub struct SwarmHandler {
+    commands: mpsc::WeakUnboundedSender<Command>,
+}
+
+impl ProtocolHandler for SwarmHandler {
+    fn accept(
+        &self,
+        connection: Connection,
+    ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
+        let commands = self.commands.upgrade();
+        Box::pin(async move {
+            match commands {
+                Some(tx) => {
+                    if let Err(mpsc::error::SendError(Command::Incoming(c))) =
+                        tx.send(Command::Incoming(connection))
+                    {
+                        c.close(1, b"swarm closed");
+                    }
+                }
+                None => connection.close(1, b"swarm closed"),
+            }
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Command {
+    Join {
+        topic: Topic,
+        reply: oneshot::Sender<Result<mpsc::UnboundedReceiver<TopicEvent>, SwarmError>>,
+    },
+    Leave(Topic),
+    Discovered(Discovered),
+    Incoming(Connection),
+    Stats(oneshot::Sender<SwarmStats>),
+}
+
+/// A snapshot of a swarm, from [`Swarm::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwarmStats {
+    /// Live connections (including ones whose membership is not settled yet).
+    pub connections: usize,
+    /// Peers connected, one per connection once duplicates are resolved.
+    pub peers: Vec<NodeId>,
+    /// Topics joined.
+    pub topics: usize,
+}
+
+/// What the connection tasks report back to the swarm task.
+#[derive(Debug)]
+enum Event {
+    Dialed(NodeId, Result<Connection, ConnectError>),
+    Frame(ConnId, Result<Frame, String>),
+    Stream(ConnId, Tag, BiStream),
+    Closed(ConnId, ConnectionError),
+}
+
+struct TopicState {
+    events: mpsc::UnboundedSender<TopicEvent>,
+}
+
+struct ConnState {
+    connection: Connection,
+    node: NodeId,
+    we_dialed: bool,
+    binding: [u8; 32],
+    remote: RemoteMembership,
+    control: mpsc::UnboundedSender<Frame>,
+    /// Topics reported to their handles as shared with this peer, with the way in for its streams.
+    joined: HashMap<Topic, mpsc::Sender<BiStream>>,
+    settled: bool,
+    /// Why we closed it, if we did.
+    closing: Option<CloseReason>,
+}
+
+struct Actor {
+    me: NodeId,
+    endpoint: Endpoint,
+    planner: Planner,
+    topics: HashMap<Topic, TopicState>,
+    conns: HashMap<ConnId, ConnState>,
+    next_conn: ConnId,
+    events_tx: mpsc::UnboundedSender<Event>,
+    // Kept so the discovery channel never reports closed while the swarm runs without mDNS.
+    #[allow(dead_code)]
+    discovered_tx: mpsc::UnboundedSender<Discovered>,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut discovered: mpsc::UnboundedReceiver<Discovered>,
+    ) {
+        loop {
+            let wake = self.planner.next_dial_at();
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some(event) = events.recv() => self.on_event(event),
+                Some(found) = discovered.recv() => self.on_discovered(found),
+                () = timer => {}
+            }
+            self.dial_due();
+        }
+        for state in self.conns.values() {
+            state.connection.close(0, b"swarm closed");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Join { topic, reply } => {
+                let _ = reply.send(self.join(topic));
+            }
+            Command::Leave(topic) => self.leave(topic),
+            Command::Discovered(found) => self.on_discovered(found),
+            Command::Incoming(connection) => self.add_connection(connection, false),
+            Command::Stats(reply) => {
+                let mut peers: Vec<NodeId> = self.conns.values().map(|c| c.node).collect();
+                peers.sort();
+                let _ = reply.send(SwarmStats {
+                    connections: self.conns.len(),
+                    peers,
+                    topics: self.topics.len(),
+                });
+            }
+        }
+    }
+
+    fn on_discovered(&mut self, found: Discovered) {
+        match found {
+            Discovered::Found(addr) => {
+                trace!(peer = %addr.node_id.short(), addrs = ?addr.addrs, "discovered");
+                self.planner.discovered(&addr, Instant::now());
+            }
+            Discovered::Lost(node) => self.planner.lost(&node),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Dialed(node, Ok(connection)) => {
+                debug_assert_eq!(connection.remote_node_id(), node);
+                self.add_connection(connection, true);
+            }
+            Event::Dialed(node, Err(err)) => {
+                debug!(peer = %node.short(), %err, "dial failed");
+                self.planner.dial_failed(&node, Instant::now());
+            }
+            Event::Frame(id, Ok(frame)) => self.on_frame(id, frame),
+            Event::Frame(id, Err(reason)) => {
+                if let Some(state) = self.conns.get(&id) {
+                    debug!(peer = %state.node.short(), %reason, "control stream refused");
+                    state
+                        .connection
+                        .close(PROTOCOL_VIOLATION, reason.as_bytes());
+                }
+            }
+            Event::Stream(id, tag, stream) => self.on_stream(id, tag, stream),
+            Event::Closed(id, err) => self.on_closed(id, err),
+        }
+    }
+
+    fn dial_due(&mut self) {
+        for action in self.planner.poll_dials(Instant::now()) {
+            if let Action::Dial(addr) = action {
+                let endpoint = self.endpoint.clone();
+                let events = self.events_tx.clone();
+                tokio::spawn(async move {
+                    let result = endpoint.connect(&addr, SWARM_ALPN).await;
+                    let _ = events.send(Event::Dialed(addr.node_id, result));
+                });
+            }
+        }
+    }
+
+    fn join(&mut self, topic: Topic) -> Result<mpsc::UnboundedReceiver<TopicEvent>, SwarmError> {
+        if self.topics.contains_key(&topic) {
+            return Err(SwarmError::AlreadyJoined);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.topics.insert(topic, TopicState { events: tx });
+        self.planner.topics_changed(self.topics.len());
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let state = &self.conns[&id];
+            let _ = state.control.send(Frame::Join(membership::tag(
+                &topic,
+                &state.binding,
+                &self.me,
+            )));
+            if state.remote.proves(&topic) {
+                self.report_joined(id, topic);
+            }
+        }
+        Ok(rx)
+    }
+
+    fn leave(&mut self, topic: Topic) {
+        if self.topics.remove(&topic).is_none() {
+            return;
+        }
+        self.planner.topics_changed(self.topics.len());
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let Some(state) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let _ = state.control.send(Frame::Leave(membership::tag(
+                &topic,
+                &state.binding,
+                &self.me,
+            )));
+            state.joined.remove(&topic);
+            self.settle(id);
+        }
+    }
+
+    fn add_connection(&mut self, connection: Connection, we_dialed: bool) {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let node = connection.remote_node_id();
+        if let Some(Action::Close(close_id, reason)) = self.planner.connected(id, node, we_dialed) {
+            if close_id == id {
+                debug!(peer = %node.short(), reason = ?reason, "dropping new connection");
+                connection.close(reason.code(), reason.text());
+                return;
+            }
+            self.close(close_id, reason);
+        }
+        debug!(peer = %node.short(), we_dialed, "connected");
+        let binding = connection.channel_binding(membership::BINDING_LABEL);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let hello = Frame::Hello {
+            version: membership::VERSION,
+            tags: self
+                .topics
+                .keys()
+                .map(|t| membership::tag(t, &binding, &self.me))
+                .collect(),
+        };
+        let _ = control.send(hello);
+        tokio::spawn(write_control(connection.clone(), control_rx));
+        tokio::spawn(read_control(id, connection.clone(), self.events_tx.clone()));
+        tokio::spawn(accept_streams(
+            id,
+            connection.clone(),
+            self.events_tx.clone(),
+        ));
+        let events = self.events_tx.clone();
+        let watched = connection.clone();
+        tokio::spawn(async move {
+            let err = watched.closed().await;
+            let _ = events.send(Event::Closed(id, err));
+        });
+        self.conns.insert(
+            id,
+            ConnState {
+                connection,
+                node,
+                we_dialed,
+                binding,
+                remote: RemoteMembership::new(binding, node),
+                control,
+                joined: HashMap::new(),
+                settled: false,
+                closing: None,
+            },
+        );
+    }
+
+    fn on_frame(&mut self, id: ConnId, frame: Frame) {
+        let Some(state) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let changes = match state.remote.on_frame(frame) {
+            Ok(changes) => changes,
+            Err(err) => {
+                debug!(peer = %state.node.short(), %err, "membership protocol violation");
+                state
+                    .connection
+                    .close(PROTOCOL_VIOLATION, err.to_string().as_bytes());
+                return;
+            }
+        };
+        for change in changes {
+            match change {
+                Change::Joined(tag) => {
+                    if let Some(topic) = self.topic_for_remote_tag(id, &tag) {
+                        self.report_joined(id, topic);
+                    }
+                }
+                Change::Left(tag) => {
+                    if let Some(topic) = self.topic_for_remote_tag(id, &tag) {
+                        self.report_left(id, topic);
+                    }
+                }
+            }
+        }
+        if let Some(state) = self.conns.get_mut(&id) {
+            state.settled = true;
+        }
+        self.settle(id);
+    }
+
+    /// Tells the planner whether connection `id` still shares a topic; closes it if not.
+    fn settle(&mut self, id: ConnId) {
+        let Some(state) = self.conns.get(&id) else {
+            return;
+        };
+        if !state.settled || state.closing.is_some() {
+            return;
+        }
+        let shared = !state.joined.is_empty();
+        let node = state.node;
+        if let Some(Action::Close(close_id, reason)) = self.planner.settled(id, &node, shared) {
+            self.close(close_id, reason);
+        }
+    }
+
+    fn topic_for_remote_tag(&self, id: ConnId, tag: &Tag) -> Option<Topic> {
+        let state = self.conns.get(&id)?;
+        self.topics
+            .keys()
+            .find(|t| &state.remote.expected_tag(t) == tag)
+            .copied()
+    }
+
+    fn report_joined(&mut self, id: ConnId, topic: Topic) {
+        let Some(state) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let Some(topic_state) = self.topics.get(&topic) else {
+            return;
+        };
+        if state.joined.contains_key(&topic) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(INCOMING_STREAMS);
+        state.joined.insert(topic, tx);
+        debug!(peer = %state.node.short(), ?topic, "peer joined topic");
+        let _ = topic_state.events.send(TopicEvent::Joined(TopicPeer {
+            connection: state.connection.clone(),
+            our_tag: membership::tag(&topic, &state.binding, &self.me),
+            initiator: state.we_dialed,
+            incoming: rx,
+        }));
+    }
+
+    fn report_left(&mut self, id: ConnId, topic: Topic) {
+        let Some(state) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if state.joined.remove(&topic).is_some()
+            && let Some(topic_state) = self.topics.get(&topic)
+        {
+            let _ = topic_state.events.send(TopicEvent::Left(state.node));
+        }
+    }
+
+    fn on_stream(&mut self, id: ConnId, tag: Tag, stream: BiStream) {
+        let topic = self.topic_for_remote_tag(id, &tag);
+        let Some(state) = self.conns.get(&id) else {
+            return;
+        };
+        let sender = topic.and_then(|t| state.joined.get(&t));
+        match sender {
+            Some(sender) => {
+                if let Err(err) = sender.try_send(stream) {
+                    let stream = match err {
+                        mpsc::error::TrySendError::Full(s)
+                        | mpsc::error::TrySendError::Closed(s) => s,
+                    };
+                    refuse_stream(stream, b"too many streams waiting");
+                }
+            }
+            None => refuse_stream(stream, b"no such topic"),
+        }
+    }
+
+    fn close(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(state) = self.conns.get_mut(&id) {
+            state.closing = Some(reason);
+            state.connection.close(reason.code(), reason.text());
+        }
+    }
+
+    fn on_closed(&mut self, id: ConnId, err: ConnectionError) {
+        let Some(state) = self.conns.remove(&id) else {
+            return;
+        };
+        let reason = state.closing.or_else(|| match &err {
+            ConnectionError::ApplicationClosed(close) => {
+                CloseReason::from_code(close.error_code.into_inner())
+            }
+            _ => None,
+        });
+        debug!(peer = %state.node.short(), %err, "connection closed");
+        for topic in state.joined.keys() {
+            if let Some(topic_state) = self.topics.get(topic) {
+                let _ = topic_state.events.send(TopicEvent::Left(state.node));
+            }
+        }
+        self.planner.closed(id, &state.node, reason, Instant::now());
+    }
+}
+
+fn refuse_stream(stream: BiStream, why: &[u8]) {
+    trace!(reason = %String::from_utf8_lossy(why), "refusing stream");
+    let (mut send, mut recv) = stream.split();
+    let _ = send.reset(1u32.into());
+    let _ = recv.stop(1u32.into());
+}
+
+async fn write_control(connection: Connection, mut frames: mpsc::UnboundedReceiver<Frame>) {
+    let Ok(mut send) = connection.open_uni().await else {
+        return;
+    };
+    if send.write_all(&[CONTROL_STREAM]).await.is_err() {
+        return;
+    }
+    while let Some(frame) = frames.recv().await {
+        if send.write_all(&frame.encode()).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_control(id: ConnId, connection: Connection, events: mpsc::UnboundedSender<Event>) {
+    let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_uni()).await;
+    let mut recv = match result {
+        Err(_) => {
+            let _ = events.send(Event::Frame(id, Err("no control stream in time".into())));
+            return;
+        }
+        Ok(Err(_)) => return,
+        Ok(Ok(recv)) => recv,
+    };
+    let mut kind = [0u8; 1];
+    if recv.read_exact(&mut kind).await.is_err() || kind[0] != CONTROL_STREAM {
+        let _ = events.send(Event::Frame(id, Err("bad control stream".into())));
+        return;
+    }
+    let mut body = Vec::new();
+    loop {
+        let mut len = [0u8; 2];
+        if recv.read_exact(&mut len).await.is_err() {
+            // The peer closed its control stream or the connection ended.
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes(len));
+        if len > MAX_FRAME {
+            let err = MembershipError::TooLarge(len);
+            let _ = events.send(Event::Frame(id, Err(err.to_string())));
+            return;
+        }
+        body.resize(len, 0);
+        if recv.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let frame = Frame::decode(&body).map_err(|e| e.to_string());
+        let failed = frame.is_err();
+        if events.send(Event::Frame(id, frame)).is_err() || failed {
+            return;
+        }
+    }
+}
+
+async fn accept_streams(id: ConnId, connection: Connection, events: mpsc::UnboundedSender<Event>) {
+    while let Ok(mut stream) = connection.accept_bi().await {
+        let events = events.clone();
+        tokio::spawn(async move {
+            let mut header = [0u8; 1 + membership::TAG_LEN];
+            let read =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut header)).await;
+            match read {
+                Ok(Ok(_)) if header[0] == peer::TOPIC_STREAM => {
+                    let mut tag = [0u8; membership::TAG_LEN];
+                    tag.copy_from_slice(&header[1..]);
+                    let _ = events.send(Event::Stream(id, tag, stream));
+                }
+                _ => refuse_stream(stream, b"bad stream header"),
+            }
+        });
+    }
+}

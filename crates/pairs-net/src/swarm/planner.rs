@@ -1,0 +1,514 @@
+//! Whom to dial and when, which of two connections to one peer to keep, when to retry.
+//!
+//! Sans-IO: fed discoveries, dial results, connection events and the time; answers with dials and
+//! closes. The swarm's driver does the I/O.
+//!
+//! The rules:
+//! - **One connection per peer pair.** When two exist (both sides dialed at once), both sides keep
+//!   the one dialed by the smaller node id, so they agree without talking. To make the race rare,
+//!   the larger id waits [`PlannerConfig::defer`] before dialing a peer it has just found.
+//! - **Only peers worth dialing**: we must be in at least one topic, and the peer must not already
+//!   have been found to share none of our current topics.
+//! - **Retries back off** exponentially per peer, reset by a connection that found shared topics.
+//! - **A cap** on connections, counting dials in flight.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pairs_base::{NodeAddr, NodeId};
+
+/// Identifies one connection inside the swarm.
+pub type ConnId = u64;
+
+/// Tuning of the planner.
+#[derive(Debug, Clone)]
+pub struct PlannerConfig {
+    /// Most connections (established plus dialing).
+    pub max_connections: usize,
+    /// How long the larger node id waits before dialing a peer it just found.
+    pub defer: Duration,
+    /// First retry delay; doubles per failure.
+    pub backoff_min: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+    /// Most addresses remembered per peer.
+    pub max_addrs: usize,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            defer: Duration::from_millis(300),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            max_addrs: 8,
+        }
+    }
+}
+
+/// Why the planner wants a connection closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Another connection to the same peer wins.
+    Duplicate,
+    /// Too many connections.
+    Busy,
+    /// The peer shares none of our topics.
+    NoSharedTopics,
+}
+
+impl CloseReason {
+    /// Application close code on the wire.
+    pub const fn code(self) -> u32 {
+        match self {
+            Self::Duplicate => 10,
+            Self::Busy => 11,
+            Self::NoSharedTopics => 12,
+        }
+    }
+
+    /// Reason text on the wire.
+    pub const fn text(self) -> &'static [u8] {
+        match self {
+            Self::Duplicate => b"duplicate connection",
+            Self::Busy => b"too many connections",
+            Self::NoSharedTopics => b"no shared topic",
+        }
+    }
+
+    /// Reads a close code back.
+    pub fn from_code(code: u64) -> Option<Self> {
+        [Self::Duplicate, Self::Busy, Self::NoSharedTopics]
+            .into_iter()
+            .find(|r| u64::from(r.code()) == code)
+    }
+}
+
+/// What the planner asks the driver to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Dial this peer at these addresses.
+    Dial(NodeAddr),
+    /// Close this connection.
+    Close(ConnId, CloseReason),
+}
+
+#[derive(Debug)]
+struct Peer {
+    addrs: Vec<SocketAddr>,
+    conns: Vec<Conn>,
+    dialing: bool,
+    failures: u32,
+    not_before: Instant,
+    /// Topic-set version at which this peer was found to share none of our topics.
+    nothing_shared_at: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Conn {
+    id: ConnId,
+    dialer: NodeId,
+    /// Topic-set version when the connection came up (what our hello announced).
+    version: u64,
+    shared: bool,
+}
+
+/// The connection planner. See the module docs for its rules.
+#[derive(Debug)]
+pub struct Planner {
+    me: NodeId,
+    config: PlannerConfig,
+    peers: HashMap<NodeId, Peer>,
+    topics: usize,
+    version: u64,
+}
+
+impl Planner {
+    /// A planner for node `me`.
+    pub fn new(me: NodeId, config: PlannerConfig) -> Self {
+        Self {
+            me,
+            config,
+            peers: HashMap::new(),
+            topics: 0,
+            version: 0,
+        }
+    }
+
+    /// Our topic set changed; `count` topics now. Peers found to share nothing are worth another try.
+    pub fn topics_changed(&mut self, count: usize) {
+        self.topics = count;
+        self.version += 1;
+    }
+
+    /// The current topic-set version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// A discovery source reported `addr`. Addresses merge, newest first, bounded.
+    pub fn discovered(&mut self, addr: &NodeAddr, now: Instant) {
+        if addr.node_id == self.me || addr.addrs.is_empty() {
+            return;
+        }
+        let defer = if self.me < addr.node_id {
+            Duration::ZERO
+        } else {
+            self.config.defer
+        };
+        let max = self.config.max_addrs;
+        let peer = self.peers.entry(addr.node_id).or_insert_with(|| Peer {
+            addrs: Vec::new(),
+            conns: Vec::new(),
+            dialing: false,
+            failures: 0,
+            not_before: now + defer,
+            nothing_shared_at: None,
+        });
+        for a in addr.addrs.iter().rev() {
+            peer.addrs.retain(|x| x != a);
+            peer.addrs.insert(0, *a);
+        }
+        peer.addrs.truncate(max);
+    }
+
+    /// The discovery source says `node` is gone: no more dials, connections stay.
+    pub fn lost(&mut self, node: &NodeId) {
+        if let Some(peer) = self.peers.get_mut(node) {
+            peer.addrs.clear();
+        }
+        self.forget_if_idle(node);
+    }
+
+    /// A dial we asked for failed.
+    pub fn dial_failed(&mut self, node: &NodeId, now: Instant) {
+        let backoff = self.backoff_after_failure(node);
+        if let Some(peer) = self.peers.get_mut(node) {
+            peer.dialing = false;
+            peer.not_before = now + backoff;
+        }
+    }
+
+    /// A connection came up, dialed by us or by the peer. Returns a close if it (or the one it
+    /// replaces) must go.
+    pub fn connected(&mut self, id: ConnId, node: NodeId, we_dialed: bool) -> Option<Action> {
+        let dialer = if we_dialed { self.me } else { node };
+        let established = self.established();
+        let version = self.version;
+        let max = self.config.max_connections;
+        let preferred = self.me.min(node);
+        let peer = self.peers.entry(node).or_insert_with(|| Peer {
+            addrs: Vec::new(),
+            conns: Vec::new(),
+            dialing: false,
+            failures: 0,
+            not_before: Instant::now(),
+            nothing_shared_at: None,
+        });
+        if we_dialed {
+            peer.dialing = false;
+        }
+        let conn = Conn {
+            id,
+            dialer,
+            version,
+            shared: false,
+        };
+        let Some(existing) = peer.conns.first().copied() else {
+            if !we_dialed && established >= max {
+                return Some(Action::Close(id, CloseReason::Busy));
+            }
+            peer.conns.push(conn);
+            return None;
+        };
+        // Two connections: keep the one dialed by the smaller id; between two from the same
+        // dialer, the newer (the peer redialed because the old one died on its side).
+        let keep_new = existing.dialer != preferred || dialer == preferred;
+        if keep_new {
+            peer.conns = vec![conn];
+            Some(Action::Close(existing.id, CloseReason::Duplicate))
+        } else {
+            Some(Action::Close(id, CloseReason::Duplicate))
+        }
+    }
+
+    /// Membership on connection `id` is settled: whether the peer shares any of our topics.
+    /// Returns a close if it shares none.
+    pub fn settled(&mut self, id: ConnId, node: &NodeId, shared: bool) -> Option<Action> {
+        let peer = self.peers.get_mut(node)?;
+        let conn = peer.conns.iter_mut().find(|c| c.id == id)?;
+        conn.shared = shared;
+        if shared {
+            peer.failures = 0;
+            peer.nothing_shared_at = None;
+            None
+        } else {
+            peer.nothing_shared_at = Some(conn.version);
+            Some(Action::Close(id, CloseReason::NoSharedTopics))
+        }
+    }
+
+    /// Connection `id` closed, for `reason` if it was one of ours (either side's).
+    pub fn closed(&mut self, id: ConnId, node: &NodeId, reason: Option<CloseReason>, now: Instant) {
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
+        let Some(pos) = peer.conns.iter().position(|c| c.id == id) else {
+            return;
+        };
+        let conn = peer.conns.remove(pos);
+        match reason {
+            Some(CloseReason::Duplicate) => {}
+            Some(CloseReason::NoSharedTopics) => {
+                peer.nothing_shared_at = Some(conn.version);
+            }
+            Some(CloseReason::Busy) | None => {
+                // Lost: retry after a backoff, the larger id a little later to avoid a dial race.
+                let defer = if self.me < *node {
+                    Duration::ZERO
+                } else {
+                    self.config.defer
+                };
+                let backoff = self.backoff_after_failure(node);
+                if let Some(peer) = self.peers.get_mut(node) {
+                    peer.not_before = now + backoff + defer;
+                }
+            }
+        }
+        self.forget_if_idle(node);
+    }
+
+    /// The dials to start now.
+    pub fn poll_dials(&mut self, now: Instant) -> Vec<Action> {
+        if self.topics == 0 {
+            return Vec::new();
+        }
+        let mut budget = self
+            .config
+            .max_connections
+            .saturating_sub(self.established() + self.dialing());
+        let mut dials = Vec::new();
+        let mut due: Vec<(&NodeId, &mut Peer)> = self
+            .peers
+            .iter_mut()
+            .filter(|(_, p)| Self::wants_dial(p, self.version) && p.not_before <= now)
+            .collect();
+        due.sort_by_key(|(_, p)| p.not_before);
+        for (node, peer) in due {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            peer.dialing = true;
+            dials.push(Action::Dial(NodeAddr::new(*node, peer.addrs.clone())));
+        }
+        dials
+    }
+
+    /// When [`Planner::poll_dials`] may next have something to do.
+    pub fn next_dial_at(&self) -> Option<Instant> {
+        if self.topics == 0 {
+            return None;
+        }
+        self.peers
+            .values()
+            .filter(|p| Self::wants_dial(p, self.version))
+            .map(|p| p.not_before)
+            .min()
+    }
+
+    /// Established connections.
+    pub fn established(&self) -> usize {
+        self.peers.values().map(|p| p.conns.len()).sum()
+    }
+
+    fn dialing(&self) -> usize {
+        self.peers.values().filter(|p| p.dialing).count()
+    }
+
+    fn wants_dial(peer: &Peer, version: u64) -> bool {
+        !peer.addrs.is_empty()
+            && peer.conns.is_empty()
+            && !peer.dialing
+            && peer.nothing_shared_at != Some(version)
+    }
+
+    fn backoff_after_failure(&mut self, node: &NodeId) -> Duration {
+        let Some(peer) = self.peers.get_mut(node) else {
+            return self.config.backoff_min;
+        };
+        let exp = peer.failures.min(16);
+        peer.failures = peer.failures.saturating_add(1);
+        self.config
+            .backoff_min
+            .saturating_mul(1 << exp)
+            .min(self.config.backoff_max)
+    }
+
+    fn forget_if_idle(&mut self, node: &NodeId) {
+        if let Some(peer) = self.peers.get(node)
+            && peer.addrs.is_empty()
+            && peer.conns.is_empty()
+            && !peer.dialing
+        {
+            self.peers.remove(node);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pairs_base::SecretKey;
+
+    use super::*;
+
+    fn two_ids() -> (NodeId, NodeId) {
+        let a = SecretKey::generate().node_id();
+        let b = SecretKey::generate().node_id();
+        if a < b { (a, b) } else { (b, a) }
+    }
+
+    fn addr(node: NodeId, port: u16) -> NodeAddr {
+        NodeAddr::new(node, [SocketAddr::from(([10, 0, 0, 1], port))])
+    }
+
+    fn planner(me: NodeId) -> Planner {
+        let mut p = Planner::new(me, PlannerConfig::default());
+        p.topics_changed(1);
+        p
+    }
+
+    #[test]
+    fn smaller_id_dials_at_once_larger_waits() {
+        let (small, large) = two_ids();
+        let t0 = Instant::now();
+        let mut s = planner(small);
+        let mut l = planner(large);
+        s.discovered(&addr(large, 1), t0);
+        l.discovered(&addr(small, 2), t0);
+        assert_eq!(s.poll_dials(t0).len(), 1);
+        assert!(l.poll_dials(t0).is_empty());
+        assert_eq!(l.next_dial_at(), Some(t0 + PlannerConfig::default().defer));
+    }
+
+    #[test]
+    fn no_topics_no_dials() {
+        let (a, b) = two_ids();
+        let mut p = Planner::new(a, PlannerConfig::default());
+        let t0 = Instant::now();
+        p.discovered(&addr(b, 1), t0);
+        assert!(p.poll_dials(t0).is_empty());
+        assert_eq!(p.next_dial_at(), None);
+    }
+
+    #[test]
+    fn both_sides_keep_the_same_connection_whatever_the_arrival_order() {
+        let (small, large) = two_ids();
+        let mut s = planner(small);
+        let mut l = planner(large);
+        // Connection 1 dialed by the small side, connection 2 by the large side.
+        // The small side sees 2 first, the large side sees 1 first.
+        assert_eq!(s.connected(2, large, false), None);
+        assert_eq!(
+            s.connected(1, large, true),
+            Some(Action::Close(2, CloseReason::Duplicate))
+        );
+        assert_eq!(l.connected(1, small, false), None);
+        assert_eq!(
+            l.connected(2, small, true),
+            Some(Action::Close(2, CloseReason::Duplicate))
+        );
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_and_reset_on_shared_topics() {
+        let (me, peer) = two_ids();
+        let mut p = planner(me);
+        let t0 = Instant::now();
+        p.discovered(&addr(peer, 1), t0);
+        let min = PlannerConfig::default().backoff_min;
+        let mut now = t0;
+        for i in 0..4 {
+            assert_eq!(p.poll_dials(now).len(), 1, "dial {i}");
+            p.dial_failed(&peer, now);
+            assert!(p.poll_dials(now).is_empty());
+            assert_eq!(p.next_dial_at(), Some(now + min * (1 << i)));
+            now += min * (1 << i);
+        }
+        assert_eq!(p.poll_dials(now).len(), 1);
+        assert_eq!(p.connected(7, peer, true), None);
+        assert_eq!(p.settled(7, &peer, true), None);
+        p.closed(7, &peer, None, now);
+        assert_eq!(
+            p.next_dial_at(),
+            Some(now + min),
+            "backoff reset by success"
+        );
+    }
+
+    #[test]
+    fn nothing_shared_is_not_redialed_until_our_topics_change() {
+        let (me, peer) = two_ids();
+        let mut p = planner(me);
+        let t0 = Instant::now();
+        p.discovered(&addr(peer, 1), t0);
+        assert_eq!(p.poll_dials(t0).len(), 1);
+        p.connected(1, peer, true);
+        assert_eq!(
+            p.settled(1, &peer, false),
+            Some(Action::Close(1, CloseReason::NoSharedTopics))
+        );
+        p.closed(1, &peer, Some(CloseReason::NoSharedTopics), t0);
+        assert!(p.poll_dials(t0 + Duration::from_secs(3600)).is_empty());
+        p.topics_changed(2);
+        assert_eq!(p.poll_dials(t0).len(), 1);
+    }
+
+    #[test]
+    fn the_cap_limits_dials_and_refuses_extra_incoming() {
+        let me = SecretKey::generate().node_id();
+        let config = PlannerConfig {
+            max_connections: 2,
+            defer: Duration::ZERO,
+            ..PlannerConfig::default()
+        };
+        let mut p = Planner::new(me, config);
+        p.topics_changed(1);
+        let t0 = Instant::now();
+        let others: Vec<NodeId> = (0..4).map(|_| SecretKey::generate().node_id()).collect();
+        for (i, o) in others.iter().enumerate() {
+            p.discovered(&addr(*o, i as u16), t0);
+        }
+        let dials = p.poll_dials(t0);
+        assert_eq!(dials.len(), 2);
+        for (i, d) in dials.iter().enumerate() {
+            let Action::Dial(a) = d else { panic!() };
+            assert_eq!(p.connected(i as ConnId, a.node_id, true), None);
+        }
+        assert!(p.poll_dials(t0).is_empty());
+        let stranger = SecretKey::generate().node_id();
+        assert_eq!(
+            p.connected(99, stranger, false),
+            Some(Action::Close(99, CloseReason::Busy))
+        );
+    }
+
+    #[test]
+    fn lost_peers_are_not_redialed_and_addresses_are_bounded() {
+        let (me, peer) = two_ids();
+        let mut p = planner(me);
+        let t0 = Instant::now();
+        for port in 0..20 {
+            p.discovered(&addr(peer, port), t0);
+        }
+        let dials = p.poll_dials(t0);
+        let Action::Dial(a) = &dials[0] else { panic!() };
+        assert_eq!(a.addrs.len(), PlannerConfig::default().max_addrs);
+        assert_eq!(a.addrs[0].port(), 19, "newest first");
+        p.dial_failed(&peer, t0);
+        p.lost(&peer);
+        assert_eq!(p.next_dial_at(), None);
+    }
+}
