@@ -13,6 +13,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "PAIRS_HOME", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Find peers only through --peer: no LAN multicast or other discovery that reaches the network
+    /// (for tests, benchmarks, and networks that must stay quiet)
+    #[arg(long, global = true, env = "PAIRS_ISOLATED")]
+    pub isolated: bool,
+
     /// More logging on stderr (-v, -vv, -vvv); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -30,6 +35,10 @@ pub enum Command {
     Listen(ListenArgs),
     /// Connect to a listening peer, then pipe stdin to it and its data to stdout
     Connect(ConnectArgs),
+    /// Offer stdin to the LAN under NAME, or (stdin a terminal, or --receive) print a paste from it
+    Paste(PasteArgs),
+    /// Join TOPIC: send each stdin line to every peer in it, print each line they send
+    Swarm(SwarmArgs),
     /// Signed multi-writer logs that replicate over any stream
     #[command(subcommand)]
     Log(LogCommand),
@@ -181,4 +190,60 @@ pub struct ConnectArgs {
     /// Seconds to wait for an answer from each address
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub timeout: u64,
+}
+
+/// How a swarm command finds and reaches peers.
+#[derive(Debug, Args)]
+pub struct DiscoveryArgs {
+    #[command(flatten)]
+    pub bind: BindArgs,
+
+    /// Also connect to this peer (a node ticket); repeatable
+    #[arg(long = "peer", value_name = "TICKET")]
+    pub peers: Vec<String>,
+
+    /// Use this node's key from the data directory [default: a fresh id for this run, so several
+    /// runs on one machine meet each other]
+    #[arg(long)]
+    pub node_key: bool,
+}
+
+/// `pairs paste`
+#[derive(Debug, Args)]
+pub struct PasteArgs {
+    /// The paste's name; sender and receivers must use the same [default: one shared default]
+    pub name: Option<String>,
+
+    /// Offer stdin even if it is a terminal
+    #[arg(short, long, conflicts_with = "receive")]
+    pub send: bool,
+
+    /// Receive even if stdin is not a terminal
+    #[arg(short, long)]
+    pub receive: bool,
+
+    /// Give up after this many seconds without a peer to send to or receive from
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+
+    /// Sender: keep offering until interrupted instead of exiting once receivers are served
+    #[arg(long, conflicts_with = "receive")]
+    pub keep: bool,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// `pairs swarm`
+#[derive(Debug, Args)]
+pub struct SwarmArgs {
+    /// The topic's name (anyone who knows it can join; choose one that is hard to guess)
+    pub topic: String,
+
+    /// Print received lines as they are, without the sender's short id
+    #[arg(long)]
+    pub raw: bool,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }

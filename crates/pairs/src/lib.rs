@@ -10,4 +10,5 @@ pub use pairs_base as base;
 pub use pairs_log as log;
 pub use pairs_net as net;
 
+pub mod paste;
 pub mod pipe;

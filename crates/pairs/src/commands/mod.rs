@@ -3,7 +3,10 @@
 mod id;
 mod kv;
 mod log;
+mod node;
+mod paste;
 mod pipe;
+mod swarm;
 
 use anyhow::Result;
 
@@ -16,6 +19,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Id => id::run(data_dir),
         Command::Listen(args) => pipe::listen(data_dir, args).await,
         Command::Connect(args) => pipe::connect(data_dir, args).await,
+        Command::Paste(args) => paste::run(data_dir, cli.isolated, args).await,
+        Command::Swarm(args) => swarm::run(data_dir, cli.isolated, args).await,
         Command::Log(command) => log::run(data_dir, command).await,
         Command::Kv(command) => kv::run(data_dir, command),
     }

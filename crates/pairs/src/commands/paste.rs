@@ -1,0 +1,220 @@
+//! `pairs paste`: offer stdin to the LAN, or receive what someone offers. Only peers that know the
+//! paste's name can fetch it, and every copy is verified end to end.
+
+use std::io::IsTerminal as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use pairs::paste::{self, Spool};
+use pairs_base::{NodeId, Topic};
+use pairs_net::swarm::TopicEvent;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::node::SwarmNode;
+use crate::cli::PasteArgs;
+use crate::stdio::{StdoutSink, stdin_chunks};
+
+/// After the last copy is confirmed, how long the sender waits for more receivers before exiting.
+const LINGER: Duration = Duration::from_secs(2);
+
+pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Result<()> {
+    let sending = args.send || (!args.receive && !std::io::stdin().is_terminal());
+    let name = args.name.clone().unwrap_or_default();
+    let topic = Topic::from_name(&format!("pairs paste\0{name}"));
+    let node = SwarmNode::start(data_dir, isolated, &args.discovery).await?;
+    if isolated {
+        eprintln!(
+            "pairs: isolated; peers reach this node with --peer {}",
+            node.ticket()
+        );
+    }
+    let deadline = args
+        .timeout
+        .map(|s| Instant::now() + Duration::from_secs(s));
+    let shown = if name.is_empty() {
+        "the default paste".to_string()
+    } else {
+        format!("paste '{name}'")
+    };
+    let result = if sending {
+        send(&node, topic, &shown, deadline, args.keep).await
+    } else {
+        receive(&node, topic, &shown, deadline).await
+    };
+    node.router.shutdown().await;
+    result
+}
+
+async fn send(
+    node: &SwarmNode,
+    topic: Topic,
+    shown: &str,
+    deadline: Option<Instant>,
+    keep: bool,
+) -> Result<()> {
+    let spool = Spool::start(stdin_chunks().context("cannot read stdin")?)?;
+    let mut peers = node.swarm.join(topic).await?;
+    eprintln!("pairs: offering stdin as {shown} to this network");
+    let (done_tx, mut done) = mpsc::unbounded_channel::<(NodeId, Result<u64, paste::PasteError>)>();
+    let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
+    let mut active = 0usize;
+    let mut served = 0usize;
+    let mut linger_until: Option<Instant> = None;
+    loop {
+        let wake = match (linger_until, deadline) {
+            (Some(at), _) if active == 0 => Some(at),
+            (_, Some(at)) if served == 0 => Some(at),
+            _ => None,
+        };
+        let timer = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = peers.next() => match event {
+                Some(TopicEvent::Joined(mut peer)) => {
+                    let spool = spool.clone();
+                    let done = done_tx.clone();
+                    let started = started_tx.clone();
+                    tokio::spawn(async move {
+                        let id = peer.node_id();
+                        while let Some(mut stream) = peer.accept_bi().await {
+                            let _ = started.send(());
+                            let result = paste::serve(&mut stream, &spool).await;
+                            let _ = done.send((id, result));
+                        }
+                    });
+                }
+                Some(TopicEvent::Left(_)) => {}
+                None => bail!("the swarm stopped"),
+            },
+            Some(()) = started.recv() => active += 1,
+            Some((peer, result)) = done.recv() => {
+                active -= 1;
+                match result {
+                    Ok(bytes) => {
+                        served += 1;
+                        eprintln!("pairs: sent {bytes} bytes to {}", peer.short());
+                        if !keep {
+                            linger_until = Some(Instant::now() + LINGER);
+                        }
+                    }
+                    Err(err) => eprintln!("pairs: sending to {} failed: {err}", peer.short()),
+                }
+            },
+            () = timer => {
+                if served == 0 {
+                    bail!("nobody received {shown} in time (--timeout); is a receiver running `pairs paste` with the same name on this network?");
+                }
+                break;
+            }
+        }
+    }
+    let (len, _) = spool.finished().await?;
+    eprintln!("pairs: {shown} ({len} bytes) sent to {served} peer(s)");
+    Ok(())
+}
+
+async fn receive(
+    node: &SwarmNode,
+    topic: Topic,
+    shown: &str,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let mut peers = node.swarm.join(topic).await?;
+    eprintln!("pairs: waiting for {shown} on this network");
+    let output = StdoutSink::start().context("cannot write stdout")?;
+    let claimed = Arc::new(AtomicBool::new(false));
+    let (result_tx, mut result) = mpsc::unbounded_channel();
+    let timer = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timer);
+    let outcome = loop {
+        tokio::select! {
+            event = peers.next() => match event {
+                Some(TopicEvent::Joined(mut peer)) => {
+                    let claimed = claimed.clone();
+                    let out = output.sender().clone();
+                    let result_tx = result_tx.clone();
+                    tokio::spawn(async move {
+                        let id = peer.node_id();
+                        let Ok(mut stream) = peer.open_bi().await else { return };
+                        let fetch = async {
+                            if paste::request(&mut stream).await.is_err() {
+                                return; // Another receiver: nothing to fetch from it.
+                            }
+                            if claimed.swap(true, Ordering::SeqCst) {
+                                return; // Another sender's copy is already coming in.
+                            }
+                            let received = paste::receive(&mut stream, |chunk| {
+                                out.blocking_send_or_err(chunk)
+                            })
+                            .await;
+                            let _ = result_tx.send((id, received));
+                        };
+                        // A receiver offers nothing: other receivers asking it get a closed stream.
+                        let refuse = async {
+                            while let Some(stream) = peer.accept_bi().await {
+                                drop(stream);
+                            }
+                            std::future::pending::<()>().await;
+                        };
+                        tokio::select! {
+                            () = fetch => {}
+                            () = refuse => {}
+                        }
+                    });
+                }
+                Some(TopicEvent::Left(_)) => {}
+                None => break Err(anyhow::anyhow!("the swarm stopped")),
+            },
+            Some((peer, received)) = result.recv() => {
+                break received
+                    .map(|len| (peer, len))
+                    .with_context(|| format!("receiving from {}", NodeId::short(&peer)));
+            }
+            () = &mut timer => {
+                if claimed.load(Ordering::SeqCst) {
+                    continue;
+                }
+                break Err(anyhow::anyhow!(
+                    "no {shown} found in time (--timeout); is a sender running `pairs paste` with the same name on this network?"
+                ));
+            }
+        }
+    };
+    output.finish().context("writing stdout failed")?;
+    let (peer, len) = outcome?;
+    eprintln!("pairs: received {len} bytes from {}", peer.short());
+    Ok(())
+}
+
+/// Hands a chunk to the stdout thread from inside an async task without blocking the runtime.
+trait SendChunk {
+    fn blocking_send_or_err(&self, chunk: bytes::Bytes) -> std::io::Result<()>;
+}
+
+impl SendChunk for mpsc::Sender<bytes::Bytes> {
+    fn blocking_send_or_err(&self, chunk: bytes::Bytes) -> std::io::Result<()> {
+        match self.try_send(chunk) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(chunk)) => {
+                tokio::task::block_in_place(|| self.blocking_send(chunk))
+                    .map_err(|_| std::io::Error::other("stdout closed"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                Err(std::io::Error::other("stdout closed"))
+            }
+        }
+    }
+}
