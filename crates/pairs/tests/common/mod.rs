@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+pub mod lab;
+
 /// Generous bound for anything that should take well under a second.
 pub const SHORT: Duration = Duration::from_secs(20);
 
