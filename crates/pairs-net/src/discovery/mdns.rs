@@ -28,6 +28,9 @@ pub const TXT_VERSION: &str = "1";
 /// Most addresses taken from one advertisement; a longer list is cut.
 const MAX_ADDRS: usize = 8;
 
+/// When the extra announcement goes out after start.
+const EARLY_REANNOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// How often (seconds) `mdns-sd` looks for interfaces that appeared or vanished.
 const INTERFACE_CHECK_SECS: u32 = 5;
 
@@ -80,9 +83,17 @@ impl Mdns {
         .enable_addr_auto();
         info.set_requires_probe(false);
         let fullname = info.get_fullname().to_string();
-        daemon.register(info).map_err(err)?;
+        daemon.register(info.clone()).map_err(err)?;
         let browse = daemon.browse(SERVICE_TYPE).map_err(err)?;
         tokio::spawn(relay_events(browse, node, events));
+        // Nodes started a moment after us missed our first announcement (their sockets were not
+        // up yet); one more shortly after start lets them find us without waiting for the
+        // one-second re-announcement. RFC 6762 §8.3 allows up to eight.
+        let again = daemon.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(EARLY_REANNOUNCE).await;
+            let _ = again.register(info);
+        });
         Ok(Self { daemon, fullname })
     }
 

@@ -40,7 +40,8 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
             max_connections: 64,
-            defer: Duration::from_millis(300),
+            // Far above a LAN handshake (the smaller id's dial lands first), far below a human wait.
+            defer: Duration::from_millis(100),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             max_addrs: 8,
