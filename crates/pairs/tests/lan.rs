@@ -61,7 +61,10 @@ struct SwarmProc {
 
 impl SwarmProc {
     fn start(lab: &Lab, node: &str, topic: &str, extra: &[&str]) -> Self {
-        let home = Home::new();
+        Self::start_with_home(lab, node, topic, extra, Home::new())
+    }
+
+    fn start_with_home(lab: &Lab, node: &str, topic: &str, extra: &[&str], home: Home) -> Self {
         let mut args = vec!["swarm", topic];
         args.extend_from_slice(extra);
         let mut child = lab
@@ -328,33 +331,6 @@ fn avahi_lists_our_nodes_and_we_find_what_avahi_publishes() {
             .expect("a3 joined the node published by avahi");
         if line.contains(&format!("+ {} joined", hidden.short)) {
             break;
-        }
-    }
-}
-
-impl SwarmProc {
-    fn start_with_home(lab: &Lab, node: &str, topic: &str, extra: &[&str], home: Home) -> Self {
-        let mut args = vec!["swarm", topic];
-        args.extend_from_slice(extra);
-        let mut child = lab
-            .pairs(node, &home, &args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pairs swarm");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let first = stderr.recv_timeout(WAIT).expect("swarm started");
-        let short = first.rsplit(" as ").next().unwrap().to_string();
-        Self {
-            _child: Running(child),
-            stdin,
-            stdout,
-            stderr,
-            short,
-            _home: home,
         }
     }
 }

@@ -96,14 +96,6 @@ impl Mdns {
         });
         Ok(Self { daemon, fullname })
     }
-
-    /// Packet counters kept by `mdns-sd` (sent, received, suppressed answers, …), for measurements.
-    pub async fn metrics(&self) -> HashMap<String, i64> {
-        match self.daemon.get_metrics() {
-            Ok(rx) => rx.recv_async().await.unwrap_or_default(),
-            Err(_) => HashMap::new(),
-        }
-    }
 }
 
 impl Drop for Mdns {

@@ -106,7 +106,8 @@ pub struct Swarm {
 struct Inner {
     node_id: NodeId,
     commands: mpsc::UnboundedSender<Command>,
-    mdns: Option<Mdns>,
+    /// Held for its lifetime: dropping it says goodbye on the LAN.
+    _mdns: Option<Mdns>,
 }
 
 impl Swarm {
@@ -119,7 +120,7 @@ impl Swarm {
             Some(Mdns::start(
                 endpoint.node_id(),
                 endpoint.local_addr().port(),
-                discovered_tx.clone(),
+                discovered_tx,
             )?)
         } else {
             None
@@ -133,14 +134,13 @@ impl Swarm {
             conns: HashMap::new(),
             next_conn: 0,
             events_tx,
-            discovered_tx,
         };
         tokio::spawn(actor.run(command_rx, events_rx, discovered_rx));
         Ok(Self {
             inner: Arc::new(Inner {
                 node_id: endpoint.node_id(),
                 commands,
-                mdns,
+                _mdns: mdns,
             }),
         })
     }
@@ -180,14 +180,6 @@ impl Swarm {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Stats(reply))?;
         rx.await.map_err(|_| SwarmError::Closed)
-    }
-
-    /// Packet counters of LAN discovery, if it runs.
-    pub async fn mdns_metrics(&self) -> Option<HashMap<String, i64>> {
-        match &self.inner.mdns {
-            Some(mdns) => Some(mdns.metrics().await),
-            None => None,
-        }
     }
 
     fn send(&self, command: Command) -> Result<(), SwarmError> {
@@ -312,9 +304,6 @@ struct Actor {
     conns: HashMap<ConnId, ConnState>,
     next_conn: ConnId,
     events_tx: mpsc::UnboundedSender<Event>,
-    // Kept so the discovery channel never reports closed while the swarm runs without mDNS.
-    #[allow(dead_code)]
-    discovered_tx: mpsc::UnboundedSender<Discovered>,
 }
 
 impl Actor {
@@ -461,7 +450,8 @@ impl Actor {
         let id = self.next_conn;
         self.next_conn += 1;
         let node = connection.remote_node_id();
-        if let Some(Action::Close(close_id, reason)) = self.planner.connected(id, node, we_dialed) {
+        let planned = self.planner.connected(id, node, we_dialed, Instant::now());
+        if let Some(Action::Close(close_id, reason)) = planned {
             if close_id == id {
                 debug!(peer = %node.short(), reason = ?reason, "dropping new connection");
                 connection.close(reason.code(), reason.text());

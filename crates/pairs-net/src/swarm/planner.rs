@@ -194,7 +194,13 @@ impl Planner {
 
     /// A connection came up, dialed by us or by the peer. Returns a close if it (or the one it
     /// replaces) must go.
-    pub fn connected(&mut self, id: ConnId, node: NodeId, we_dialed: bool) -> Option<Action> {
+    pub fn connected(
+        &mut self,
+        id: ConnId,
+        node: NodeId,
+        we_dialed: bool,
+        now: Instant,
+    ) -> Option<Action> {
         let dialer = if we_dialed { self.me } else { node };
         let established = self.established();
         let version = self.version;
@@ -205,7 +211,7 @@ impl Planner {
             conns: Vec::new(),
             dialing: false,
             failures: 0,
-            not_before: Instant::now(),
+            not_before: now,
             nothing_shared_at: None,
         });
         if we_dialed {
@@ -411,14 +417,15 @@ mod tests {
         let mut l = planner(large);
         // Connection 1 dialed by the small side, connection 2 by the large side.
         // The small side sees 2 first, the large side sees 1 first.
-        assert_eq!(s.connected(2, large, false), None);
+        let now = Instant::now();
+        assert_eq!(s.connected(2, large, false, now), None);
         assert_eq!(
-            s.connected(1, large, true),
+            s.connected(1, large, true, now),
             Some(Action::Close(2, CloseReason::Duplicate))
         );
-        assert_eq!(l.connected(1, small, false), None);
+        assert_eq!(l.connected(1, small, false, now), None);
         assert_eq!(
-            l.connected(2, small, true),
+            l.connected(2, small, true, now),
             Some(Action::Close(2, CloseReason::Duplicate))
         );
     }
@@ -439,7 +446,7 @@ mod tests {
             now += min * (1 << i);
         }
         assert_eq!(p.poll_dials(now).len(), 1);
-        assert_eq!(p.connected(7, peer, true), None);
+        assert_eq!(p.connected(7, peer, true, now), None);
         assert_eq!(p.settled(7, &peer, true), None);
         p.closed(7, &peer, None, now);
         assert_eq!(
@@ -456,7 +463,7 @@ mod tests {
         let t0 = Instant::now();
         p.discovered(&addr(peer, 1), t0);
         assert_eq!(p.poll_dials(t0).len(), 1);
-        p.connected(1, peer, true);
+        p.connected(1, peer, true, t0);
         assert_eq!(
             p.settled(1, &peer, false),
             Some(Action::Close(1, CloseReason::NoSharedTopics))
@@ -486,12 +493,12 @@ mod tests {
         assert_eq!(dials.len(), 2);
         for (i, d) in dials.iter().enumerate() {
             let Action::Dial(a) = d else { panic!() };
-            assert_eq!(p.connected(i as ConnId, a.node_id, true), None);
+            assert_eq!(p.connected(i as ConnId, a.node_id, true, t0), None);
         }
         assert!(p.poll_dials(t0).is_empty());
         let stranger = SecretKey::generate().node_id();
         assert_eq!(
-            p.connected(99, stranger, false),
+            p.connected(99, stranger, false, t0),
             Some(Action::Close(99, CloseReason::Busy))
         );
     }

@@ -156,10 +156,8 @@ async fn receive(
                             if claimed.swap(true, Ordering::SeqCst) {
                                 return; // Another sender's copy is already coming in.
                             }
-                            let received = paste::receive(&mut stream, |chunk| {
-                                out.blocking_send_or_err(chunk)
-                            })
-                            .await;
+                            let received =
+                                paste::receive(&mut stream, |chunk| to_stdout(&out, chunk)).await;
                             let _ = result_tx.send((id, received));
                         };
                         // A receiver offers nothing: other receivers asking it get a closed stream.
@@ -199,22 +197,15 @@ async fn receive(
     Ok(())
 }
 
-/// Hands a chunk to the stdout thread from inside an async task without blocking the runtime.
-trait SendChunk {
-    fn blocking_send_or_err(&self, chunk: bytes::Bytes) -> std::io::Result<()>;
-}
-
-impl SendChunk for mpsc::Sender<bytes::Bytes> {
-    fn blocking_send_or_err(&self, chunk: bytes::Bytes) -> std::io::Result<()> {
-        match self.try_send(chunk) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(chunk)) => {
-                tokio::task::block_in_place(|| self.blocking_send(chunk))
-                    .map_err(|_| std::io::Error::other("stdout closed"))
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(std::io::Error::other("stdout closed"))
-            }
+/// Hands a chunk to the stdout thread from inside an async task; waits (off the runtime's
+/// scheduler) only when the thread is behind.
+fn to_stdout(out: &mpsc::Sender<bytes::Bytes>, chunk: bytes::Bytes) -> std::io::Result<()> {
+    let closed = || std::io::Error::other("stdout closed");
+    match out.try_send(chunk) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(chunk)) => {
+            tokio::task::block_in_place(|| out.blocking_send(chunk)).map_err(|_| closed())
         }
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(closed()),
     }
 }
