@@ -18,7 +18,11 @@ struct Node {
 
 impl Node {
     async fn new() -> Self {
-        let mut config = EndpointConfig::new(SecretKey::generate());
+        Self::with_key(SecretKey::generate()).await
+    }
+
+    async fn with_key(key: SecretKey) -> Self {
+        let mut config = EndpointConfig::new(key);
         config.bind = Some("127.0.0.1:0".parse().unwrap());
         config.connect_timeout = Duration::from_secs(2);
         let endpoint = Endpoint::bind(config).await.unwrap();
@@ -143,6 +147,50 @@ async fn simultaneous_dials_leave_one_connection_per_pair() {
         a.wait_connections(1).await;
         b.wait_connections(1).await;
     }
+}
+
+/// A node that restarts under the same key while its old connection is still up replaces that
+/// connection: its peer sees it leave, then join again, in that order, and the new session works.
+#[tokio::test]
+async fn a_restarted_peer_leaves_before_it_joins_again() {
+    // The restarted node must hold the smaller id: its new connection then wins over the old one.
+    let (k1, k2) = (SecretKey::generate(), SecretKey::generate());
+    let (small, large) = if k1.node_id() < k2.node_id() {
+        (k1, k2)
+    } else {
+        (k2, k1)
+    };
+    let topic = Topic::from_name("restart");
+    let a = Node::with_key(large).await;
+    let mut ta = a.swarm.join(topic).await.unwrap();
+    let b = Node::with_key(small.clone()).await;
+    let mut tb = b.swarm.join(topic).await.unwrap();
+    b.swarm.add_peer(a.addr()).unwrap();
+    let first = next_joined(&mut ta).await;
+    next_joined(&mut tb).await;
+
+    // b "restarts": a new process with the same key, while the old one is still connected.
+    let b2 = Node::with_key(small).await;
+    let mut tb2 = b2.swarm.join(topic).await.unwrap();
+    b2.swarm.add_peer(a.addr()).unwrap();
+    match within(ta.next()).await.expect("swarm alive") {
+        TopicEvent::Left(id) => assert_eq!(id, b.id()),
+        TopicEvent::Joined(_) => panic!("the new session joined before the old one left"),
+    }
+    let mut second = next_joined(&mut ta).await;
+    assert_eq!(second.node_id(), b.id());
+    assert_ne!(
+        first.connection().quinn().stable_id(),
+        second.connection().quinn().stable_id()
+    );
+    let mut theirs = next_joined(&mut tb2).await;
+    let (mine, theirs) = tokio::join!(second.stream(), theirs.stream());
+    let (mut mine, mut theirs) = (mine.unwrap(), theirs.unwrap());
+    mine.write_all(b"still there?").await.unwrap();
+    let mut got = [0u8; 12];
+    within(theirs.read_exact(&mut got)).await.unwrap();
+    assert_eq!(&got, b"still there?");
+    a.wait_connections(1).await;
 }
 
 #[tokio::test]

@@ -564,7 +564,7 @@ impl Actor {
         let Some(topic_state) = self.topics.get(&topic) else {
             return;
         };
-        if state.joined.contains_key(&topic) {
+        if state.joined.contains_key(&topic) || state.closing.is_some() {
             return;
         }
         let (tx, rx) = mpsc::channel(INCOMING_STREAMS);
@@ -609,10 +609,17 @@ impl Actor {
         }
     }
 
+    /// Closes connection `id` and reports its peer gone from every topic right away, so that a
+    /// replacement connection's `Joined` always comes after this one's `Left`.
     fn close(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(state) = self.conns.get_mut(&id) {
             state.closing = Some(reason);
             state.connection.close(reason.code(), reason.text());
+            for (topic, _) in state.joined.drain() {
+                if let Some(topic_state) = self.topics.get(&topic) {
+                    let _ = topic_state.events.send(TopicEvent::Left(state.node));
+                }
+            }
         }
     }
 

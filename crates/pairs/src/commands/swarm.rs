@@ -38,8 +38,11 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: SwarmArgs) -> Re
     let (line_tx, mut lines) = mpsc::channel::<Bytes>(PEER_QUEUE);
     tokio::spawn(read_stdin_lines(line_tx));
     let mut stdin_open = true;
-    let mut peers: HashMap<NodeId, mpsc::Sender<Bytes>> = HashMap::new();
-    let (gone_tx, mut gone) = mpsc::unbounded_channel::<NodeId>();
+    // Each peer's sender carries the number of its session, so the end of an old session (a
+    // replaced connection) cannot remove the new one.
+    let mut peers: HashMap<NodeId, (u64, mpsc::Sender<Bytes>)> = HashMap::new();
+    let mut sessions = 0u64;
+    let (gone_tx, mut gone) = mpsc::unbounded_channel::<(NodeId, u64)>();
     loop {
         tokio::select! {
             event = topic.next() => match event {
@@ -47,8 +50,14 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: SwarmArgs) -> Re
                     let id = peer.node_id();
                     eprintln!("pairs: + {} joined", id.short());
                     let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                    peers.insert(id, tx);
-                    tokio::spawn(serve_peer(peer, rx, output.sender().clone(), args.raw, gone_tx.clone()));
+                    sessions += 1;
+                    peers.insert(id, (sessions, tx));
+                    let (gone, session, stdout) = (gone_tx.clone(), sessions, output.sender().clone());
+                    let raw = args.raw;
+                    tokio::spawn(async move {
+                        serve_peer(peer, rx, stdout, raw).await;
+                        let _ = gone.send((id, session));
+                    });
                 }
                 Some(TopicEvent::Left(id)) => {
                     if peers.remove(&id).is_some() {
@@ -57,14 +66,15 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: SwarmArgs) -> Re
                 }
                 None => break,
             },
-            Some(id) = gone.recv() => {
-                if peers.remove(&id).is_some() {
+            Some((id, session)) = gone.recv() => {
+                if peers.get(&id).is_some_and(|(current, _)| *current == session) {
+                    peers.remove(&id);
                     eprintln!("pairs: - {} left", id.short());
                 }
             }
             line = lines.recv(), if stdin_open => match line {
                 Some(line) => {
-                    peers.retain(|id, tx| match tx.try_send(line.clone()) {
+                    peers.retain(|id, (_, tx)| match tx.try_send(line.clone()) {
                         Ok(()) => true,
                         Err(_) => {
                             eprintln!("pairs: - {} dropped: not keeping up", id.short());
@@ -111,11 +121,9 @@ async fn serve_peer(
     mut outgoing: mpsc::Receiver<Bytes>,
     stdout: mpsc::Sender<Bytes>,
     raw: bool,
-    gone: mpsc::UnboundedSender<NodeId>,
 ) {
     let id = peer.node_id();
     let Ok(stream) = peer.stream().await else {
-        let _ = gone.send(id);
         return;
     };
     let (mut send, recv) = stream.split();
@@ -165,5 +173,4 @@ async fn serve_peer(
         () = reader => {}
         () = async { writer.await; std::future::pending::<()>().await } => {}
     }
-    let _ = gone.send(id);
 }
