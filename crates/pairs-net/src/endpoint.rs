@@ -66,6 +66,17 @@ pub enum ConnectError {
         /// Who proved to be there.
         found: NodeId,
     },
+    /// The address dialed without a known id is this node's own.
+    #[error("{0} is this node itself")]
+    SelfDial(SocketAddr),
+    /// An address dialed without a known id did not answer in time.
+    #[error("no answer from {addr} within {}s", .timeout.as_secs())]
+    AddrTimeout {
+        /// Where.
+        addr: SocketAddr,
+        /// The time allowed.
+        timeout: Duration,
+    },
     /// The node refused or failed the connection.
     #[error("connection to {addr} failed: {reason}")]
     Failed {
@@ -197,7 +208,8 @@ impl Endpoint {
             let alpn = alpn.to_vec();
             attempts.spawn(async move {
                 tokio::time::sleep(NEXT_ADDRESS_DELAY * i as u32).await;
-                this.connect_addr(node, target, &alpn).await
+                this.connect_addr(tls::Expect::Node(node), target, &alpn)
+                    .await
             });
         }
         let mut failures = Vec::new();
@@ -215,13 +227,24 @@ impl Endpoint {
         ))
     }
 
+    /// Dials whoever is at `addr`, speaking `alpn`, for addresses found without a node id (DHT
+    /// lookups, seeds). The peer still proves a key in the handshake; the connection says whose.
+    pub async fn connect_unknown(
+        &self,
+        addr: SocketAddr,
+        alpn: &[u8],
+    ) -> Result<Connection, ConnectError> {
+        self.connect_addr(tls::Expect::AnyBut(self.node_id()), canonical(addr), alpn)
+            .await
+    }
+
     async fn connect_addr(
         &self,
-        node: NodeId,
+        expect: tls::Expect,
         target: SocketAddr,
         alpn: &[u8],
     ) -> Result<Connection, ConnectError> {
-        let (tls, mismatch) = tls::client_config(&self.secret, node, alpn);
+        let (tls, mismatch) = tls::client_config(&self.secret, expect, alpn);
         let quic = QuicClientConfig::try_from(tls).expect("TLS 1.3 config with a QUIC suite");
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
         config.transport_config(self.transport.clone());
@@ -233,22 +256,29 @@ impl Endpoint {
             .inner
             .connect_with(config, target, tls::SERVER_NAME)
             .map_err(|e| failed(e.to_string()))?;
-        let timeout = ConnectError::Timeout {
-            node,
-            addrs: vec![target],
-            timeout: self.connect_timeout,
+        let timeout = match expect {
+            tls::Expect::Node(node) => ConnectError::Timeout {
+                node,
+                addrs: vec![target],
+                timeout: self.connect_timeout,
+            },
+            tls::Expect::AnyBut(_) => ConnectError::AddrTimeout {
+                addr: target,
+                timeout: self.connect_timeout,
+            },
         };
         match tokio::time::timeout(self.connect_timeout, connecting).await {
             Err(_) => Err(timeout),
             Ok(Ok(conn)) => Connection::from_quinn(conn)
                 .ok_or_else(|| failed("peer completed a handshake without a node key".into())),
-            Ok(Err(err)) => Err(match mismatch.found() {
-                Some(found) => ConnectError::WrongNodeId {
+            Ok(Err(err)) => Err(match (mismatch.found(), expect) {
+                (Some(found), tls::Expect::Node(expected)) => ConnectError::WrongNodeId {
                     addr: target,
-                    expected: node,
+                    expected,
                     found,
                 },
-                None => failed(describe_connection_error(&err, alpn)),
+                (Some(_), tls::Expect::AnyBut(_)) => ConnectError::SelfDial(target),
+                (None, _) => failed(describe_connection_error(&err, alpn)),
             }),
         }
     }

@@ -72,13 +72,32 @@ pub(crate) fn server_config(secret: &SecretKey, alpns: Vec<Vec<u8>>) -> rustls::
     config
 }
 
-/// Builds the dialer's TLS configuration for one connection to `expected`, asking for `alpn`.
+/// Which key a dialed peer must prove.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Expect {
+    /// Exactly this node (a ticket, a resolved id).
+    Node(NodeId),
+    /// Anyone but this node (an address found without an id: a DHT lookup, a seed). The key the
+    /// peer proves is learned from the handshake; our own key means we dialed ourselves.
+    AnyBut(NodeId),
+}
+
+impl Expect {
+    fn accepts(self, found: NodeId) -> bool {
+        match self {
+            Expect::Node(expected) => found == expected,
+            Expect::AnyBut(me) => found != me,
+        }
+    }
+}
+
+/// Builds the dialer's TLS configuration for one connection, asking for `alpn`.
 ///
 /// The returned [`KeyMismatch`] records which key the peer proved if it was not `expected`, so the dialer
 /// can report "wrong key" rather than a generic handshake failure.
 pub(crate) fn client_config(
     secret: &SecretKey,
-    expected: NodeId,
+    expected: Expect,
     alpn: &[u8],
 ) -> (rustls::ClientConfig, KeyMismatch) {
     let provider = provider();
@@ -101,7 +120,7 @@ pub(crate) fn client_config(
     (config, mismatch)
 }
 
-/// Which node a dialed peer proved to be when it was not the one expected.
+/// Which node a dialed peer proved to be when it was not one `Expect` accepts.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KeyMismatch(Arc<Mutex<Option<NodeId>>>);
 
@@ -162,10 +181,10 @@ fn verify_signature(
     )
 }
 
-/// The dialer's verifier: the server must prove exactly the expected node key.
+/// The dialer's verifier: the server must prove a key `expected` accepts.
 #[derive(Debug)]
 struct ExpectedNodeVerifier {
-    expected: NodeId,
+    expected: Expect,
     mismatch: KeyMismatch,
     algorithms: WebPkiSupportedAlgorithms,
 }
@@ -183,7 +202,7 @@ impl ServerCertVerifier for ExpectedNodeVerifier {
             return Err(Error::InvalidCertificate(CertificateError::BadEncoding));
         }
         let found = parse_peer_key(end_entity)?;
-        if found != self.expected {
+        if !self.expected.accepts(found) {
             *self.mismatch.0.lock().expect("mutex poisoned") = Some(found);
             return Err(Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,

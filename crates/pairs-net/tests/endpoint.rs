@@ -57,6 +57,28 @@ async fn both_sides_learn_the_proven_node_id() {
 }
 
 #[tokio::test]
+async fn an_address_without_an_id_is_dialed_and_the_handshake_says_who() {
+    let (router, mut incoming) = listener().await;
+    let dialer = loopback_endpoint().await;
+    let conn = within(dialer.connect_unknown(router.endpoint().local_addr(), ALPN))
+        .await
+        .unwrap();
+    assert_eq!(conn.remote_node_id(), router.endpoint().node_id());
+    let accepted = within(incoming.recv()).await.unwrap();
+    assert_eq!(accepted.remote_node_id(), dialer.node_id());
+}
+
+#[tokio::test]
+async fn dialing_our_own_address_without_an_id_is_refused() {
+    let (router, _incoming) = listener().await;
+    let own = router.endpoint().local_addr();
+    let err = within(router.endpoint().connect_unknown(own, ALPN))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectError::SelfDial(addr) if addr == own), "{err}");
+}
+
+#[tokio::test]
 async fn dialing_the_wrong_key_fails_with_an_authentication_error() {
     let (router, mut incoming) = listener().await;
     let dialer = loopback_endpoint().await;
