@@ -4,7 +4,10 @@
 //! only a hint: every connection proves the node's key in its handshake, so a lying source can
 //! waste a dial but never impersonate a node.
 
+pub mod dht;
 pub mod mdns;
+
+use std::net::SocketAddr;
 
 use pairs_base::{NodeAddr, NodeId};
 
@@ -15,4 +18,7 @@ pub enum Discovered {
     Found(NodeAddr),
     /// The source no longer knows of this node.
     Lost(NodeId),
+    /// Some node (the source cannot say which) may be reached here: a DHT lookup's answer. The
+    /// handshake tells who it is.
+    Address(SocketAddr),
 }

@@ -29,6 +29,7 @@ mod peer;
 pub mod planner;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -273,6 +274,7 @@ pub struct SwarmStats {
 #[derive(Debug)]
 enum Event {
     Dialed(NodeId, Result<Connection, ConnectError>),
+    DialedAddr(SocketAddr, Result<Connection, ConnectError>),
     Frame(ConnId, Result<Frame, String>),
     Stream(ConnId, Tag, BiStream),
     Closed(ConnId, ConnectionError),
@@ -364,6 +366,19 @@ impl Actor {
                 self.planner.discovered(&addr, Instant::now());
             }
             Discovered::Lost(node) => self.planner.lost(&node),
+            Discovered::Address(addr) => {
+                let addr = crate::socket::canonical(addr);
+                // Already connected there (the address is that peer's): nothing to learn.
+                if self
+                    .conns
+                    .values()
+                    .any(|c| c.connection.remote_addr() == addr)
+                {
+                    return;
+                }
+                trace!(%addr, "discovered an address");
+                self.planner.discovered_addr(addr, Instant::now());
+            }
         }
     }
 
@@ -376,6 +391,17 @@ impl Actor {
             Event::Dialed(node, Err(err)) => {
                 debug!(peer = %node.short(), %err, "dial failed");
                 self.planner.dial_failed(&node, Instant::now());
+            }
+            Event::DialedAddr(addr, Ok(connection)) => {
+                let node = connection.remote_node_id();
+                debug!(%addr, peer = %node.short(), "reached an address found without an id");
+                self.planner.addr_reached(addr, node, Instant::now());
+                self.add_connection(connection, true);
+            }
+            Event::DialedAddr(addr, Err(err)) => {
+                debug!(%addr, %err, "dial of an address failed");
+                let ours = matches!(err, ConnectError::SelfDial(_));
+                self.planner.addr_failed(addr, ours, Instant::now());
             }
             Event::Frame(id, Ok(frame)) => self.on_frame(id, frame),
             Event::Frame(id, Err(reason)) => {
@@ -393,13 +419,22 @@ impl Actor {
 
     fn dial_due(&mut self) {
         for action in self.planner.poll_dials(Instant::now()) {
-            if let Action::Dial(addr) = action {
-                let endpoint = self.endpoint.clone();
-                let events = self.events_tx.clone();
-                tokio::spawn(async move {
-                    let result = endpoint.connect(&addr, SWARM_ALPN).await;
-                    let _ = events.send(Event::Dialed(addr.node_id, result));
-                });
+            let endpoint = self.endpoint.clone();
+            let events = self.events_tx.clone();
+            match action {
+                Action::Dial(addr) => {
+                    tokio::spawn(async move {
+                        let result = endpoint.connect(&addr, SWARM_ALPN).await;
+                        let _ = events.send(Event::Dialed(addr.node_id, result));
+                    });
+                }
+                Action::DialAddr(addr) => {
+                    tokio::spawn(async move {
+                        let result = endpoint.connect_unknown(addr, SWARM_ALPN).await;
+                        let _ = events.send(Event::DialedAddr(addr, result));
+                    });
+                }
+                Action::Close(..) => {}
             }
         }
     }

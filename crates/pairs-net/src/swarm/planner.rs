@@ -11,8 +11,11 @@
 //!   have been found to share none of our current topics.
 //! - **Retries back off** exponentially per peer, reset by a connection that found shared topics.
 //! - **A cap** on connections, counting dials in flight.
+//! - **Addresses without an id** (DHT lookups, seeds) are dialed once each, with their own backoff
+//!   and a bound on how many are remembered; a dial that reaches a node turns the address into that
+//!   node's, and one that reaches ourselves is never dialed again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -34,6 +37,8 @@ pub struct PlannerConfig {
     pub backoff_max: Duration,
     /// Most addresses remembered per peer.
     pub max_addrs: usize,
+    /// Most addresses without a known id waiting to be dialed.
+    pub max_unknown_addrs: usize,
 }
 
 impl Default for PlannerConfig {
@@ -45,6 +50,7 @@ impl Default for PlannerConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
             max_addrs: 8,
+            max_unknown_addrs: 256,
         }
     }
 }
@@ -92,6 +98,8 @@ impl CloseReason {
 pub enum Action {
     /// Dial this peer at these addresses.
     Dial(NodeAddr),
+    /// Dial whoever is at this address (found without an id).
+    DialAddr(SocketAddr),
     /// Close this connection.
     Close(ConnId, CloseReason),
 }
@@ -116,12 +124,23 @@ struct Conn {
     shared: bool,
 }
 
+/// An address found without a node id.
+#[derive(Debug)]
+struct UnknownAddr {
+    dialing: bool,
+    failures: u32,
+    not_before: Instant,
+}
+
 /// The connection planner. See the module docs for its rules.
 #[derive(Debug)]
 pub struct Planner {
     me: NodeId,
     config: PlannerConfig,
     peers: HashMap<NodeId, Peer>,
+    unknown: HashMap<SocketAddr, UnknownAddr>,
+    /// Addresses that turned out to be ours.
+    own: HashSet<SocketAddr>,
     topics: usize,
     version: u64,
 }
@@ -133,6 +152,8 @@ impl Planner {
             me,
             config,
             peers: HashMap::new(),
+            unknown: HashMap::new(),
+            own: HashSet::new(),
             topics: 0,
             version: 0,
         }
@@ -173,6 +194,53 @@ impl Planner {
             peer.addrs.insert(0, *a);
         }
         peer.addrs.truncate(max);
+    }
+
+    /// A source found `addr` without saying whose it is. Ignored if it is a known peer's, ours, or
+    /// already waiting, and when too many are waiting.
+    pub fn discovered_addr(&mut self, addr: SocketAddr, now: Instant) {
+        if self.own.contains(&addr)
+            || self.unknown.contains_key(&addr)
+            || self.unknown.len() >= self.config.max_unknown_addrs
+            || self.peers.values().any(|p| p.addrs.contains(&addr))
+        {
+            return;
+        }
+        self.unknown.insert(
+            addr,
+            UnknownAddr {
+                dialing: false,
+                failures: 0,
+                not_before: now,
+            },
+        );
+    }
+
+    /// A dial of an address without an id reached `node` (the connection itself is reported with
+    /// [`Planner::connected`]). The address is now that node's.
+    pub fn addr_reached(&mut self, addr: SocketAddr, node: NodeId, now: Instant) {
+        self.unknown.remove(&addr);
+        if node == self.me {
+            self.own.insert(addr);
+            return;
+        }
+        self.discovered(&NodeAddr::new(node, [addr]), now);
+    }
+
+    /// A dial of an address without an id failed; `ours` if it reached this very node.
+    pub fn addr_failed(&mut self, addr: SocketAddr, ours: bool, now: Instant) {
+        if ours {
+            self.unknown.remove(&addr);
+            self.own.insert(addr);
+            return;
+        }
+        let (min, max) = (self.config.backoff_min, self.config.backoff_max);
+        if let Some(entry) = self.unknown.get_mut(&addr) {
+            entry.dialing = false;
+            let exp = entry.failures.min(16);
+            entry.failures = entry.failures.saturating_add(1);
+            entry.not_before = now + min.saturating_mul(1 << exp).min(max);
+        }
     }
 
     /// The discovery source says `node` is gone: no more dials, connections stay.
@@ -311,6 +379,20 @@ impl Planner {
             peer.dialing = true;
             dials.push(Action::Dial(NodeAddr::new(*node, peer.addrs.clone())));
         }
+        let mut due: Vec<(&SocketAddr, &mut UnknownAddr)> = self
+            .unknown
+            .iter_mut()
+            .filter(|(_, u)| !u.dialing && u.not_before <= now)
+            .collect();
+        due.sort_by_key(|(_, u)| u.not_before);
+        for (addr, entry) in due {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            entry.dialing = true;
+            dials.push(Action::DialAddr(*addr));
+        }
         dials
     }
 
@@ -323,6 +405,12 @@ impl Planner {
             .values()
             .filter(|p| Self::wants_dial(p, self.version))
             .map(|p| p.not_before)
+            .chain(
+                self.unknown
+                    .values()
+                    .filter(|u| !u.dialing)
+                    .map(|u| u.not_before),
+            )
             .min()
     }
 
@@ -333,6 +421,7 @@ impl Planner {
 
     fn dialing(&self) -> usize {
         self.peers.values().filter(|p| p.dialing).count()
+            + self.unknown.values().filter(|u| u.dialing).count()
     }
 
     fn wants_dial(peer: &Peer, version: u64) -> bool {
@@ -370,6 +459,61 @@ mod tests {
     use pairs_base::SecretKey;
 
     use super::*;
+
+    #[test]
+    fn an_address_without_an_id_is_dialed_once_then_belongs_to_whom_it_reached() {
+        let (me, other) = two_ids();
+        let mut p = Planner::new(me, PlannerConfig::default());
+        p.topics_changed(1);
+        let now = Instant::now();
+        let at: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        p.discovered_addr(at, now);
+        p.discovered_addr(at, now);
+        assert_eq!(p.poll_dials(now), vec![Action::DialAddr(at)]);
+        assert!(p.poll_dials(now).is_empty(), "one dial in flight");
+        p.addr_reached(at, other, now);
+        assert!(p.connected(1, other, true, now).is_none());
+        // The address is now the peer's: found again without an id, it is not dialed again.
+        p.discovered_addr(at, now);
+        assert!(p.poll_dials(now + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn our_own_address_is_never_dialed_again() {
+        let (me, _) = two_ids();
+        let mut p = Planner::new(me, PlannerConfig::default());
+        p.topics_changed(1);
+        let now = Instant::now();
+        let own: SocketAddr = "192.0.2.8:4000".parse().unwrap();
+        p.discovered_addr(own, now);
+        assert_eq!(p.poll_dials(now), vec![Action::DialAddr(own)]);
+        p.addr_failed(own, true, now);
+        p.discovered_addr(own, now);
+        assert!(p.poll_dials(now + Duration::from_secs(600)).is_empty());
+    }
+
+    #[test]
+    fn unreachable_addresses_back_off_and_are_bounded() {
+        let (me, _) = two_ids();
+        let config = PlannerConfig {
+            max_unknown_addrs: 4,
+            ..PlannerConfig::default()
+        };
+        let mut p = Planner::new(me, config);
+        p.topics_changed(1);
+        let now = Instant::now();
+        for port in 0..10 {
+            p.discovered_addr(SocketAddr::from(([192, 0, 2, 9], 5000 + port)), now);
+        }
+        let dials = p.poll_dials(now);
+        assert_eq!(dials.len(), 4, "only the first four are kept");
+        for dial in &dials {
+            let Action::DialAddr(addr) = dial else { panic!("{dial:?}") };
+            p.addr_failed(*addr, false, now);
+        }
+        assert!(p.poll_dials(now + Duration::from_millis(400)).is_empty());
+        assert_eq!(p.poll_dials(now + Duration::from_millis(500)).len(), 4);
+    }
 
     fn two_ids() -> (NodeId, NodeId) {
         let a = SecretKey::generate().node_id();

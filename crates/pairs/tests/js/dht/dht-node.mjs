@@ -4,6 +4,7 @@
 //
 //   node dht-node.mjs --bootstrap HOST:PORT[,HOST:PORT...]|none [--bind ADDR]
 //                     [--announce INFOHASH_HEX:PORT]... [--lookup INFOHASH_HEX]... [--timeout SECONDS]
+//                     [--bep44]
 //
 // Events: ready {port}; announced {infohash, port}; peer {infohash, addr} (each address once per
 // infohash); lookup_done {infohash, round, nodes}; error {op, message, ...}. `--bootstrap none`
@@ -11,6 +12,7 @@
 // socket's own port). The node keeps answering queries until the timeout (default 20 s), SIGTERM
 // or SIGINT, or, when stdin is a pipe, until stdin closes; then it exits 0.
 import DHT from 'bittorrent-dht'
+import { createPublicKey, verify } from 'node:crypto'
 import { once } from 'node:events'
 import { fstatSync } from 'node:fs'
 import { parseArgs } from 'node:util'
@@ -21,7 +23,8 @@ const { values: args } = parseArgs({
     bind: { type: 'string', default: '127.0.0.1' },
     announce: { type: 'string', multiple: true, default: [] },
     lookup: { type: 'string', multiple: true, default: [] },
-    timeout: { type: 'string', default: '20' }
+    timeout: { type: 'string', default: '20' },
+    bep44: { type: 'boolean', default: false }
   }
 })
 
@@ -42,9 +45,18 @@ const lookups = [...new Set(args.lookup.map(hex))]
 const timeout = Number(args.timeout)
 if (!(timeout > 0)) fail(`bad --timeout: ${args.timeout}`)
 
-// stdout is read line by line by the test; writes to pipes and files are synchronous in Node, so
-// every line is out before the next event and before exit.
+// Node writes stdout synchronously to files, and to pipes on Linux: each line is out as soon as it is
+// emitted, and none is lost by process.exit().
 const emit = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + '\n')
+
+function ed25519Verify (sig, msg, k) {
+  try {
+    const x = Buffer.from(k).toString('base64url')
+    return verify(null, msg, createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x }, format: 'jwk' }), sig)
+  } catch {
+    return false // a malformed key or signature from the network
+  }
+}
 
 let stopping = false
 function stop () {
@@ -53,7 +65,7 @@ function stop () {
   dht.destroy(() => process.exit(0))
 }
 
-const dht = new DHT({ bootstrap })
+const dht = new DHT({ bootstrap, verify: args.bep44 ? ed25519Verify : null })
 // Bind now: the bootstrap queries go out on the next tick, and a first send on an unbound socket
 // would bind it to every interface instead.
 dht.listen(0, args.bind)
