@@ -188,6 +188,11 @@ impl Endpoint {
         NodeAddr::new(self.node_id(), direct_addrs(bound))
     }
 
+    /// The node's key, for sources that sign in its name (the DHT's address record).
+    pub(crate) fn secret(&self) -> &SecretKey {
+        &self.secret
+    }
+
     /// The shared UDP socket, for protocols that must use the same port as QUIC (STUN, probes).
     pub fn socket(&self) -> &Arc<SharedSocket> {
         &self.socket

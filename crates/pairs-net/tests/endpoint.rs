@@ -75,7 +75,10 @@ async fn dialing_our_own_address_without_an_id_is_refused() {
     let err = within(router.endpoint().connect_unknown(own, ALPN))
         .await
         .unwrap_err();
-    assert!(matches!(err, ConnectError::SelfDial(addr) if addr == own), "{err}");
+    assert!(
+        matches!(err, ConnectError::SelfDial(addr) if addr == own),
+        "{err}"
+    );
 }
 
 #[tokio::test]

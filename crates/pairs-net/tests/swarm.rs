@@ -30,6 +30,7 @@ impl Node {
             endpoint.clone(),
             SwarmConfig {
                 mdns: false,
+                dht: None,
                 ..SwarmConfig::default()
             },
         )

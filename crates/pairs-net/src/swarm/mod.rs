@@ -44,6 +44,7 @@ pub use self::peer::{TopicEvent, TopicPeer};
 use self::planner::{Action, CloseReason, ConnId, Planner, PlannerConfig};
 use crate::connection::{Connection, ConnectionError};
 use crate::discovery::Discovered;
+use crate::discovery::dht::{DhtConfig, DhtDiscovery};
 use crate::discovery::mdns::{Mdns, MdnsError};
 use crate::endpoint::{ConnectError, Endpoint};
 use crate::router::ProtocolHandler;
@@ -71,6 +72,9 @@ pub struct SwarmConfig {
     pub mdns: bool,
     /// Dialing, retry and connection-cap tuning.
     pub planner: PlannerConfig,
+    /// Announce and look up topics on the Mainline DHT, and publish our address record. `None`: no
+    /// DHT (LAN-only, isolated runs).
+    pub dht: Option<DhtConfig>,
 }
 
 impl Default for SwarmConfig {
@@ -78,6 +82,7 @@ impl Default for SwarmConfig {
         Self {
             mdns: true,
             planner: PlannerConfig::default(),
+            dht: Some(DhtConfig::default()),
         }
     }
 }
@@ -88,6 +93,9 @@ pub enum SwarmError {
     /// LAN discovery could not start.
     #[error(transparent)]
     Mdns(#[from] MdnsError),
+    /// The DHT node could not start (its UDP socket).
+    #[error("cannot start the DHT: {0}")]
+    Dht(std::io::Error),
     /// The topic is already joined through another handle.
     #[error("topic already joined")]
     AlreadyJoined,
@@ -109,6 +117,7 @@ struct Inner {
     commands: mpsc::UnboundedSender<Command>,
     /// Held for its lifetime: dropping it says goodbye on the LAN.
     _mdns: Option<Mdns>,
+    dht: Option<Arc<DhtDiscovery>>,
 }
 
 impl Swarm {
@@ -121,10 +130,17 @@ impl Swarm {
             Some(Mdns::start(
                 endpoint.node_id(),
                 endpoint.local_addr().port(),
-                discovered_tx,
+                discovered_tx.clone(),
             )?)
         } else {
             None
+        };
+        let dht = match config.dht {
+            Some(dht) => Some(Arc::new(
+                DhtDiscovery::start(dht, &endpoint, endpoint.secret(), discovered_tx)
+                    .map_err(SwarmError::Dht)?,
+            )),
+            None => None,
         };
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let actor = Actor {
@@ -135,6 +151,7 @@ impl Swarm {
             conns: HashMap::new(),
             next_conn: 0,
             events_tx,
+            dht: dht.clone(),
         };
         tokio::spawn(actor.run(command_rx, events_rx, discovered_rx));
         Ok(Self {
@@ -142,8 +159,14 @@ impl Swarm {
                 node_id: endpoint.node_id(),
                 commands,
                 _mdns: mdns,
+                dht,
             }),
         })
+    }
+
+    /// The DHT source, if the swarm runs one: resolve node ids, read its status.
+    pub fn dht(&self) -> Option<&DhtDiscovery> {
+        self.inner.dht.as_deref()
     }
 
     /// This node's id.
@@ -306,6 +329,7 @@ struct Actor {
     conns: HashMap<ConnId, ConnState>,
     next_conn: ConnId,
     events_tx: mpsc::UnboundedSender<Event>,
+    dht: Option<Arc<DhtDiscovery>>,
 }
 
 impl Actor {
@@ -445,6 +469,9 @@ impl Actor {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         self.topics.insert(topic, TopicState { events: tx });
+        if let Some(dht) = &self.dht {
+            dht.join(&topic.discovery_key());
+        }
         self.planner.topics_changed(self.topics.len());
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -464,6 +491,9 @@ impl Actor {
     fn leave(&mut self, topic: Topic) {
         if self.topics.remove(&topic).is_none() {
             return;
+        }
+        if let Some(dht) = &self.dht {
+            dht.leave(&topic.discovery_key());
         }
         self.planner.topics_changed(self.topics.len());
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();

@@ -508,7 +508,9 @@ mod tests {
         let dials = p.poll_dials(now);
         assert_eq!(dials.len(), 4, "only the first four are kept");
         for dial in &dials {
-            let Action::DialAddr(addr) = dial else { panic!("{dial:?}") };
+            let Action::DialAddr(addr) = dial else {
+                panic!("{dial:?}")
+            };
             p.addr_failed(*addr, false, now);
         }
         assert!(p.poll_dials(now + Duration::from_millis(400)).is_empty());

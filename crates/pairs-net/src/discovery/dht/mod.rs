@@ -102,7 +102,7 @@ pub enum ResolveError {
 /// What the DHT has done and found, for `pairs status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DhtStatus {
-    /// Whether the routing table was filled from the bootstrap nodes.
+    /// Whether bootstrapping filled the routing table (waits for bootstrapping to end).
     pub bootstrapped: bool,
     /// The DHT socket.
     pub local_addr: Option<SocketAddr>,
@@ -259,12 +259,13 @@ impl DhtDiscovery {
 
     /// What the DHT has done and found so far.
     pub async fn status(&self) -> DhtStatus {
+        let bootstrapped = self.dht.bootstrapped().await;
         let info = self.dht.info().await;
         let shared = self.status.lock().expect("status lock");
         let mut topics: Vec<_> = shared.topics.values().cloned().collect();
         topics.sort_by(|a, b| a.key.cmp(&b.key));
         DhtStatus {
-            bootstrapped: info.dht_size_estimate().0 > 0 || !info.firewalled(),
+            bootstrapped,
             local_addr: Some(info.local_addr().into()),
             public_addr: info.public_address().map(Into::into),
             server_mode: info.server_mode(),
@@ -419,7 +420,8 @@ impl Driver {
             Task::Lookup(hash) => {
                 let found = self.found.clone();
                 let own_port = self.endpoint.local_addr().port();
-                let own: HashSet<SocketAddr> = self.endpoint.node_addr().addrs.into_iter().collect();
+                let own: HashSet<SocketAddr> =
+                    self.endpoint.node_addr().addrs.into_iter().collect();
                 tasks.spawn(async move {
                     let mut peers = dht.get_peers(id(&hash));
                     let mut all = Vec::new();

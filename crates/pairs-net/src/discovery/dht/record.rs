@@ -113,7 +113,11 @@ pub struct SignedItem<'a> {
 }
 
 /// Checks a received item as `node`'s address record at time `now_ms` (unix milliseconds).
-pub fn verify(node: &NodeId, item: SignedItem<'_>, now_ms: u64) -> Result<AddressRecord, RecordError> {
+pub fn verify(
+    node: &NodeId,
+    item: SignedItem<'_>,
+    now_ms: u64,
+) -> Result<AddressRecord, RecordError> {
     if item.key != node.as_bytes() {
         return Err(RecordError::WrongKey);
     }
@@ -140,7 +144,11 @@ pub fn verify(node: &NodeId, item: SignedItem<'_>, now_ms: u64) -> Result<Addres
     if record.seq() != item.seq {
         return Err(RecordError::SeqMismatch);
     }
-    if record.issued_ms.saturating_add(RECORD_TTL.as_millis() as u64) < now_ms {
+    if record
+        .issued_ms
+        .saturating_add(RECORD_TTL.as_millis() as u64)
+        < now_ms
+    {
         return Err(RecordError::Stale);
     }
     if record.issued_ms > now_ms.saturating_add(MAX_SKEW.as_millis() as u64) {
@@ -206,7 +214,10 @@ mod tests {
     fn a_signed_record_verifies() {
         let secret = SecretKey::generate();
         let signed = Signed::by(&secret, &record(NOW));
-        assert_eq!(verify(&secret.node_id(), signed.item(), NOW), Ok(record(NOW)));
+        assert_eq!(
+            verify(&secret.node_id(), signed.item(), NOW),
+            Ok(record(NOW))
+        );
     }
 
     #[test]
@@ -224,18 +235,27 @@ mod tests {
         let node = secret.node_id();
         let mut bad_sig = Signed::by(&secret, &record(NOW));
         bad_sig.signature[0] ^= 1;
-        assert_eq!(verify(&node, bad_sig.item(), NOW), Err(RecordError::BadSignature));
+        assert_eq!(
+            verify(&node, bad_sig.item(), NOW),
+            Err(RecordError::BadSignature)
+        );
 
         let mut tampered = Signed::by(&secret, &record(NOW));
         *tampered.value.last_mut().unwrap() ^= 1;
-        assert_eq!(verify(&node, tampered.item(), NOW), Err(RecordError::BadSignature));
+        assert_eq!(
+            verify(&node, tampered.item(), NOW),
+            Err(RecordError::BadSignature)
+        );
 
         let other = Signed::by(&SecretKey::generate(), &record(NOW));
         assert_eq!(verify(&node, other.item(), NOW), Err(RecordError::WrongKey));
 
         let mut salted = Signed::by(&secret, &record(NOW));
         salted.salt = b"other".to_vec();
-        assert_eq!(verify(&node, salted.item(), NOW), Err(RecordError::WrongSalt));
+        assert_eq!(
+            verify(&node, salted.item(), NOW),
+            Err(RecordError::WrongSalt)
+        );
     }
 
     #[test]
@@ -246,7 +266,10 @@ mod tests {
         let old = Signed::by(&secret, &record(NOW - 3 * hour));
         assert_eq!(verify(&node, old.item(), NOW), Err(RecordError::Stale));
         let future = Signed::by(&secret, &record(NOW + hour));
-        assert_eq!(verify(&node, future.item(), NOW), Err(RecordError::FromTheFuture));
+        assert_eq!(
+            verify(&node, future.item(), NOW),
+            Err(RecordError::FromTheFuture)
+        );
 
         // Validly signed, but the sequence number is not the record's issue time.
         let value = record(NOW).encode();
@@ -267,7 +290,13 @@ mod tests {
         let node = secret.node_id();
         for value in [vec![], vec![9, 1, 2], vec![VERSION, 0xff, 0xff, 0xff], {
             let mut v = vec![VERSION];
-            v.extend(postcard::to_stdvec(&AddressRecord { issued_ms: NOW, addrs: vec![] }).unwrap());
+            v.extend(
+                postcard::to_stdvec(&AddressRecord {
+                    issued_ms: NOW,
+                    addrs: vec![],
+                })
+                .unwrap(),
+            );
             v
         }] {
             let seq = i64::try_from(NOW).unwrap();

@@ -235,7 +235,10 @@ mod tests {
         let mut tasks = s.poll(now);
         tasks.sort_by_key(|t| format!("{t:?}"));
         assert_eq!(tasks, vec![Task::Announce(H), Task::Lookup(H)]);
-        assert!(s.poll(now + Duration::from_secs(3600)).is_empty(), "running tasks are not repeated");
+        assert!(
+            s.poll(now + Duration::from_secs(3600)).is_empty(),
+            "running tasks are not repeated"
+        );
         assert_eq!(s.next_at(), None);
     }
 
@@ -274,7 +277,11 @@ mod tests {
         assert!(tasks.contains(&Task::Announce(H)), "{tasks:?}");
         s.announced(&H, true, now + Duration::from_secs(10));
         let later = now + Duration::from_secs(10) + Duration::from_secs(15 * 60);
-        assert!(s.poll(later - Duration::from_secs(1)).iter().all(|t| *t != Task::Announce(H)));
+        assert!(
+            s.poll(later - Duration::from_secs(1))
+                .iter()
+                .all(|t| *t != Task::Announce(H))
+        );
         assert!(s.poll(later).contains(&Task::Announce(H)));
     }
 
