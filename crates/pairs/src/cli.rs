@@ -15,7 +15,7 @@ pub struct Cli {
 
     /// Find peers only through --peer: no LAN multicast or other discovery that reaches the network
     /// (for tests, benchmarks, and networks that must stay quiet)
-    #[arg(long, global = true, env = "PAIRS_ISOLATED")]
+    #[arg(long, global = true, env = "PAIRS_ISOLATED", value_parser = clap::builder::FalseyValueParser::new())]
     pub isolated: bool,
 
     /// More logging on stderr (-v, -vv, -vvv); RUST_LOG overrides
@@ -39,6 +39,8 @@ pub enum Command {
     Paste(PasteArgs),
     /// Join TOPIC: send each stdin line to every peer in it, print each line they send
     Swarm(SwarmArgs),
+    /// Run a node for a few seconds and show what each discovery source finds
+    Status(StatusArgs),
     /// Signed multi-writer logs that replicate over any stream
     #[command(subcommand)]
     Log(LogCommand),
@@ -176,13 +178,20 @@ pub struct ListenArgs {
     /// Keep listening after the first peer: serve peers one after another
     #[arg(long)]
     pub keep: bool,
+
+    #[command(flatten)]
+    pub sources: SourceArgs,
 }
 
 /// `pairs connect`
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// The ticket printed by `pairs listen`
+    /// The ticket printed by `pairs listen`, or just its node id (its addresses are then looked up
+    /// on the DHT)
     pub ticket: String,
+
+    #[command(flatten)]
+    pub sources: SourceArgs,
 
     #[command(flatten)]
     pub bind: BindArgs,
@@ -192,15 +201,43 @@ pub struct ConnectArgs {
     pub timeout: u64,
 }
 
+/// Where peers come from, on top of the configuration file (`config.toml` in the data directory).
+#[derive(Debug, Args, Default)]
+pub struct SourceArgs {
+    /// Also connect to this peer: a node ticket or host:port; repeatable
+    #[arg(long = "peer", value_name = "TICKET|HOST:PORT")]
+    pub peers: Vec<String>,
+
+    /// Do not use the Mainline DHT
+    #[arg(long, env = "PAIRS_NO_DHT", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_dht: bool,
+
+    /// Do not look for peers on the LAN (mDNS)
+    #[arg(long)]
+    pub no_lan: bool,
+
+    /// The LAN and --peer only: no DHT, no DNS seeds
+    #[arg(long, conflicts_with_all = ["no_lan", "dht_bootstrap"])]
+    pub lan_only: bool,
+
+    /// DHT bootstrap node, host:port; repeatable [default: the config file's, else the public
+    /// Mainline bootstrap nodes]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub dht_bootstrap: Vec<String>,
+
+    /// DNS seed: a name whose A/AAAA records are peers' addresses, with their port; repeatable
+    #[arg(long = "seed", value_name = "NAME:PORT")]
+    pub seeds: Vec<String>,
+}
+
 /// How a swarm command finds and reaches peers.
 #[derive(Debug, Args)]
 pub struct DiscoveryArgs {
     #[command(flatten)]
     pub bind: BindArgs,
 
-    /// Also connect to this peer (a node ticket); repeatable
-    #[arg(long = "peer", value_name = "TICKET")]
-    pub peers: Vec<String>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
 
     /// Use this node's key from the data directory [default: a fresh id for this run, so several
     /// runs on one machine meet each other]
@@ -243,6 +280,24 @@ pub struct SwarmArgs {
     /// Print received lines as they are, without the sender's short id
     #[arg(long)]
     pub raw: bool,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// `pairs status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Topics to join and look up as well
+    pub topics: Vec<String>,
+
+    /// Seconds to let the sources work before reporting
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    pub wait: u64,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 
     #[command(flatten)]
     pub discovery: DiscoveryArgs,

@@ -194,6 +194,12 @@ impl Swarm {
         })
     }
 
+    /// Adds an address to try without knowing whose it is (a static `host:port` peer, a DNS
+    /// seed); the handshake tells.
+    pub fn add_addr(&self, addr: SocketAddr) -> Result<(), SwarmError> {
+        self.send(Command::Discovered(Discovered::Address(addr)))
+    }
+
     /// Adds a peer to try, e.g. from a ticket, a config file or another discovery source.
     pub fn add_peer(&self, addr: NodeAddr) -> Result<(), SwarmError> {
         self.send(Command::Discovered(Discovered::Found(addr)))

@@ -6,6 +6,7 @@ mod log;
 mod node;
 mod paste;
 mod pipe;
+mod status;
 mod swarm;
 
 use anyhow::Result;
@@ -17,10 +18,11 @@ pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir.as_deref();
     match cli.command {
         Command::Id => id::run(data_dir),
-        Command::Listen(args) => pipe::listen(data_dir, args).await,
-        Command::Connect(args) => pipe::connect(data_dir, args).await,
+        Command::Listen(args) => pipe::listen(data_dir, cli.isolated, args).await,
+        Command::Connect(args) => pipe::connect(data_dir, cli.isolated, args).await,
         Command::Paste(args) => paste::run(data_dir, cli.isolated, args).await,
         Command::Swarm(args) => swarm::run(data_dir, cli.isolated, args).await,
+        Command::Status(args) => status::run(data_dir, cli.isolated, args).await,
         Command::Log(command) => log::run(data_dir, command).await,
         Command::Kv(command) => kv::run(data_dir, command),
     }

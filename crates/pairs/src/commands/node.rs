@@ -1,37 +1,43 @@
-//! A node for the swarm commands: endpoint, swarm and router, set up from the command line.
+//! A node for the swarm commands: endpoint, swarm and router, set up from the configuration file
+//! and the command line.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use pairs_base::{NodeAddr, SecretKey, Ticket as _};
+use anyhow::Result;
+use pairs_base::{SecretKey, Ticket as _};
 use pairs_net::swarm::{SWARM_ALPN, Swarm, SwarmConfig};
 use pairs_net::{Endpoint, EndpointConfig, Router};
 
 use crate::cli::DiscoveryArgs;
+use crate::config::Sources;
 use crate::home;
+
+/// How often DNS seeds and named static peers are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// What each name (static peer or DNS seed) last resolved to, or why it did not.
+pub type Resolutions = Arc<Mutex<Vec<(String, Result<Vec<SocketAddr>, String>)>>>;
 
 /// A running swarm node; shuts down when dropped.
 pub struct SwarmNode {
     pub swarm: Swarm,
     pub router: Router,
+    pub sources: Sources,
+    /// What static peers and DNS seeds resolved to.
+    pub resolved: Resolutions,
 }
 
 impl SwarmNode {
-    /// Binds, starts discovery (unless `isolated`) and adds the `--peer`s.
+    /// Binds, starts the discovery sources (only `--peer`s if `isolated`) and adds the peers.
     pub async fn start(
         data_dir: Option<&Path>,
         isolated: bool,
         args: &DiscoveryArgs,
     ) -> Result<Self> {
-        let peers = args
-            .peers
-            .iter()
-            .map(|t| {
-                NodeAddr::from_ticket(t).with_context(|| {
-                    format!("--peer {t}: not a node ticket (as printed by `pairs listen`, or by `pairs swarm` and `pairs paste` with --isolated)")
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let sources = Sources::resolve(data_dir, isolated, &args.sources)?;
         let secret = if args.node_key {
             home::node_key(data_dir)?
         } else {
@@ -39,27 +45,74 @@ impl SwarmNode {
         };
         let mut config = EndpointConfig::new(secret);
         config.bind = args.bind.bind;
-        config.port = args.bind.port.unwrap_or(0);
+        config.port = args.bind.port.or(sources.port).unwrap_or(0);
         let endpoint = Endpoint::bind(config).await?;
         let swarm = Swarm::new(
             endpoint.clone(),
             SwarmConfig {
-                mdns: !isolated,
+                mdns: sources.lan,
+                dht: sources.dht.clone(),
                 ..SwarmConfig::default()
             },
         )?;
         let router = Router::builder(endpoint.clone())
             .accept(SWARM_ALPN, swarm.handler())
             .spawn();
-        for peer in peers {
-            swarm.add_peer(peer)?;
+        for peer in &sources.peers {
+            swarm.add_peer(peer.clone())?;
+        }
+        let names: Vec<String> = sources
+            .addrs
+            .iter()
+            .chain(&sources.dns_seeds)
+            .cloned()
+            .collect();
+        let resolved = Arc::new(Mutex::new(Vec::new()));
+        if !names.is_empty() {
+            tokio::spawn(resolve_names(names, swarm.clone(), resolved.clone()));
         }
         tracing::info!(ticket = %endpoint.node_addr().to_ticket(), "node up");
-        Ok(Self { swarm, router })
+        Ok(Self {
+            swarm,
+            router,
+            sources,
+            resolved,
+        })
     }
 
     /// This node's ticket, for `--peer` on another node.
     pub fn ticket(&self) -> String {
         self.router.endpoint().node_addr().to_ticket()
+    }
+}
+
+/// Resolves static `host:port` peers and DNS seeds (A/AAAA, through the system resolver) now and
+/// every few minutes, handing every address to the swarm; the handshake says whose it is.
+async fn resolve_names(
+    names: Vec<String>,
+    swarm: Swarm,
+    report: Resolutions,
+) {
+    loop {
+        let mut results = Vec::new();
+        for name in &names {
+            let result = tokio::net::lookup_host(name.as_str())
+                .await
+                .map(|addrs| addrs.collect::<Vec<_>>())
+                .map_err(|e| e.to_string());
+            match &result {
+                Ok(addrs) => {
+                    for addr in addrs {
+                        if swarm.add_addr(*addr).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%name, %err, "cannot resolve"),
+            }
+            results.push((name.clone(), result));
+        }
+        *report.lock().expect("report lock") = results;
+        tokio::time::sleep(RESOLVE_EVERY).await;
     }
 }

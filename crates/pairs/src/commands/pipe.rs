@@ -3,20 +3,22 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use pairs::pipe;
-use pairs_base::{NodeAddr, Ticket as _};
+use pairs_base::{NodeAddr, NodeId, Ticket as _};
+use pairs_net::discovery::dht::{DhtDiscovery, ResolveError};
 use pairs_net::{Endpoint, EndpointConfig, Router};
 use tokio::sync::mpsc;
 
 use crate::cli::{BindArgs, ConnectArgs, ListenArgs};
+use crate::config::Sources;
 use crate::home;
 use crate::stdio::{StdoutSink, stdin_chunks};
 
 /// Peers that may wait for their turn under `--keep`; more are turned away as busy.
 const WAITING_PEERS: usize = 8;
 
-pub async fn listen(data_dir: Option<&Path>, args: ListenArgs) -> Result<()> {
+pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -> Result<()> {
     let endpoint = bind(data_dir, &args.bind, None).await?;
     let (tx, mut incoming) = mpsc::channel(WAITING_PEERS);
     let router = Router::builder(endpoint.clone())
@@ -27,6 +29,21 @@ pub async fn listen(data_dir: Option<&Path>, args: ListenArgs) -> Result<()> {
         "pairs: listening as {}; on the other side run:\n\n    pairs connect {ticket}\n",
         endpoint.node_id()
     );
+    // With the DHT on, our signed address record makes the bare node id enough to connect.
+    let sources = Sources::resolve(data_dir, isolated, &args.sources)?;
+    let _dht = match sources.dht {
+        Some(config) => {
+            let (found, _ignored) = mpsc::unbounded_channel();
+            let dht = DhtDiscovery::start(config, &endpoint, &home::node_key(data_dir)?, found)
+                .context("cannot start the DHT")?;
+            eprintln!(
+                "pairs: or, once the DHT has our address:\n\n    pairs connect {}\n",
+                endpoint.node_id()
+            );
+            Some(dht)
+        }
+        None => None,
+    };
     let mut input = stdin_chunks().context("cannot read stdin")?;
     let output = StdoutSink::start().context("cannot write stdout")?;
     let mut result = Ok(());
@@ -58,14 +75,20 @@ pub async fn listen(data_dir: Option<&Path>, args: ListenArgs) -> Result<()> {
     result
 }
 
-pub async fn connect(data_dir: Option<&Path>, args: ConnectArgs) -> Result<()> {
-    let target = NodeAddr::from_ticket(&args.ticket)?;
+pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs) -> Result<()> {
     let endpoint = bind(
         data_dir,
         &args.bind,
         Some(Duration::from_secs(args.timeout)),
     )
     .await?;
+    let target = match NodeAddr::from_ticket(&args.ticket) {
+        Ok(target) => target,
+        Err(ticket_err) => match args.ticket.parse::<NodeId>() {
+            Ok(node) => resolve_on_dht(data_dir, isolated, &args, &endpoint, node).await?,
+            Err(_) => return Err(ticket_err.into()),
+        },
+    };
     let connection = endpoint.connect(&target, pipe::ALPN).await?;
     eprintln!(
         "pairs: connected to {} at {}",
@@ -83,6 +106,37 @@ pub async fn connect(data_dir: Option<&Path>, args: ConnectArgs) -> Result<()> {
     endpoint.close().await;
     result?;
     Ok(())
+}
+
+/// Finds `node`'s addresses from its signed record on the DHT.
+async fn resolve_on_dht(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    args: &ConnectArgs,
+    endpoint: &Endpoint,
+    node: NodeId,
+) -> Result<NodeAddr> {
+    let sources = Sources::resolve(data_dir, isolated, &args.sources)?;
+    let Some(config) = sources.dht else {
+        bail!(
+            "{node} is a node id without addresses: finding them needs the DHT, which --isolated, --no-dht or the configuration turned off; use the node's ticket instead"
+        );
+    };
+    let (found, _ignored) = mpsc::unbounded_channel();
+    let dht = DhtDiscovery::start(config, endpoint, &home::node_key(data_dir)?, found)
+        .context("cannot start the DHT")?;
+    eprintln!("pairs: looking up {} on the DHT", node.short());
+    // A node that just started may not have stored its record yet: ask again for a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        match dht.resolve(node).await {
+            Ok(addr) => return Ok(addr),
+            Err(ResolveError::NotFound { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 async fn bind(

@@ -56,7 +56,9 @@ impl Lab {
         let mut cmd = self.exec(node, env!("CARGO_BIN_EXE_pairs"), args);
         cmd.env("PAIRS_HOME", home.path())
             .env_remove("RUST_LOG")
-            .env_remove("PAIRS_ISOLATED");
+            .env_remove("PAIRS_ISOLATED")
+            // The lab has no internet: tests that want a DHT start one and name it.
+            .env("PAIRS_NO_DHT", "1");
         cmd
     }
 

@@ -28,11 +28,14 @@ impl Home {
         self.0.path()
     }
 
-    /// `pairs ARGS` with this home and no inherited logging settings.
+    /// `pairs ARGS` with this home, no inherited logging settings, and isolated: no discovery
+    /// reaches the network unless a test names its own (`--peer`, `--dht-bootstrap`).
     pub fn pairs(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pairs"));
         cmd.args(args)
             .env("PAIRS_HOME", self.path())
+            .env("PAIRS_ISOLATED", "1")
+            .env_remove("PAIRS_NO_DHT")
             .env_remove("RUST_LOG");
         cmd
     }

@@ -1,0 +1,174 @@
+//! `pairs status`: runs a node for a few seconds and reports what each discovery source found.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use pairs_base::Topic;
+use pairs_net::discovery::dht::DhtStatus;
+use pairs_net::swarm::TopicEvent;
+use serde::Serialize;
+
+use super::node::SwarmNode;
+use crate::cli::StatusArgs;
+
+/// Everything `pairs status` reports.
+#[derive(Debug, Serialize)]
+struct Report {
+    node: String,
+    addrs: Vec<SocketAddr>,
+    config: String,
+    config_present: bool,
+    lan: bool,
+    dht: Option<DhtStatus>,
+    static_peers: usize,
+    resolved: Vec<Resolved>,
+    topics: BTreeMap<String, Vec<String>>,
+    connections: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Resolved {
+    name: String,
+    addrs: Vec<SocketAddr>,
+    error: Option<String>,
+}
+
+pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> Result<()> {
+    let node = SwarmNode::start(data_dir, isolated, &args.discovery).await?;
+    let met: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+    let mut handles = Vec::new();
+    for name in &args.topics {
+        let mut handle = node.swarm.join(Topic::from_name(name)).await?;
+        met.lock().expect("lock").insert(name.clone(), Vec::new());
+        let (met, name) = (met.clone(), name.clone());
+        handles.push(tokio::spawn(async move {
+            while let Some(event) = handle.next().await {
+                if let TopicEvent::Joined(peer) = event {
+                    let mut met = met.lock().expect("lock");
+                    let peers = met.entry(name.clone()).or_default();
+                    let id = peer.node_id().to_string();
+                    // A replaced connection joins again: one entry per peer.
+                    if !peers.contains(&id) {
+                        peers.push(id);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(args.wait)).await;
+    let dht = match node.swarm.dht() {
+        Some(dht) => Some(dht.status().await),
+        None => None,
+    };
+    let stats = node.swarm.stats().await?;
+    let resolved = node
+        .resolved
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(name, result)| Resolved {
+            name: name.clone(),
+            addrs: result.clone().unwrap_or_default(),
+            error: result.clone().err(),
+        })
+        .collect();
+    let endpoint = node.router.endpoint();
+    let report = Report {
+        node: endpoint.node_id().to_string(),
+        addrs: endpoint.node_addr().addrs,
+        config: node.sources.config_path.display().to_string(),
+        config_present: node.sources.config_path.exists(),
+        lan: node.sources.lan,
+        dht,
+        static_peers: node.sources.peers.len() + node.sources.addrs.len(),
+        resolved,
+        topics: met.lock().expect("lock").clone(),
+        connections: stats.connections,
+    };
+    for handle in handles {
+        handle.abort();
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_text(&report);
+    }
+    node.router.shutdown().await;
+    Ok(())
+}
+
+fn print_text(r: &Report) {
+    let list = |addrs: &[SocketAddr]| {
+        addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!("node         {}", r.node);
+    println!("addresses    {}", list(&r.addrs));
+    let present = if r.config_present {
+        ""
+    } else {
+        " (none; defaults)"
+    };
+    println!("config       {}{present}", r.config);
+    println!("lan (mDNS)   {}", if r.lan { "on" } else { "off" });
+    match &r.dht {
+        None => println!("dht          off"),
+        Some(d) => {
+            if d.bootstrapped {
+                println!(
+                    "dht          bootstrapped; about {} nodes; public address {}; {}",
+                    d.size_estimate,
+                    d.public_addr
+                        .map_or_else(|| "not known yet".into(), |a| a.to_string()),
+                    if d.server_mode {
+                        "serving"
+                    } else {
+                        "client only"
+                    }
+                );
+            } else {
+                println!("dht          NOT bootstrapped: no bootstrap node answered");
+            }
+            match &d.record {
+                None => println!("  record     not published yet"),
+                Some(rec) => match &rec.result {
+                    None => println!("  record     publishing {}", list(&rec.addrs)),
+                    Some(Ok(())) => println!("  record     published {}", list(&rec.addrs)),
+                    Some(Err(e)) => println!("  record     publishing failed: {e}"),
+                },
+            }
+            for t in &d.topics {
+                let announced = match &t.announced {
+                    None => "announcing".to_string(),
+                    Some(Ok(())) => "announced".to_string(),
+                    Some(Err(e)) => format!("announce failed: {e}"),
+                };
+                println!(
+                    "  topic {}  {announced}; {} lookups found {} addresses",
+                    t.key, t.lookups, t.found
+                );
+            }
+        }
+    }
+    println!("static peers {}", r.static_peers);
+    for res in &r.resolved {
+        match &res.error {
+            None => println!("  {}  -> {}", res.name, list(&res.addrs)),
+            Some(e) => println!("  {}  cannot resolve: {e}", res.name),
+        }
+    }
+    for (topic, peers) in &r.topics {
+        println!("topic '{topic}'  {} peers met", peers.len());
+        for p in peers {
+            println!("  {p}");
+        }
+    }
+    println!("connections  {}", r.connections);
+}
