@@ -100,7 +100,8 @@ fn connect_by_node_id_alone() {
     let net = testnet();
     let boot = net.bootstrap[0].as_str();
     let server = Home::new();
-    let listener = Listener::start(&server, &["--dht-bootstrap", boot], Stdio::piped());
+    // The listener sends nothing (stdin empty), so the pipe ends once the client's data is in.
+    let mut listener = Listener::start(&server, &["--dht-bootstrap", boot], Stdio::null());
     let id = NodeAddr::from_ticket(&listener.ticket)
         .unwrap()
         .node_id
@@ -119,14 +120,14 @@ fn connect_by_node_id_alone() {
         .unwrap()
         .write_all(b"found you by id\n")
         .unwrap();
-    let mut listener = listener;
     let out = lines_of(listener.child.stdout.take().unwrap());
     let line = out.recv_timeout(WAIT).expect("the listener got the data");
     assert_eq!(line, "found you by id");
-    drop(listener);
     let output = wait_output(child, WAIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("looking up"), "{stderr}");
+    assert!(listener.wait(WAIT).success());
 }
 
 #[test]

@@ -88,11 +88,7 @@ impl SwarmNode {
 
 /// Resolves static `host:port` peers and DNS seeds (A/AAAA, through the system resolver) now and
 /// every few minutes, handing every address to the swarm; the handshake says whose it is.
-async fn resolve_names(
-    names: Vec<String>,
-    swarm: Swarm,
-    report: Resolutions,
-) {
+async fn resolve_names(names: Vec<String>, swarm: Swarm, report: Resolutions) {
     loop {
         let mut results = Vec::new();
         for name in &names {
