@@ -234,12 +234,10 @@ impl Planner {
             self.own.insert(addr);
             return;
         }
-        let (min, max) = (self.config.backoff_min, self.config.backoff_max);
         if let Some(entry) = self.unknown.get_mut(&addr) {
             entry.dialing = false;
-            let exp = entry.failures.min(16);
+            entry.not_before = now + backoff(&self.config, entry.failures);
             entry.failures = entry.failures.saturating_add(1);
-            entry.not_before = now + min.saturating_mul(1 << exp).min(max);
         }
     }
 
@@ -435,12 +433,9 @@ impl Planner {
         let Some(peer) = self.peers.get_mut(node) else {
             return self.config.backoff_min;
         };
-        let exp = peer.failures.min(16);
+        let wait = backoff(&self.config, peer.failures);
         peer.failures = peer.failures.saturating_add(1);
-        self.config
-            .backoff_min
-            .saturating_mul(1 << exp)
-            .min(self.config.backoff_max)
+        wait
     }
 
     fn forget_if_idle(&mut self, node: &NodeId) {
@@ -452,6 +447,14 @@ impl Planner {
             self.peers.remove(node);
         }
     }
+}
+
+/// The wait after `failures` earlier failures: doubling from the minimum, capped.
+fn backoff(config: &PlannerConfig, failures: u32) -> Duration {
+    config
+        .backoff_min
+        .saturating_mul(1 << failures.min(16))
+        .min(config.backoff_max)
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ pub struct DhtDiscovery {
 
 #[derive(Debug)]
 enum Command {
-    Join(InfoHash),
+    Join(DiscoveryKey),
     Leave(InfoHash),
 }
 
@@ -215,7 +215,7 @@ impl DhtDiscovery {
 
     /// Starts announcing and looking up a topic.
     pub fn join(&self, key: &DiscoveryKey) {
-        let _ = self.commands.send(Command::Join(info_hash(key)));
+        let _ = self.commands.send(Command::Join(*key));
     }
 
     /// Stops announcing and looking up a topic (announcements expire on their own).
@@ -342,7 +342,7 @@ impl Driver {
             tokio::select! {
                 command = commands.recv() => match command {
                     None => break,
-                    Some(Command::Join(hash)) => self.join(hash),
+                    Some(Command::Join(key)) => self.join(&key),
                     Some(Command::Leave(hash)) => self.leave(&hash),
                 },
                 Some(done) = tasks.join_next() => {
@@ -360,7 +360,8 @@ impl Driver {
         tasks.abort_all();
     }
 
-    fn join(&mut self, hash: InfoHash) {
+    fn join(&mut self, key: &DiscoveryKey) {
+        let hash = info_hash(key);
         self.schedule.join(hash, Instant::now());
         self.seen.entry(hash).or_default();
         self.status
@@ -369,7 +370,7 @@ impl Driver {
             .topics
             .entry(hash)
             .or_insert_with(|| TopicStatus {
-                key: hex(&hash[..8]),
+                key: key.to_string(),
                 announced: None,
                 lookups: 0,
                 found: 0,
@@ -419,7 +420,6 @@ impl Driver {
             }
             Task::Lookup(hash) => {
                 let found = self.found.clone();
-                let own_port = self.endpoint.local_addr().port();
                 let own: HashSet<SocketAddr> =
                     self.endpoint.node_addr().addrs.into_iter().collect();
                 tasks.spawn(async move {
@@ -438,7 +438,7 @@ impl Driver {
                         }
                     })
                     .await;
-                    trace!(own_port, found = all.len(), "lookup done");
+                    trace!(found = all.len(), "lookup done");
                     Done::LookedUp(hash, all)
                 });
             }
@@ -515,8 +515,4 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
