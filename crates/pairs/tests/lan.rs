@@ -381,11 +381,12 @@ fn a_rogue_host_gets_neither_the_paste_nor_the_lines() {
         .unwrap();
     let rogue_swarm = SwarmProc::start(&lab, "rg", "lab-chaT", &[]);
 
+    // Both give up (--timeout) before the test's WAIT, so a failure shows their own message.
     let receiver = lab
         .pairs(
             "a2",
             &Home::new(),
-            &["paste", "secret-name", "--receive", "--timeout", "30"],
+            &["paste", "secret-name", "--receive", "--timeout", "25"],
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -396,7 +397,7 @@ fn a_rogue_host_gets_neither_the_paste_nor_the_lines() {
         .pairs(
             "a1",
             &sender_home,
-            &["paste", "secret-name", "--node-key", "--timeout", "30"],
+            &["paste", "secret-name", "--node-key", "--timeout", "25"],
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

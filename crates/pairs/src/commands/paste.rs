@@ -130,7 +130,10 @@ async fn receive(
     let mut peers = node.swarm.join(topic).await?;
     eprintln!("pairs: waiting for {shown} on this network");
     let output = StdoutSink::start().context("cannot write stdout")?;
-    let claimed = Arc::new(AtomicBool::new(false));
+    // One copy at a time: a peer that offers waits its turn here. `true` once output was written,
+    // after which no other copy may start (stdout cannot be taken back).
+    let turn = Arc::new(tokio::sync::Mutex::new(false));
+    let fetching = Arc::new(AtomicBool::new(false));
     let (result_tx, mut result) = mpsc::unbounded_channel();
     let timer = async {
         match deadline {
@@ -139,11 +142,18 @@ async fn receive(
         }
     };
     tokio::pin!(timer);
+    let mut timed_out = false;
+    let not_found = || {
+        anyhow::anyhow!(
+            "no {shown} found in time (--timeout); is a sender running `pairs paste` with the same name on this network?"
+        )
+    };
     let outcome = loop {
         tokio::select! {
             event = peers.next() => match event {
                 Some(TopicEvent::Joined(mut peer)) => {
-                    let claimed = claimed.clone();
+                    let turn = turn.clone();
+                    let fetching = fetching.clone();
                     let out = output.sender().clone();
                     let result_tx = result_tx.clone();
                     tokio::spawn(async move {
@@ -153,12 +163,30 @@ async fn receive(
                             if paste::request(&mut stream).await.is_err() {
                                 return; // Another receiver: nothing to fetch from it.
                             }
-                            if claimed.swap(true, Ordering::SeqCst) {
-                                return; // Another sender's copy is already coming in.
+                            let mut wrote = turn.lock().await;
+                            if *wrote {
+                                return; // Another sender's copy came in.
                             }
-                            let received =
-                                paste::receive(&mut stream, |chunk| to_stdout(&out, chunk)).await;
-                            let _ = result_tx.send((id, received));
+                            fetching.store(true, Ordering::SeqCst);
+                            let mut written = 0u64;
+                            let received = paste::receive(&mut stream, |chunk| {
+                                written += chunk.len() as u64;
+                                to_stdout(&out, chunk)
+                            })
+                            .await;
+                            fetching.store(false, Ordering::SeqCst);
+                            if received.is_err() && written == 0 {
+                                // Broke off before any output (say, the connection was replaced):
+                                // nothing is lost, so the next offer gets its turn.
+                                eprintln!(
+                                    "pairs: the copy from {} broke off; waiting for another",
+                                    id.short()
+                                );
+                                let _ = result_tx.send(None);
+                                return;
+                            }
+                            *wrote = true;
+                            let _ = result_tx.send(Some((id, received)));
                         };
                         // A receiver offers nothing: other receivers asking it get a closed stream.
                         let refuse = async {
@@ -176,18 +204,21 @@ async fn receive(
                 Some(TopicEvent::Left(_)) => {}
                 None => break Err(anyhow::anyhow!("the swarm stopped")),
             },
-            Some((peer, received)) = result.recv() => {
-                break received
-                    .map(|len| (peer, len))
-                    .with_context(|| format!("receiving from {}", NodeId::short(&peer)));
-            }
-            () = &mut timer => {
-                if claimed.load(Ordering::SeqCst) {
-                    continue;
+            Some(copy) = result.recv() => match copy {
+                Some((peer, received)) => {
+                    break received
+                        .map(|len| (peer, len))
+                        .with_context(|| format!("receiving from {}", NodeId::short(&peer)));
                 }
-                break Err(anyhow::anyhow!(
-                    "no {shown} found in time (--timeout); is a sender running `pairs paste` with the same name on this network?"
-                ));
+                None if timed_out => break Err(not_found()),
+                None => {}
+            },
+            () = &mut timer, if !timed_out => {
+                timed_out = true;
+                if !fetching.load(Ordering::SeqCst) {
+                    break Err(not_found());
+                }
+                // A copy is coming in: let it finish.
             }
         }
     };

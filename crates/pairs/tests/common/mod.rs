@@ -134,19 +134,27 @@ pub fn lines_of(reader: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 
 /// Waits for `child` to exit, killing it and failing the test after `limit`.
 pub fn wait_status(mut child: Child, limit: Duration) -> ExitStatus {
-    wait_with(child.id(), limit, move || child.wait())
+    wait_with(child.id(), limit, move || child.wait(), |_| String::new())
 }
 
-/// Waits for `child` to exit and collects its output, failing the test after `limit`.
+/// Waits for `child` to exit and collects its output, failing the test after `limit` with what
+/// the process wrote to stderr until then.
 pub fn wait_output(child: Child, limit: Duration) -> Output {
-    wait_with(child.id(), limit, move || child.wait_with_output())
+    wait_with(
+        child.id(),
+        limit,
+        move || child.wait_with_output(),
+        |out| format!("; its stderr:\n{}", stderr_text(out)),
+    )
 }
 
-/// Runs a blocking wait on a thread; kills process `pid` and fails the test if it takes over `limit`.
+/// Runs a blocking wait on a thread; kills process `pid` and fails the test if it takes over
+/// `limit`, with `describe` of what the killed process left behind.
 fn wait_with<T: Send + 'static>(
     pid: u32,
     limit: Duration,
     wait: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    describe: impl FnOnce(&T) -> String,
 ) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -156,7 +164,11 @@ fn wait_with<T: Send + 'static>(
         Ok(result) => result.expect("wait for child"),
         Err(_) => {
             let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            panic!("process {pid} did not exit within {limit:?}");
+            let left = match rx.recv_timeout(Duration::from_secs(5)) {
+                Ok(Ok(out)) => describe(&out),
+                _ => String::new(),
+            };
+            panic!("process {pid} did not exit within {limit:?}{left}");
         }
     }
 }
