@@ -99,13 +99,17 @@ async fn main() {
     summary("get_peers: first peer", first_ms);
     summary("get_peers: lookup complete", done_ms);
 
-    let mut join_ms = Vec::new();
+    // A node already up joins a topic whose member has announced it.
+    let mut warm_ms = Vec::new();
     for i in 0..trials.min(10) {
-        let topic = Topic::from_name(&format!("bench {i} {}", SecretKey::generate().node_id()));
+        let topic = Topic::from_name(&format!(
+            "bench warm {i} {}",
+            SecretKey::generate().node_id()
+        ));
         let (a, _ra) = swarm_node(&net.bootstrap).await;
         let (b, _rb) = swarm_node(&net.bootstrap).await;
         let _ta = a.join(topic).await.unwrap();
-        // Let a's announcement land first, as for a peer already in the topic.
+        assert!(b.dht().unwrap().bootstrapped().await, "bootstrap");
         while a.dht().unwrap().status().await.topics[0]
             .announced
             .is_none()
@@ -114,14 +118,35 @@ async fn main() {
         }
         let t = Instant::now();
         let mut tb = b.join(topic).await.unwrap();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(60), tb.next()).await {
-                Ok(Some(TopicEvent::Joined(_))) => break,
-                Ok(Some(TopicEvent::Left(_))) => {}
-                other => panic!("no peer through the DHT: {other:?}"),
-            }
-        }
-        join_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        first_joined(&mut tb).await;
+        warm_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    summary("Swarm::join -> first peer via DHT", join_ms);
+    summary("join (node up, member announced)", warm_ms);
+
+    // Two fresh nodes start and join at the same moment: neither has announced yet.
+    let mut cold_ms = Vec::new();
+    for i in 0..trials.min(10) {
+        let topic = Topic::from_name(&format!(
+            "bench cold {i} {}",
+            SecretKey::generate().node_id()
+        ));
+        let t = Instant::now();
+        let (a, _ra) = swarm_node(&net.bootstrap).await;
+        let (b, _rb) = swarm_node(&net.bootstrap).await;
+        let _ta = a.join(topic).await.unwrap();
+        let mut tb = b.join(topic).await.unwrap();
+        first_joined(&mut tb).await;
+        cold_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    summary("start + join, both at once", cold_ms);
+}
+
+async fn first_joined(events: &mut pairs_net::swarm::TopicHandle) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), events.next()).await {
+            Ok(Some(TopicEvent::Joined(_))) => return,
+            Ok(Some(TopicEvent::Left(_))) => {}
+            other => panic!("no peer through the DHT: {other:?}"),
+        }
+    }
 }

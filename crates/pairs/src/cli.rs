@@ -291,8 +291,9 @@ pub struct StatusArgs {
     /// Topics to join and look up as well
     pub topics: Vec<String>,
 
-    /// Seconds to let the sources work before reporting
-    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    /// Longest time to let the sources work; the report comes sooner once the DHT has bootstrapped,
+    /// announced and looked up each topic (or, without the DHT, each topic has met a peer)
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub wait: u64,
 
     /// Print JSON instead of text

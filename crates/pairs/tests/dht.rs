@@ -147,7 +147,7 @@ fn status_reports_an_unreachable_bootstrap_clearly() {
     let output = home.run(&[
         "status",
         "--wait",
-        "1",
+        "30",
         "--json",
         "--dht-bootstrap",
         &dead,
@@ -161,7 +161,7 @@ fn status_reports_an_unreachable_bootstrap_clearly() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["dht"]["bootstrapped"], false, "{report}");
     assert_eq!(report["lan"], false);
-    let text = home.run(&["status", "--wait", "1", "--dht-bootstrap", &dead]);
+    let text = home.run(&["status", "--wait", "30", "--dht-bootstrap", &dead]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("NOT bootstrapped"), "{text}");
 }
@@ -175,7 +175,7 @@ fn status_shows_what_the_dht_found_for_a_topic() {
     let output = home.run(&[
         "status",
         "--wait",
-        "4",
+        "30",
         "--json",
         "--dht-bootstrap",
         boot,

@@ -37,6 +37,24 @@ struct Resolved {
     error: Option<String>,
 }
 
+/// How often `pairs status` checks whether it has seen enough.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Whether waiting longer could change the report much: the DHT (if on) has bootstrapped or given
+/// up, and has announced and looked up every topic once (or failed to); without the DHT, every topic
+/// has met a peer (LAN discovery has no end of its own).
+fn settled(dht: Option<&DhtStatus>, all_topics_met: bool) -> bool {
+    match dht {
+        None => all_topics_met,
+        Some(d) if d.bootstrapping => false,
+        Some(d) if !d.bootstrapped => true,
+        Some(d) => d
+            .topics
+            .iter()
+            .all(|t| t.announced.is_some() && t.lookups > 0),
+    }
+}
+
 pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> Result<()> {
     let node = SwarmNode::start(data_dir, isolated, &args.discovery).await?;
     let met: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
@@ -59,10 +77,22 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.wait)).await;
-    let dht = match node.swarm.dht() {
-        Some(dht) => Some(dht.status().await),
-        None => None,
+    // Report once every source has had its say, or when --wait runs out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
+    let dht = loop {
+        let dht = match node.swarm.dht() {
+            Some(dht) => Some(dht.status().await),
+            None => None,
+        };
+        let all_met = met
+            .lock()
+            .expect("lock")
+            .values()
+            .all(|peers| !peers.is_empty());
+        if settled(dht.as_ref(), all_met) || tokio::time::Instant::now() >= deadline {
+            break dht;
+        }
+        tokio::time::sleep(POLL).await;
     };
     let stats = node.swarm.stats().await?;
     let resolved = node
@@ -133,6 +163,8 @@ fn print_text(r: &Report) {
                         "client only"
                     }
                 );
+            } else if d.bootstrapping {
+                println!("dht          bootstrapping (no answer yet; try a longer --wait)");
             } else {
                 println!("dht          NOT bootstrapped: no bootstrap node answered");
             }

@@ -23,16 +23,17 @@ use futures_lite::StreamExt;
 use mainline::async_dht::AsyncDht;
 use mainline::{Dht, Id, MutableItem};
 use pairs_base::{DiscoveryKey, NodeAddr, NodeId, SecretKey};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, trace};
+use tracing::debug;
 
 use self::record::{AddressRecord, SignedItem};
 use self::schedule::{InfoHash, Schedule, ScheduleConfig, Task};
 use super::Discovered;
 use crate::endpoint::Endpoint;
 
-/// How often our own addresses are compared with the published record.
+/// How often our own addresses are compared with the published record, and a failed bootstrap is
+/// tried again.
 const ADDRS_CHECK: Duration = Duration::from_secs(30);
 /// Distinct addresses remembered per topic (to tell new ones from known ones).
 const MAX_SEEN_PER_TOPIC: usize = 1024;
@@ -102,8 +103,10 @@ pub enum ResolveError {
 /// What the DHT has done and found, for `pairs status`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct DhtStatus {
-    /// Whether bootstrapping filled the routing table (waits for bootstrapping to end).
+    /// Whether the last bootstrap filled the routing table.
     pub bootstrapped: bool,
+    /// The first bootstrap is still running (`bootstrapped` is then false).
+    pub bootstrapping: bool,
     /// The DHT socket.
     pub local_addr: Option<SocketAddr>,
     /// Our address as other DHT nodes see it, once they agree.
@@ -146,6 +149,8 @@ pub struct DhtDiscovery {
     dht: AsyncDht,
     commands: mpsc::UnboundedSender<Command>,
     status: Arc<Mutex<Shared>>,
+    /// `None` while bootstrapping; then whether the routing table was filled.
+    bootstrap: watch::Receiver<Option<bool>>,
     query_timeout: Duration,
 }
 
@@ -192,7 +197,10 @@ impl DhtDiscovery {
         let dht = builder.build()?.as_async();
         let status = Arc::new(Mutex::new(Shared::default()));
         let (commands, rx) = mpsc::unbounded_channel();
+        let (bootstrap_tx, bootstrap) = watch::channel(None);
         let driver = Driver {
+            bootstrap: bootstrap_tx,
+            bootstrapping: false,
             dht: dht.clone(),
             endpoint: endpoint.clone(),
             signer: mainline::SigningKey::from_bytes(&secret.to_bytes()),
@@ -209,6 +217,7 @@ impl DhtDiscovery {
             dht,
             commands,
             status,
+            bootstrap,
             query_timeout: config.query_timeout,
         })
     }
@@ -247,25 +256,31 @@ impl DhtDiscovery {
                 self.remember(node, &record);
                 Ok(record.node_addr(node))
             }
-            None if !self.dht.bootstrapped().await => Err(ResolveError::NotBootstrapped),
+            None if !self.bootstrapped().await => Err(ResolveError::NotBootstrapped),
             None => Err(ResolveError::NotFound { node, refused }),
         }
     }
 
-    /// Waits until the routing table is filled (or bootstrapping failed); returns which.
+    /// Waits for the first bootstrap to end; returns whether it filled the routing table (a failed
+    /// bootstrap is tried again in the background, and this then reports the latest outcome).
     pub async fn bootstrapped(&self) -> bool {
-        self.dht.bootstrapped().await
+        let mut bootstrap = self.bootstrap.clone();
+        match bootstrap.wait_for(Option::is_some).await {
+            Ok(done) => done.unwrap_or(false),
+            Err(_) => false, // the driver stopped
+        }
     }
 
-    /// What the DHT has done and found so far.
+    /// What the DHT has done and found so far (at once: bootstrapping may still be running).
     pub async fn status(&self) -> DhtStatus {
-        let bootstrapped = self.dht.bootstrapped().await;
+        let bootstrap = *self.bootstrap.borrow();
         let info = self.dht.info().await;
         let shared = self.status.lock().expect("status lock");
         let mut topics: Vec<_> = shared.topics.values().cloned().collect();
         topics.sort_by(|a, b| a.key.cmp(&b.key));
         DhtStatus {
-            bootstrapped,
+            bootstrapped: bootstrap == Some(true),
+            bootstrapping: bootstrap.is_none(),
             local_addr: Some(info.local_addr().into()),
             public_addr: info.public_address().map(Into::into),
             server_mode: info.server_mode(),
@@ -314,6 +329,7 @@ fn now_ms() -> u64 {
 
 /// What a finished DHT task reports back.
 enum Done {
+    Bootstrapped(bool),
     Announced(InfoHash, Result<(), String>),
     LookedUp(InfoHash, Vec<SocketAddrV4>),
     Published(Result<(), String>),
@@ -321,6 +337,9 @@ enum Done {
 
 struct Driver {
     dht: AsyncDht,
+    bootstrap: watch::Sender<Option<bool>>,
+    /// A bootstrap check is running.
+    bootstrapping: bool,
     endpoint: Endpoint,
     signer: mainline::SigningKey,
     found: mpsc::UnboundedSender<Discovered>,
@@ -337,6 +356,7 @@ impl Driver {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut tasks: JoinSet<Done> = JoinSet::new();
         let mut addrs_check = tokio::time::interval(ADDRS_CHECK);
+        self.check_bootstrap(&mut tasks);
         loop {
             let next = self.schedule.next_at();
             tokio::select! {
@@ -350,7 +370,12 @@ impl Driver {
                         self.on_done(done);
                     }
                 }
-                _ = addrs_check.tick() => self.check_addrs().await,
+                _ = addrs_check.tick() => {
+                    self.check_addrs().await;
+                    if *self.bootstrap.borrow() == Some(false) {
+                        self.check_bootstrap(&mut tasks);
+                    }
+                }
                 () = sleep_until(next), if next.is_some() => {}
             }
             for task in self.schedule.poll(Instant::now()) {
@@ -358,6 +383,16 @@ impl Driver {
             }
         }
         tasks.abort_all();
+    }
+
+    /// Waits (in a task) for `mainline`'s bootstrap: a lookup of our own id that fills the table.
+    fn check_bootstrap(&mut self, tasks: &mut JoinSet<Done>) {
+        if self.bootstrapping {
+            return;
+        }
+        self.bootstrapping = true;
+        let dht = self.dht.clone();
+        tasks.spawn(async move { Done::Bootstrapped(dht.bootstrapped().await) });
     }
 
     fn join(&mut self, key: &DiscoveryKey) {
@@ -438,7 +473,6 @@ impl Driver {
                         }
                     })
                     .await;
-                    trace!(found = all.len(), "lookup done");
                     Done::LookedUp(hash, all)
                 });
             }
@@ -468,6 +502,12 @@ impl Driver {
         let now = Instant::now();
         let mut shared = self.status.lock().expect("status lock");
         match done {
+            Done::Bootstrapped(ok) => {
+                debug!(ok, "DHT bootstrap ended");
+                self.bootstrapping = false;
+                self.schedule.set_bootstrapped(ok);
+                self.bootstrap.send_replace(Some(ok));
+            }
             Done::Announced(hash, result) => {
                 if let Err(err) = &result {
                     debug!(%err, "announce failed");

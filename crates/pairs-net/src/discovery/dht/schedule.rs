@@ -92,6 +92,9 @@ pub struct Schedule {
     config: ScheduleConfig,
     topics: HashMap<InfoHash, TopicTimers>,
     publish: Option<Timer>,
+    /// Nothing runs before the routing table is filled: announces would fail, and a lookup from a
+    /// fresh node ends early at the wrong nodes (and `mainline` then announces to those).
+    bootstrapped: bool,
 }
 
 impl Schedule {
@@ -101,6 +104,7 @@ impl Schedule {
             config,
             topics: HashMap::new(),
             publish: None,
+            bootstrapped: false,
         }
     }
 
@@ -138,15 +142,27 @@ impl Schedule {
         }
     }
 
+    /// Whether the DHT has a routing table. Until it has, nothing runs.
+    pub fn set_bootstrapped(&mut self, bootstrapped: bool) {
+        self.bootstrapped = bootstrapped;
+    }
+
     /// Tasks due at `now`; each is marked running until its result is reported.
     pub fn poll(&mut self, now: Instant) -> Vec<Task> {
         let mut tasks = Vec::new();
+        if !self.bootstrapped {
+            return tasks;
+        }
         for (hash, t) in &mut self.topics {
-            if t.announce.take_if_due(now) {
-                tasks.push(Task::Announce(*hash));
+            // One query per topic at a time: `mainline` merges an announce and a lookup of the same
+            // key into one query, and the lookup then finds nothing. The lookup goes first.
+            if t.announce.running {
+                continue;
             }
             if t.lookup.take_if_due(now) {
                 tasks.push(Task::Lookup(*hash));
+            } else if !t.lookup.running && t.announce.take_if_due(now) {
+                tasks.push(Task::Announce(*hash));
             }
         }
         if let Some(timer) = &mut self.publish
@@ -159,8 +175,12 @@ impl Schedule {
 
     /// When the next task falls due, if any is scheduled.
     pub fn next_at(&self) -> Option<Instant> {
+        if !self.bootstrapped {
+            return None;
+        }
         self.topics
             .values()
+            .filter(|t| !t.announce.running && !t.lookup.running)
             .flat_map(|t| [t.announce.next, t.lookup.next])
             .chain(self.publish.as_ref().map(|t| t.next))
             .flatten()
@@ -174,6 +194,11 @@ impl Schedule {
             t.announce.interval = retry_interval(ok, t.announce.interval, min, every);
             let wait = if ok { every } else { t.announce.interval };
             t.announce.done(now + wait);
+            if ok && !t.lookup.running {
+                // Whoever joined along with us has announced by now too: look again at once
+                // rather than at the backed-off time.
+                t.lookup.next = Some(now);
+            }
         }
     }
 
@@ -225,42 +250,88 @@ mod tests {
     const H: InfoHash = [7; 20];
 
     fn schedule() -> (Schedule, Instant) {
-        (Schedule::new(ScheduleConfig::default()), Instant::now())
+        bootstrapped(ScheduleConfig::default())
+    }
+
+    fn bootstrapped(config: ScheduleConfig) -> (Schedule, Instant) {
+        let mut s = Schedule::new(config);
+        s.set_bootstrapped(true);
+        (s, Instant::now())
     }
 
     #[test]
-    fn joining_announces_and_looks_up_at_once_and_not_twice() {
-        let (mut s, now) = schedule();
+    fn nothing_runs_before_the_routing_table_is_filled() {
+        let mut s = Schedule::new(ScheduleConfig::default());
+        let now = Instant::now();
         s.join(H, now);
+        s.addrs_changed(now);
+        assert!(s.poll(now).is_empty());
+        assert_eq!(s.next_at(), None, "nothing may run yet");
+        s.set_bootstrapped(true);
+        assert_eq!(s.next_at(), Some(now));
         let mut tasks = s.poll(now);
         tasks.sort_by_key(|t| format!("{t:?}"));
-        assert_eq!(tasks, vec![Task::Announce(H), Task::Lookup(H)]);
-        assert!(
-            s.poll(now + Duration::from_secs(3600)).is_empty(),
-            "running tasks are not repeated"
-        );
-        assert_eq!(s.next_at(), None);
+        assert_eq!(tasks, vec![Task::Lookup(H), Task::Publish]);
+        s.looked_up(&H, 0, now);
+        assert_eq!(s.poll(now), vec![Task::Announce(H)]);
+    }
+
+    #[test]
+    fn joining_looks_up_first_then_announces_and_never_both_at_once() {
+        let (mut s, now) = schedule();
+        s.join(H, now);
+        assert_eq!(s.poll(now), vec![Task::Lookup(H)]);
+        assert_eq!(s.next_at(), None, "the announce waits for the lookup");
+        assert!(s.poll(now + Duration::from_secs(3600)).is_empty());
+        let t = now + Duration::from_secs(2);
+        s.looked_up(&H, 0, t);
+        assert_eq!(s.poll(t), vec![Task::Announce(H)]);
+        assert_eq!(s.next_at(), None, "the next lookup waits for the announce");
+        assert!(s.poll(t + Duration::from_secs(60)).is_empty());
+    }
+
+    #[test]
+    fn an_announce_that_lands_brings_the_next_lookup_forward() {
+        let (mut s, now) = schedule();
+        s.join(H, now);
+        s.poll(now);
+        s.looked_up(&H, 0, now);
+        assert_eq!(s.poll(now), vec![Task::Announce(H)]);
+        let later = now + Duration::from_millis(500);
+        s.announced(&H, true, later);
+        assert_eq!(s.next_at(), Some(later));
+        assert_eq!(s.poll(later), vec![Task::Lookup(H)]);
+        // A failed announce does not.
+        let (mut s, now) = schedule();
+        s.join(H, now);
+        s.poll(now);
+        s.looked_up(&H, 0, now);
+        s.poll(now);
+        s.announced(&H, false, later);
+        assert!(s.next_at().unwrap() > later);
     }
 
     #[test]
     fn lookups_back_off_while_nothing_new_turns_up_and_reset_when_something_does() {
-        let mut s = Schedule::new(ScheduleConfig {
+        let (mut s, mut now) = bootstrapped(ScheduleConfig {
             announce_every: Duration::from_secs(24 * 3600),
             ..ScheduleConfig::default()
         });
-        let mut now = Instant::now();
         s.join(H, now);
         s.poll(now);
+        s.looked_up(&H, 0, now);
+        assert_eq!(s.poll(now), vec![Task::Announce(H)]);
         s.announced(&H, true, now);
+        assert_eq!(s.poll(now), vec![Task::Lookup(H)]);
         let mut waits = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..9 {
             s.looked_up(&H, 0, now);
             let next = s.next_at().unwrap();
             waits.push((next - now).as_secs());
             now = next;
             assert_eq!(s.poll(now), vec![Task::Lookup(H)]);
         }
-        assert_eq!(waits, vec![4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(waits, vec![8, 16, 32, 64, 128, 256, 300, 300, 300]);
         s.looked_up(&H, 3, now);
         assert_eq!(s.next_at().unwrap() - now, Duration::from_secs(2));
     }
@@ -271,17 +342,23 @@ mod tests {
         s.join(H, now);
         s.poll(now);
         s.looked_up(&H, 0, now);
+        assert_eq!(s.poll(now), vec![Task::Announce(H)]);
         s.announced(&H, false, now);
         // The lookup is due in 4 s, the announce retry in 10 s (5 s doubled).
-        let tasks = s.poll(now + Duration::from_secs(10));
-        assert!(tasks.contains(&Task::Announce(H)), "{tasks:?}");
-        s.announced(&H, true, now + Duration::from_secs(10));
-        let later = now + Duration::from_secs(10) + Duration::from_secs(15 * 60);
+        let at = |secs| now + Duration::from_secs(secs);
+        assert_eq!(s.poll(at(4)), vec![Task::Lookup(H)]);
+        s.looked_up(&H, 0, at(4));
+        assert_eq!(s.poll(at(10)), vec![Task::Announce(H)]);
+        s.announced(&H, true, at(10));
+        assert_eq!(s.poll(at(10)), vec![Task::Lookup(H)], "brought forward");
+        s.looked_up(&H, 0, at(10));
+        let later = at(10 + 15 * 60);
         assert!(
             s.poll(later - Duration::from_secs(1))
                 .iter()
                 .all(|t| *t != Task::Announce(H))
         );
+        s.looked_up(&H, 0, later - Duration::from_secs(1));
         assert!(s.poll(later).contains(&Task::Announce(H)));
     }
 
