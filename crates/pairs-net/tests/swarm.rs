@@ -324,3 +324,71 @@ async fn garbage_on_the_control_stream_closes_with_a_reason() {
     b.swarm.add_peer(a.addr()).unwrap();
     b.wait_connections(1).await;
 }
+
+/// Peer exchange: A and C each know only B, yet meet, because B tells each about the other.
+#[tokio::test]
+async fn members_who_know_only_a_common_peer_meet_through_it() {
+    let (a, b, c) = (Node::new().await, Node::new().await, Node::new().await);
+    let topic = Topic::from_name("exchange");
+    let mut ta = a.swarm.join(topic).await.unwrap();
+    let _tb = b.swarm.join(topic).await.unwrap();
+    let mut tc = c.swarm.join(topic).await.unwrap();
+    a.swarm.add_peer(b.addr()).unwrap();
+    c.swarm.add_peer(b.addr()).unwrap();
+    for (handle, other) in [(&mut ta, c.id()), (&mut tc, a.id())] {
+        let mut met = Vec::new();
+        while !met.contains(&other) {
+            met.push(next_joined(handle).await.node_id());
+        }
+        assert!(met.contains(&b.id()), "met {met:?}");
+    }
+}
+
+/// A member that sends an overlong peer list is cut off with a reason; lists about a topic the
+/// node is not in are ignored.
+#[tokio::test]
+async fn an_overlong_peer_list_closes_the_connection() {
+    use pairs_net::swarm::membership::{BINDING_LABEL, tag};
+    use pairs_net::swarm::pex::MAX_ENTRIES;
+
+    let a = Node::new().await;
+    let topic = Topic::from_name("members");
+    let _ta = a.swarm.join(topic).await.unwrap();
+    let key = SecretKey::generate();
+    let me = key.node_id();
+    let mut config = EndpointConfig::new(key);
+    config.bind = Some("127.0.0.1:0".parse().unwrap());
+    let member = Endpoint::bind(config).await.unwrap();
+    let conn = within(member.connect(&a.addr(), SWARM_ALPN)).await.unwrap();
+    let binding = conn.channel_binding(BINDING_LABEL);
+    let our_tag = tag(&topic, &binding, &me);
+    let mut control = conn.open_uni().await.unwrap();
+    control.write_all(&[0]).await.unwrap();
+    let hello = Frame::Hello {
+        version: VERSION,
+        tags: vec![our_tag],
+    };
+    control.write_all(&hello.encode()).await.unwrap();
+    let peer = |i: u16| {
+        NodeAddr::new(
+            SecretKey::generate().node_id(),
+            [std::net::SocketAddr::from(([127, 0, 0, 1], 40000 + i))],
+        )
+    };
+    // About a topic `a` is not in: ignored, the connection stays.
+    let other = tag(&Topic::from_name("elsewhere"), &binding, &me);
+    let ignored = Frame::Peers {
+        tag: other,
+        peers: (0..40).map(peer).collect(),
+    };
+    control.write_all(&ignored.encode()).await.unwrap();
+    let still_open = tokio::time::timeout(Duration::from_millis(300), conn.closed()).await;
+    assert!(still_open.is_err(), "closed: {still_open:?}");
+    let flood = Frame::Peers {
+        tag: our_tag,
+        peers: (0..=MAX_ENTRIES as u16).map(peer).collect(),
+    };
+    control.write_all(&flood.encode()).await.unwrap();
+    let closed = within(conn.closed()).await.to_string();
+    assert!(closed.contains("over the limit"), "{closed}");
+}

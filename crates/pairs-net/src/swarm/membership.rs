@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use pairs_base::{NodeId, Topic};
+use pairs_base::{NodeAddr, NodeId, Topic};
 use serde::{Deserialize, Serialize};
 
 /// Bytes of a membership tag. 128 bits: forging one means guessing a keyed hash.
@@ -55,6 +55,14 @@ pub enum Frame {
     Join(Tag),
     /// The sender left the topic with this tag.
     Leave(Tag),
+    /// Peer exchange: further members of the topic with this (the sender's) tag, and where the
+    /// sender reaches them. See [`super::pex`].
+    Peers {
+        /// The sender's tag for the topic.
+        tag: Tag,
+        /// At most [`super::pex::MAX_ENTRIES`] peers.
+        peers: Vec<NodeAddr>,
+    },
 }
 
 impl Frame {
@@ -182,6 +190,8 @@ impl RemoteMembership {
             } else {
                 Vec::new()
             }),
+            // Peer lists change no membership; the swarm reads them (see `pex`).
+            Frame::Peers { .. } => Ok(Vec::new()),
         }
     }
 }

@@ -26,6 +26,7 @@
 
 pub mod membership;
 mod peer;
+pub mod pex;
 pub mod planner;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ use tracing::{debug, trace};
 
 use self::membership::{Change, Frame, MAX_FRAME, MembershipError, RemoteMembership, Tag};
 pub use self::peer::{TopicEvent, TopicPeer};
+use self::pex::Pex;
 use self::planner::{Action, CloseReason, ConnId, Planner, PlannerConfig};
 use crate::connection::{Connection, ConnectionError};
 use crate::discovery::Discovered;
@@ -325,6 +327,7 @@ struct ConnState {
     settled: bool,
     /// Why we closed it, if we did.
     closing: Option<CloseReason>,
+    pex: Pex,
 }
 
 struct Actor {
@@ -345,6 +348,7 @@ impl Actor {
         mut events: mpsc::UnboundedReceiver<Event>,
         mut discovered: mpsc::UnboundedReceiver<Discovered>,
     ) {
+        let mut pex_tick = tokio::time::interval(pex::INTERVAL);
         loop {
             let wake = self.planner.next_dial_at();
             let timer = async {
@@ -360,6 +364,7 @@ impl Actor {
                 },
                 Some(event) = events.recv() => self.on_event(event),
                 Some(found) = discovered.recv() => self.on_discovered(found),
+                _ = pex_tick.tick() => self.exchange_all(),
                 () = timer => {}
             }
             self.dial_due();
@@ -507,11 +512,9 @@ impl Actor {
             let Some(state) = self.conns.get_mut(&id) else {
                 continue;
             };
-            let _ = state.control.send(Frame::Leave(membership::tag(
-                &topic,
-                &state.binding,
-                &self.me,
-            )));
+            let our_tag = membership::tag(&topic, &state.binding, &self.me);
+            let _ = state.control.send(Frame::Leave(our_tag));
+            state.pex.forget(&our_tag);
             state.joined.remove(&topic);
             self.settle(id);
         }
@@ -567,6 +570,7 @@ impl Actor {
                 joined: HashMap::new(),
                 settled: false,
                 closing: None,
+                pex: Pex::default(),
             },
         );
     }
@@ -575,6 +579,20 @@ impl Actor {
         let Some(state) = self.conns.get_mut(&id) else {
             return;
         };
+        if let Frame::Peers { tag, peers } = frame {
+            if state.remote.has_hello() {
+                self.on_peers(id, tag, peers);
+                return;
+            }
+            // Before the hello it is out of order: let the membership state say so.
+            let frame = Frame::Peers { tag, peers };
+            if let Err(err) = state.remote.on_frame(frame) {
+                state
+                    .connection
+                    .close(PROTOCOL_VIOLATION, err.to_string().as_bytes());
+            }
+            return;
+        }
         let changes = match state.remote.on_frame(frame) {
             Ok(changes) => changes,
             Err(err) => {
@@ -620,6 +638,81 @@ impl Actor {
         }
     }
 
+    /// A peer's list of further members of a topic: dial those we are not connected to.
+    fn on_peers(&mut self, id: ConnId, their_tag: Tag, peers: Vec<NodeAddr>) {
+        // Only about a topic we are in and the peer proved; anything else tells us nothing.
+        let known = self
+            .conns
+            .get(&id)
+            .is_some_and(|s| s.remote.holds(&their_tag));
+        if !known || self.topic_for_remote_tag(id, &their_tag).is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let Some(state) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let node = state.node;
+        match state.pex.received(their_tag, &self.me, &node, peers, now) {
+            Err(err) => {
+                debug!(peer = %node.short(), %err, "peer exchange violation");
+                state
+                    .connection
+                    .close(PROTOCOL_VIOLATION, err.to_string().as_bytes());
+            }
+            Ok(useful) => {
+                for peer in useful {
+                    if self.conns.values().any(|c| c.node == peer.node_id) {
+                        continue;
+                    }
+                    trace!(from = %node.short(), peer = %peer.node_id.short(), "learned a peer");
+                    self.planner.discovered(&peer, now);
+                }
+            }
+        }
+    }
+
+    /// Sends every connection, for every topic it shares, the members it has not heard of.
+    fn exchange_all(&mut self) {
+        let shared: Vec<(ConnId, Topic)> = self
+            .conns
+            .iter()
+            .flat_map(|(id, s)| s.joined.keys().map(move |t| (*id, *t)))
+            .collect();
+        for (id, topic) in shared {
+            self.exchange(id, topic);
+        }
+    }
+
+    /// Tells the peer on connection `id` about the other members of `topic` we are connected to,
+    /// if a list is due (see [`pex`]).
+    fn exchange(&mut self, id: ConnId, topic: Topic) {
+        let mut members: Vec<NodeAddr> = Vec::new();
+        for (other, s) in &self.conns {
+            if *other == id || s.closing.is_some() || !s.joined.contains_key(&topic) {
+                continue;
+            }
+            if members.iter().all(|m| m.node_id != s.node) {
+                let addr = crate::socket::canonical(s.connection.remote_addr());
+                members.push(NodeAddr::new(s.node, [addr]));
+            }
+        }
+        let me = self.me;
+        let Some(state) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let our_tag = membership::tag(&topic, &state.binding, &me);
+        if let Some(peers) = state
+            .pex
+            .to_send(our_tag, &state.node, members, Instant::now())
+        {
+            let _ = state.control.send(Frame::Peers {
+                tag: our_tag,
+                peers,
+            });
+        }
+    }
+
     fn topic_for_remote_tag(&self, id: ConnId, tag: &Tag) -> Option<Topic> {
         let state = self.conns.get(&id)?;
         self.topics
@@ -647,12 +740,17 @@ impl Actor {
             initiator: state.we_dialed,
             incoming: rx,
         }));
+        // A newcomer hears about the other members at once.
+        self.exchange(id, topic);
     }
 
     fn report_left(&mut self, id: ConnId, topic: Topic) {
         let Some(state) = self.conns.get_mut(&id) else {
             return;
         };
+        state
+            .pex
+            .forget(&membership::tag(&topic, &state.binding, &self.me));
         if state.joined.remove(&topic).is_some()
             && let Some(topic_state) = self.topics.get(&topic)
         {
