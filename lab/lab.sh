@@ -16,6 +16,10 @@
 #   exec NAME CMD...                              run CMD in NAME's namespace (exec: PID is CMD's)
 #   avahi NAME start|stop                         private avahi-daemon (+ dbus-daemon) in NAME
 #   avahi-exec NAME CMD...                        run an avahi client against NAME's daemon
+#   dns NAME [OPTION...]                          dnsmasq in NAME answering only its own records,
+#                                                 given as dnsmasq options (host-record=..., txt-record=...)
+#   resolver NAME IP                              NAME's resolver (resolv.conf) is IP; seen by
+#                                                 programs started with exec
 #   lan N [SUBNET]                                switch "lan" + hosts h1..hN at SUBNET.(10+i)/24
 #   down                                          kill the lab's processes, delete its namespaces
 #   status                                        show nodes, addresses, NAT modes, daemons
@@ -451,6 +455,37 @@ cmd_avahi_exec() { # NAME CMD...
   exec nsenter -t "$pid" -m -n -- "$@"
 }
 
+# ------------------------------------------------------------------ DNS
+cmd_dns() { # NAME [DNSMASQ-OPTION...]
+  [ $# -ge 1 ] || die "usage: dns NAME [OPTION...]"
+  local n=$1 dir opt; shift
+  need_node "$n"
+  need_cmds dnsmasq
+  dir="$RUN/dns-$n"
+  mkdir -p "$dir"
+  # An authoritative island: no upstream servers, no /etc/hosts, only the records given.
+  {
+    echo "no-resolv"
+    echo "no-hosts"
+    echo "no-poll"
+    echo "bind-dynamic"
+    echo "except-interface=lo"
+    echo "pid-file=$dir/dnsmasq.pid"
+    for opt in "$@"; do echo "$opt"; done
+  } > "$dir/dnsmasq.conf"
+  nsx "$n" dnsmasq --conf-file="$dir/dnsmasq.conf" --user=root --group=root \
+    || die "dns: dnsmasq did not start in '$n'"
+  log "dnsmasq in $n"
+}
+
+cmd_resolver() { # NAME IP
+  [ $# = 2 ] || die "usage: resolver NAME IP"
+  need_node "$1"; check_ip "$2"
+  # `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc: the node's own resolv.conf.
+  mkdir -p "/etc/netns/$(ns "$1")"
+  printf 'nameserver %s\noptions timeout:1 attempts:2\n' "$2" > "/etc/netns/$(ns "$1")/resolv.conf"
+}
+
 # ------------------------------------------------------------------ misc commands
 cmd_exec() { # NAME CMD...
   [ $# -ge 2 ] || die "usage: exec NAME CMD..."
@@ -507,7 +542,10 @@ cmd_down() {
   # alone would spend ~1 s on goodbye packets); stop things first if needed
   # shellcheck disable=SC2086
   KILL_GRACE=10 kill_pids $pids
-  for nsn in $(lab_namespaces); do ip netns del "$nsn" 2>/dev/null || true; done
+  for nsn in $(lab_namespaces); do
+    ip netns del "$nsn" 2>/dev/null || true
+    rm -rf "/etc/netns/$nsn"
+  done
   rm -rf "$RUN"
   local left; left=$(lab_namespaces)
   [ -z "$left" ] || die "down: namespaces still present: $left"
@@ -569,6 +607,8 @@ main() {
     exec) cmd_exec "$@" ;;
     avahi) cmd_avahi "$@" ;;
     avahi-exec) cmd_avahi_exec "$@" ;;
+    dns) cmd_dns "$@" ;;
+    resolver) cmd_resolver "$@" ;;
     lan) cmd_lan "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;

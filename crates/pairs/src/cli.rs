@@ -225,8 +225,9 @@ pub struct SourceArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub dht_bootstrap: Vec<String>,
 
-    /// DNS seed: a name whose A/AAAA records are peers' addresses, with their port; repeatable
-    #[arg(long = "seed", value_name = "NAME:PORT")]
+    /// DNS seed, repeatable: NAME:PORT (its A/AAAA records are peers at PORT) or NAME (its TXT
+    /// records `pairs=<ticket or ip:port>` list peers)
+    #[arg(long = "seed", value_name = "NAME[:PORT]")]
     pub seeds: Vec<String>,
 }
 

@@ -25,7 +25,8 @@ pub struct Config {
     pub lan: Option<bool>,
     /// Peers to always try: node tickets or `host:port`.
     pub peers: Vec<String>,
-    /// DNS names (`name:port`) whose A/AAAA records are peers' addresses.
+    /// DNS seeds: `name:port` (A/AAAA records are peers at that port) or `name` (TXT records
+    /// `pairs=<ticket or ip:port>`).
     pub dns_seeds: Vec<String>,
     /// The Mainline DHT.
     pub dht: DhtSection,
@@ -76,7 +77,7 @@ pub struct Sources {
     pub peers: Vec<NodeAddr>,
     /// Peers known by address only.
     pub addrs: Vec<String>,
-    /// DNS seed names (`name:port`).
+    /// DNS seeds (`name:port` or `name`, see [`crate::seeds`]).
     pub dns_seeds: Vec<String>,
     /// The node's UDP port, if fixed.
     pub port: Option<u16>,
@@ -134,8 +135,13 @@ impl Sources {
         };
         dns_seeds.extend(args.seeds.iter().cloned());
         for seed in &dns_seeds {
-            if !seed.contains(':') {
-                bail!("DNS seed {seed:?}: give the port too, as name:port");
+            let bad_port = seed
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| host.is_empty() || port.parse::<u16>().is_err());
+            if seed.is_empty() || bad_port {
+                bail!(
+                    "DNS seed {seed:?}: give a name (its TXT records list peers) or name:port (its A/AAAA records are peers at that port)"
+                );
             }
         }
         Ok(Self {

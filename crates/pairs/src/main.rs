@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod home;
+mod seeds;
 mod stdio;
 
 use clap::Parser as _;

@@ -236,6 +236,51 @@ fn a_paste_reaches_two_receivers_byte_identical() {
     }
 }
 
+/// DNS seeds served by dnsmasq on the public host let nodes behind a NAT in, with mDNS off: one
+/// through A records (the seed's address, the port given), one through a TXT record holding the
+/// seed's ticket; an unrelated TXT record next to it is ignored.
+#[test]
+fn dns_seeds_from_the_lab_dns_server_bring_nodes_in() {
+    use pairs_base::{NodeAddr, NodeId, Ticket as _};
+
+    let lab = two_lans(&["a1", "a2"]);
+    lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
+    let seed_home = Home::new();
+    let seed_id: NodeId = full_id(&seed_home).parse().unwrap();
+    let ticket = NodeAddr::new(seed_id, ["203.0.113.10:4000".parse().unwrap()]).to_ticket();
+    lab.run(&[
+        "dns",
+        "pub",
+        "host-record=seed.pairs.test,203.0.113.10",
+        &format!("txt-record=peers.pairs.test,\"pairs={ticket}\""),
+        "txt-record=peers.pairs.test,\"v=unrelated\"",
+    ]);
+    for host in ["a1", "a2"] {
+        lab.run(&["resolver", host, "203.0.113.10"]);
+    }
+    let seed = SwarmProc::start_with_home(
+        &lab,
+        "pub",
+        "seeded",
+        &["--node-key", "--port", "4000", "--no-lan"],
+        seed_home,
+    );
+    let by_a = SwarmProc::start(
+        &lab,
+        "a1",
+        "seeded",
+        &["--no-lan", "--seed", "seed.pairs.test:4000"],
+    );
+    let by_txt = SwarmProc::start(
+        &lab,
+        "a2",
+        "seeded",
+        &["--no-lan", "--seed", "peers.pairs.test"],
+    );
+    assert!(by_a.wait_joined(1).contains(&seed.short));
+    assert!(by_txt.wait_joined(1).contains(&seed.short));
+}
+
 fn full_id(home: &Home) -> String {
     let out = home.run(&["id"]);
     assert!(out.status.success());

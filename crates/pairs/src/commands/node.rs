@@ -14,6 +14,7 @@ use pairs_net::{Endpoint, EndpointConfig, Router};
 use crate::cli::DiscoveryArgs;
 use crate::config::Sources;
 use crate::home;
+use crate::seeds::{self, SeedPeer};
 
 /// How often DNS seeds and named static peers are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -61,11 +62,11 @@ impl SwarmNode {
         for peer in &sources.peers {
             swarm.add_peer(peer.clone())?;
         }
-        let names: Vec<String> = sources
+        let names: Vec<Name> = sources
             .addrs
             .iter()
-            .chain(&sources.dns_seeds)
-            .cloned()
+            .map(|a| Name::Peer(a.clone()))
+            .chain(sources.dns_seeds.iter().map(|s| Name::Seed(s.clone())))
             .collect();
         let resolved = Arc::new(Mutex::new(Vec::new()));
         if !names.is_empty() {
@@ -86,26 +87,46 @@ impl SwarmNode {
     }
 }
 
-/// Resolves static `host:port` peers and DNS seeds (A/AAAA, through the system resolver) now and
-/// every few minutes, handing every address to the swarm; the handshake says whose it is.
-async fn resolve_names(names: Vec<String>, swarm: Swarm, report: Resolutions) {
+/// A name to look up: a static `host:port` peer, or a DNS seed (see [`seeds`]).
+enum Name {
+    Peer(String),
+    Seed(String),
+}
+
+/// Resolves static `host:port` peers and DNS seeds now and every few minutes, handing every peer
+/// to the swarm (an address without an id: the handshake says whose it is).
+async fn resolve_names(names: Vec<Name>, swarm: Swarm, report: Resolutions) {
     loop {
         let mut results = Vec::new();
         for name in &names {
-            let result = tokio::net::lookup_host(name.as_str())
-                .await
-                .map(|addrs| addrs.collect::<Vec<_>>())
-                .map_err(|e| e.to_string());
-            match &result {
-                Ok(addrs) => {
-                    for addr in addrs {
-                        if swarm.add_addr(*addr).is_err() {
-                            return;
+            let (name, found) = match name {
+                Name::Peer(host_port) => (
+                    host_port,
+                    tokio::net::lookup_host(host_port.as_str())
+                        .await
+                        .map(|addrs| addrs.map(SeedPeer::Addr).collect::<Vec<_>>())
+                        .map_err(|e| e.to_string()),
+                ),
+                Name::Seed(seed) => (seed, seeds::resolve(seed).await),
+            };
+            let result = match found {
+                Ok(peers) => {
+                    for peer in &peers {
+                        let added = match peer {
+                            SeedPeer::Node(node) => swarm.add_peer(node.clone()),
+                            SeedPeer::Addr(addr) => swarm.add_addr(*addr),
+                        };
+                        if added.is_err() {
+                            return; // the swarm stopped
                         }
                     }
+                    Ok(peers.iter().flat_map(SeedPeer::addrs).collect())
                 }
-                Err(err) => tracing::warn!(%name, %err, "cannot resolve"),
-            }
+                Err(err) => {
+                    tracing::warn!(%name, %err, "cannot resolve");
+                    Err(err)
+                }
+            };
             results.push((name.clone(), result));
         }
         *report.lock().expect("report lock") = results;
