@@ -292,8 +292,8 @@ pub struct StatusArgs {
     /// Topics to join and look up as well
     pub topics: Vec<String>,
 
-    /// Longest time to let the sources work; the report comes sooner once the DHT has bootstrapped,
-    /// announced and looked up each topic (or, without the DHT, each topic has met a peer)
+    /// Longest time to let the sources work; the report comes sooner once every topic named has met
+    /// a peer (without topics: once the DHT has bootstrapped and published this node's record)
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub wait: u64,
 

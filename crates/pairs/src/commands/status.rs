@@ -40,18 +40,21 @@ struct Resolved {
 /// How often `pairs status` checks whether it has seen enough.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Whether waiting longer could change the report much: the DHT (if on) has bootstrapped or given
-/// up, and has announced and looked up every topic once (or failed to); without the DHT, every topic
-/// has met a peer (LAN discovery has no end of its own).
-fn settled(dht: Option<&DhtStatus>, all_topics_met: bool) -> bool {
+/// Whether waiting longer could change the report much: every topic asked about has met a peer
+/// (a topic nobody answers for waits out --wait); without topics, the DHT has bootstrapped and
+/// published our record, or given up.
+fn settled(dht: Option<&DhtStatus>, topics: usize, all_topics_met: bool, lan: bool) -> bool {
+    if dht.is_some_and(|d| d.bootstrapping) {
+        return false;
+    }
+    if topics > 0 {
+        // With the DHT down and no LAN, nothing else is coming.
+        let dht_failed = dht.is_some_and(|d| !d.bootstrapped);
+        return all_topics_met || (dht_failed && !lan);
+    }
     match dht {
-        None => all_topics_met,
-        Some(d) if d.bootstrapping => false,
-        Some(d) if !d.bootstrapped => true,
-        Some(d) => d
-            .topics
-            .iter()
-            .all(|t| t.announced.is_some() && t.lookups > 0),
+        Some(d) if d.bootstrapped => d.record.as_ref().is_some_and(|r| r.result.is_some()),
+        _ => true,
     }
 }
 
@@ -89,7 +92,10 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
             .expect("lock")
             .values()
             .all(|peers| !peers.is_empty());
-        if settled(dht.as_ref(), all_met) || tokio::time::Instant::now() >= deadline {
+        let lan = node.sources.lan;
+        if settled(dht.as_ref(), args.topics.len(), all_met, lan)
+            || tokio::time::Instant::now() >= deadline
+        {
             break dht;
         }
         tokio::time::sleep(POLL).await;
