@@ -498,6 +498,7 @@ fn malformed_mdns_and_garbage_do_not_stop_a_node() {
     // After the flood, a new node still finds a1 and they talk.
     let a2 = SwarmProc::start(&lab, "a2", "sturdy", &[]);
     assert_eq!(a1.wait_joined(1), BTreeSet::from([a2.short.clone()]));
+    assert_eq!(a2.wait_joined(1), BTreeSet::from([a1.short.clone()]));
     a1.say("still here");
     a2.wait_line(&format!("{} still here", a1.short));
 }
