@@ -662,7 +662,14 @@ impl Actor {
             }
             Ok(useful) => {
                 for peer in useful {
-                    if self.conns.values().any(|c| c.node == peer.node_id) {
+                    // Only news: a peer known from another source is dialed (or not) on that
+                    // source's terms, so hearsay never adds a second, racing dial.
+                    // The relay tells both sides about each other, so only the smaller id dials:
+                    // no dial race between two peers that heard of each other at once.
+                    if self.planner.knows(&peer.node_id)
+                        || self.conns.values().any(|c| c.node == peer.node_id)
+                        || self.me > peer.node_id
+                    {
                         continue;
                     }
                     trace!(from = %node.short(), peer = %peer.node_id.short(), "learned a peer");
@@ -740,8 +747,18 @@ impl Actor {
             initiator: state.we_dialed,
             incoming: rx,
         }));
-        // A newcomer hears about the other members at once.
+        // A newcomer hears about the other members at once, and they about it (within their
+        // rate limits).
         self.exchange(id, topic);
+        let others: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(other, c)| **other != id && c.joined.contains_key(&topic))
+            .map(|(other, _)| *other)
+            .collect();
+        for other in others {
+            self.exchange(other, topic);
+        }
     }
 
     fn report_left(&mut self, id: ConnId, topic: Topic) {

@@ -170,6 +170,11 @@ impl Planner {
         self.version
     }
 
+    /// Whether `node` is known already (found, dialing, connected or backing off).
+    pub fn knows(&self, node: &NodeId) -> bool {
+        self.peers.contains_key(node)
+    }
+
     /// A discovery source reported `addr`. Addresses merge, newest first, bounded.
     pub fn discovered(&mut self, addr: &NodeAddr, now: Instant) {
         if addr.node_id == self.me || addr.addrs.is_empty() {
