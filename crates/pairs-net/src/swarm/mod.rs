@@ -582,11 +582,8 @@ impl Actor {
         if let Frame::Peers { tag, peers } = frame {
             if state.remote.has_hello() {
                 self.on_peers(id, tag, peers);
-                return;
-            }
-            // Before the hello it is out of order: let the membership state say so.
-            let frame = Frame::Peers { tag, peers };
-            if let Err(err) = state.remote.on_frame(frame) {
+            } else {
+                let err = MembershipError::OutOfOrder; // nothing but a hello comes first
                 state
                     .connection
                     .close(PROTOCOL_VIOLATION, err.to_string().as_bytes());
