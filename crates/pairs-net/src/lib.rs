@@ -26,6 +26,7 @@ mod connection;
 pub mod discovery;
 mod endpoint;
 mod local_addrs;
+pub mod nat;
 mod router;
 pub mod socket;
 mod stream;

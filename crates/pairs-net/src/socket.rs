@@ -5,12 +5,19 @@
 //! demultiplexes incoming datagrams by their first byte (RFC 9443): QUIC goes to quinn, STUN goes to
 //! whoever [subscribed](SharedSocket::subscribe), anything else is dropped and counted. The QUIC "grease
 //! the fixed bit" extension is disabled on the endpoint so that every QUIC packet has that bit set.
+//!
+//! A [`VirtualPath`] lets QUIC reach a peer through something other than this socket, such as a relay:
+//! quinn sends to the path's made-up address, the datagrams come out of [`VirtualPath::next_outgoing`],
+//! and what the relay brings back goes in with [`VirtualPath::deliver`], as if the socket had received it
+//! from that address. The made-up addresses come from ranges nothing routes (`100::/64`, RFC 6666, on an
+//! IPv6 socket; `0.0.0.0/8` on an IPv4 one), so a bug can never send them anywhere real.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, IoSliceMut};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -63,12 +70,98 @@ pub struct RawStats {
     pub dropped: u64,
 }
 
+/// Datagrams that may wait between a virtual path and its carrier, each way; beyond that they are
+/// dropped, as a congested link would, and QUIC slows down.
+const VIRTUAL_PATH_QUEUE: usize = 256;
+
 /// The node's UDP socket, shared by QUIC and raw (STUN, probe, relay) traffic.
 pub struct SharedSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     subscriber: Mutex<Option<mpsc::Sender<RawDatagram>>>,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Outgoing queues of the open virtual paths, by made-up address.
+    virtual_paths: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    next_virtual: AtomicU32,
+    /// Datagrams arriving over virtual paths, handed to QUIC before the socket's own.
+    injected_tx: mpsc::Sender<(SocketAddr, Bytes)>,
+    injected_rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
+}
+
+/// A way to a peer that is not this socket's own UDP (a relay circuit), seen by QUIC as one more remote
+/// address. Dropping it closes the path: datagrams sent to its address are then lost.
+#[derive(Debug)]
+pub struct VirtualPath {
+    addr: SocketAddr,
+    socket: Arc<SharedSocket>,
+    outgoing: mpsc::Receiver<Bytes>,
+}
+
+impl VirtualPath {
+    /// The made-up address QUIC uses for this path (dial it, or see it as the peer's address).
+    pub fn addr(&self) -> SocketAddr {
+        canonical(self.addr)
+    }
+
+    /// The next datagram QUIC sent to this path, for the carrier to forward; `None` once the socket is
+    /// gone.
+    pub async fn next_outgoing(&mut self) -> Option<Bytes> {
+        self.outgoing.recv().await
+    }
+
+    /// Hands a datagram that came over this path to QUIC. Dropped if QUIC is that far behind.
+    pub fn deliver(&self, datagram: Bytes) {
+        self.injector().deliver(datagram);
+    }
+
+    /// A handle that delivers to QUIC as this path, usable while the path itself is busy elsewhere.
+    pub fn injector(&self) -> PathInjector {
+        PathInjector {
+            addr: self.addr,
+            socket: self.socket.clone(),
+        }
+    }
+}
+
+/// Delivers datagrams to QUIC as if they had arrived from a [`VirtualPath`]'s address.
+#[derive(Debug, Clone)]
+pub struct PathInjector {
+    addr: SocketAddr,
+    socket: Arc<SharedSocket>,
+}
+
+impl PathInjector {
+    /// Hands a datagram to QUIC. Dropped if QUIC is that far behind.
+    pub fn deliver(&self, datagram: Bytes) {
+        if self
+            .socket
+            .injected_tx
+            .try_send((self.addr, datagram))
+            .is_err()
+        {
+            self.socket.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for VirtualPath {
+    fn drop(&mut self) {
+        self.socket
+            .virtual_paths
+            .lock()
+            .expect("mutex poisoned")
+            .remove(&self.addr);
+    }
+}
+
+/// Whether `addr` is in the range virtual paths take their addresses from.
+pub fn is_virtual(addr: SocketAddr) -> bool {
+    match addr.ip() {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => v6.segments()[..4] == [0x100, 0, 0, 0],
+        ip => {
+            matches!(ip.to_canonical(), IpAddr::V4(v4) if v4.octets()[0] == 0 && !v4.is_unspecified())
+        }
+    }
 }
 
 impl fmt::Debug for SharedSocket {
@@ -83,12 +176,92 @@ impl SharedSocket {
     /// Wraps a bound std socket for use with the tokio runtime.
     pub(crate) fn new(socket: std::net::UdpSocket) -> io::Result<Arc<Self>> {
         let inner = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)?;
+        let (injected_tx, injected_rx) = mpsc::channel(VIRTUAL_PATH_QUEUE);
         Ok(Arc::new(Self {
             inner,
             subscriber: Mutex::new(None),
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            virtual_paths: Mutex::new(HashMap::new()),
+            next_virtual: AtomicU32::new(1),
+            injected_tx,
+            injected_rx: Mutex::new(injected_rx),
         }))
+    }
+
+    /// Opens a virtual path with a fresh made-up address.
+    pub fn open_virtual_path(self: &Arc<Self>) -> VirtualPath {
+        let n = self.next_virtual.fetch_add(1, Ordering::Relaxed);
+        let addr = match self.inner.local_addr() {
+            Ok(SocketAddr::V4(_)) => {
+                // 0.0.0.0/8 minus 0.0.0.0 itself: 24 bits of path number.
+                let [_, a, b, c] = (n & 0x00ff_ffff).max(1).to_be_bytes();
+                SocketAddr::from((Ipv4Addr::new(0, a, b, c), 1))
+            }
+            _ => SocketAddr::from((
+                Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, (n >> 16) as u16, n as u16),
+                1,
+            )),
+        };
+        let (tx, outgoing) = mpsc::channel(VIRTUAL_PATH_QUEUE);
+        self.virtual_paths
+            .lock()
+            .expect("mutex poisoned")
+            .insert(addr, tx);
+        VirtualPath {
+            addr,
+            socket: self.clone(),
+            outgoing,
+        }
+    }
+
+    /// Queues QUIC's datagrams for a virtual path (splitting a GSO batch); lost if the path is closed or
+    /// its queue is full.
+    fn send_virtual(&self, transmit: &Transmit) {
+        let paths = self.virtual_paths.lock().expect("mutex poisoned");
+        let Some(tx) = paths.get(&transmit.destination) else {
+            return;
+        };
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        for datagram in transmit.contents.chunks(segment) {
+            if tx.try_send(Bytes::copy_from_slice(datagram)).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Moves datagrams that arrived over virtual paths into QUIC's receive buffers.
+    fn poll_injected(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> usize {
+        let mut injected = self.injected_rx.lock().expect("mutex poisoned");
+        let mut filled = 0;
+        while filled < bufs.len().min(meta.len()) {
+            let Poll::Ready(Some((from, datagram))) = injected.poll_recv(cx) else {
+                break;
+            };
+            let buf = &mut bufs[filled];
+            if datagram.len() > buf.len() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            buf[..datagram.len()].copy_from_slice(&datagram);
+            meta[filled] = RecvMeta {
+                addr: from,
+                len: datagram.len(),
+                stride: datagram.len(),
+                ecn: None,
+                dst_ip: None,
+            };
+            filled += 1;
+        }
+        filled
     }
 
     /// Receives every non-QUIC datagram from now on, through a queue of `capacity`; when the queue is
@@ -195,6 +368,10 @@ impl AsyncUdpSocket for SharedSocket {
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        if is_virtual(transmit.destination) {
+            self.send_virtual(transmit);
+            return Ok(());
+        }
         self.inner.try_send(transmit)
     }
 
@@ -204,6 +381,10 @@ impl AsyncUdpSocket for SharedSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        let injected = self.poll_injected(cx, bufs, meta);
+        if injected > 0 {
+            return Poll::Ready(Ok(injected));
+        }
         loop {
             let received = ready!(self.inner.poll_recv(cx, bufs, meta))?;
             let mut kept = 0;

@@ -1,0 +1,312 @@
+//! NAT traversal: every node answers STUN, learns its public addresses, and can be the helper that
+//! introduces two of its peers for a hole punch or relays between them when no direct path exists.
+//!
+//! The pieces with decisions in them are sans-IO: [`punch`] (one hole punch's probes and answers),
+//! [`stun`] (message encoding and checks), [`limits`] (rate and relay budgets), [`wire`] (the
+//! `pairs/nat/1` frames). This module and its drivers ([`helper`] for the helper's side, `client` for
+//! the node's) move bytes between them, the socket and QUIC streams.
+//!
+//! How a node reaches another it knows only by id, through a helper both are connected to:
+//! 1. both sides [register](Nat::register) with the helper, which tells each the address it sees;
+//! 2. the dialer asks the helper to introduce it; the helper passes each side's candidate addresses to
+//!    the other (adding the address it observes), and tells both when to start so that their probes
+//!    leave at the same moment (half the larger RTT to the helper);
+//! 3. both probe each other's candidates from their one UDP socket; the dialer dials QUIC over the
+//!    first path that answers;
+//! 4. if no path answers, the dialer asks the helper for a relay circuit and dials QUIC over it. The
+//!    relay carries QUIC packets it cannot read: the connection stays end-to-end encrypted.
+
+mod circuit;
+mod client;
+pub mod helper;
+pub mod limits;
+pub mod punch;
+pub mod stun;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pairs_base::NodeId;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, trace};
+
+pub use client::{ConnectError, Path, Registration};
+pub use limits::RelayLimits;
+
+use crate::connection::Connection;
+use crate::endpoint::Endpoint;
+use crate::socket::{DatagramKind, RawDatagram};
+use limits::TokenBucket;
+
+/// How long a STUN server has to answer one binding request (sent three times in that time).
+pub const STUN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a node does for itself and for others.
+#[derive(Debug, Clone)]
+pub struct NatConfig {
+    /// What this node gives others as a relay (`max_circuits: 0` turns relaying off).
+    pub relay: RelayLimits,
+    /// Whether this node takes part in hole punches others ask for. Off, peers reach it only through
+    /// relays, and never learn its addresses from a punch.
+    pub punch: bool,
+    /// Introductions (punch requests from others) this node answers: burst.
+    pub introductions_burst: u32,
+    /// Introductions answered per second, on average, after the burst.
+    pub introductions_per_second: f64,
+    /// STUN binding requests answered per second (burst: twice as many).
+    pub stun_answers_per_second: f64,
+}
+
+impl Default for NatConfig {
+    fn default() -> Self {
+        Self {
+            relay: RelayLimits::default(),
+            punch: true,
+            introductions_burst: 8,
+            introductions_per_second: 0.5,
+            stun_answers_per_second: 200.0,
+        }
+    }
+}
+
+/// A STUN message for a punch in progress: source, parsed form, raw bytes.
+type PunchInput = (SocketAddr, stun::Parsed, bytes::Bytes);
+
+#[derive(Debug)]
+struct State {
+    /// As a helper: the nodes registered with us, by id.
+    registered: HashMap<NodeId, Connection>,
+    /// As a relay: circuits open, in total and per node that asked.
+    circuits: usize,
+    circuits_by_node: HashMap<NodeId, usize>,
+    /// Punches in progress, by id: where their STUN messages go.
+    punches: HashMap<u64, mpsc::Sender<PunchInput>>,
+    /// STUN binding requests of ours waiting for an answer.
+    stun_waiters: HashMap<[u8; 12], (SocketAddr, oneshot::Sender<SocketAddr>)>,
+    /// Our address as others see it: from helpers and STUN servers, newest first.
+    observed: Vec<SocketAddr>,
+    /// Introductions we answer as a punch target.
+    introductions: TokenBucket,
+    /// Punch requests we pass on as a helper.
+    connect_requests: TokenBucket,
+    stun_answers: TokenBucket,
+}
+
+pub(crate) struct Inner {
+    endpoint: Endpoint,
+    config: NatConfig,
+    state: Mutex<State>,
+    demux: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.demux.abort();
+    }
+}
+
+/// A node's NAT traversal service: STUN answers and requests, hole punching, relaying. Cheap to clone.
+#[derive(Clone)]
+pub struct Nat {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Nat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nat")
+            .field("node", &self.inner.endpoint.node_id().short())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Observed addresses kept.
+const MAX_OBSERVED: usize = 4;
+
+impl Nat {
+    /// Starts the service on `endpoint`'s socket: from now on the node answers STUN binding requests.
+    /// Serve [`wire::ALPN`] with [`Nat::handler`] to be a helper for others.
+    pub fn new(endpoint: &Endpoint, config: NatConfig) -> Self {
+        let now = Instant::now();
+        let state = State {
+            registered: HashMap::new(),
+            circuits: 0,
+            circuits_by_node: HashMap::new(),
+            punches: HashMap::new(),
+            stun_waiters: HashMap::new(),
+            observed: Vec::new(),
+            introductions: TokenBucket::new(
+                config.introductions_burst,
+                config.introductions_per_second,
+                now,
+            ),
+            connect_requests: TokenBucket::new(64, 16.0, now),
+            stun_answers: TokenBucket::new(
+                (config.stun_answers_per_second * 2.0) as u32,
+                config.stun_answers_per_second,
+                now,
+            ),
+        };
+        let raw = endpoint.socket().subscribe(1024);
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+            endpoint: endpoint.clone(),
+            config,
+            state: Mutex::new(state),
+            demux: tokio::spawn(demux(weak.clone(), raw)),
+        });
+        Self { inner }
+    }
+
+    /// The handler that serves [`wire::ALPN`]: being a helper (introductions, relay circuits) for
+    /// the nodes that connect.
+    pub fn handler(&self) -> helper::Handler {
+        helper::Handler {
+            nat: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// This node's endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
+    }
+
+    /// Our addresses as others observed them (helpers, STUN servers), newest first.
+    pub fn observed(&self) -> Vec<SocketAddr> {
+        self.inner.lock().observed.clone()
+    }
+
+    /// Asks the STUN server at `server` (any STUN server, or any pairs node) which address our socket
+    /// has from there. Remembered as an observed address.
+    pub async fn stun(&self, server: SocketAddr) -> Result<SocketAddr, StunError> {
+        let server = crate::socket::canonical(server);
+        let mut transaction = [0u8; 12];
+        getrandom::fill(&mut transaction).expect("the operating system random source works");
+        let (tx, mut rx) = oneshot::channel();
+        self.inner
+            .lock()
+            .stun_waiters
+            .insert(transaction, (server, tx));
+        let request = stun::binding_request(&transaction, None);
+        let socket = self.inner.endpoint.socket().clone();
+        let attempt = async {
+            // RFC 5389 retransmits; three sends spread over the timeout is plenty on a LAN or the internet.
+            for wait in [300u64, 700, 2000] {
+                socket
+                    .send_raw(server, &request)
+                    .await
+                    .map_err(StunError::Send)?;
+                match tokio::time::timeout(Duration::from_millis(wait), &mut rx).await {
+                    Ok(Ok(mapped)) => return Ok(mapped),
+                    Ok(Err(_)) => break,
+                    Err(_) => continue,
+                }
+            }
+            Err(StunError::Timeout(server))
+        };
+        let result = attempt.await;
+        self.inner.lock().stun_waiters.remove(&transaction);
+        let mapped = result?;
+        self.inner.note_observed(mapped);
+        Ok(mapped)
+    }
+}
+
+/// Errors asking a STUN server.
+#[derive(Debug, thiserror::Error)]
+pub enum StunError {
+    /// Sending failed.
+    #[error("cannot send to the STUN server: {0}")]
+    Send(std::io::Error),
+    /// No valid answer.
+    #[error("no answer from STUN server {0} within {secs}s", secs = STUN_TIMEOUT.as_secs())]
+    Timeout(SocketAddr),
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("mutex poisoned")
+    }
+
+    fn note_observed(&self, addr: SocketAddr) {
+        let addr = crate::socket::canonical(addr);
+        if crate::socket::is_virtual(addr) {
+            return;
+        }
+        let mut state = self.lock();
+        state.observed.retain(|a| *a != addr);
+        state.observed.insert(0, addr);
+        state.observed.truncate(MAX_OBSERVED);
+    }
+
+    /// The addresses we offer for a punch: observed ones first, then our interfaces' (no loopback: a
+    /// peer probing its own loopback would find itself), at most [`wire::MAX_CANDIDATES`].
+    fn candidates(&self) -> Vec<SocketAddr> {
+        let mut out = self.lock().observed.clone();
+        for addr in self.endpoint.node_addr().addrs {
+            if !addr.ip().is_loopback() && !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+        out.truncate(wire::MAX_CANDIDATES);
+        out
+    }
+}
+
+/// Routes the socket's STUN traffic: binding requests are answered (or go to the punch they name),
+/// answers go to whoever waits for them.
+async fn demux(nat: std::sync::Weak<Inner>, mut raw: mpsc::Receiver<RawDatagram>) {
+    while let Some(datagram) = raw.recv().await {
+        let Some(nat) = nat.upgrade() else { return };
+        if datagram.kind != DatagramKind::Stun {
+            continue;
+        }
+        let Some(message) = stun::parse(&datagram.data) else {
+            trace!(from = %datagram.from, "malformed STUN message ignored");
+            continue;
+        };
+        match message.class {
+            stun::Class::Request => on_request(&nat, datagram, message).await,
+            stun::Class::Success => on_success(&nat, datagram, message),
+            _ => {}
+        }
+    }
+}
+
+async fn on_request(nat: &Inner, datagram: RawDatagram, message: stun::Parsed) {
+    if let Some(username) = &message.username {
+        let Some(id) = punch::id_from_username(username) else {
+            return;
+        };
+        let target = nat.lock().punches.get(&id).cloned();
+        if let Some(tx) = target {
+            let _ = tx.try_send((datagram.from, message, datagram.data));
+        }
+        return;
+    }
+    // A plain binding request: we are a STUN server for anyone, within a budget.
+    if !nat.lock().stun_answers.try_take(1.0, Instant::now()) {
+        return;
+    }
+    let answer = stun::binding_success(&message.transaction, datagram.from, None);
+    if let Err(err) = nat.endpoint.socket().send_raw(datagram.from, &answer).await {
+        debug!(to = %datagram.from, %err, "STUN answer not sent");
+    }
+}
+
+fn on_success(nat: &Inner, datagram: RawDatagram, message: stun::Parsed) {
+    let punch_id = u64::from_be_bytes(message.transaction[..8].try_into().expect("8 bytes"));
+    let mut state = nat.lock();
+    if let Some(tx) = state.punches.get(&punch_id) {
+        let _ = tx.try_send((datagram.from, message, datagram.data));
+        return;
+    }
+    // Only the server asked may answer, and only with an address.
+    let from_server = matches!(state.stun_waiters.get(&message.transaction), Some((server, _)) if *server == datagram.from);
+    if let (true, Some(mapped)) = (from_server, message.mapped) {
+        if let Some((_, waiter)) = state.stun_waiters.remove(&message.transaction) {
+            let _ = waiter.send(mapped);
+        }
+    }
+}
