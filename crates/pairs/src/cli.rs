@@ -35,6 +35,9 @@ pub enum Command {
     Listen(ListenArgs),
     /// Connect to a listening peer, then pipe stdin to it and its data to stdout
     Connect(ConnectArgs),
+    /// Run a helper node: answers STUN, introduces the nodes registered with it for hole punching,
+    /// and relays between them when no direct path works; prints its ticket on stdout
+    Serve(ServeArgs),
     /// Offer stdin to the LAN under NAME, or (stdin a terminal, or --receive) print a paste from it
     Paste(PasteArgs),
     /// Join TOPIC: send each stdin line to every peer in it, print each line they send
@@ -179,8 +182,54 @@ pub struct ListenArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Stay reachable through this helper (a `pairs serve` or any pairs node's ticket): peers that
+    /// cannot reach us directly punch a hole with its help, or are relayed by it; repeatable
+    #[arg(long, value_name = "TICKET")]
+    pub via: Vec<String>,
+
     #[command(flatten)]
     pub sources: SourceArgs,
+}
+
+/// `pairs serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub bind: BindArgs,
+
+    /// Relay circuits open at once (0: introduce for hole punching, never relay)
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    pub relay_circuits: usize,
+
+    /// Relay circuits one node may hold at once
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub relay_circuits_per_node: usize,
+
+    /// Bytes one relay circuit may carry before it is closed (suffixes K, M, G: powers of 1024)
+    #[arg(long, default_value = "256M", value_name = "SIZE", value_parser = parse_size)]
+    pub relay_bytes: u64,
+
+    /// Bytes per second one relay circuit may carry; faster traffic is slowed (K, M, G suffixes)
+    #[arg(long, default_value = "4M", value_name = "SIZE", value_parser = parse_size)]
+    pub relay_rate: u64,
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&text[..i], 10),
+        Some((i, 'm' | 'M')) => (&text[..i], 20),
+        Some((i, 'g' | 'G')) => (&text[..i], 30),
+        _ => (text, 0),
+    };
+    let number: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size: use a number with an optional K, M or G"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// `pairs connect`
@@ -199,6 +248,11 @@ pub struct ConnectArgs {
     /// Seconds to wait for an answer from each address
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub timeout: u64,
+
+    /// Reach the peer through this helper, which the peer is registered with (`pairs listen --via`):
+    /// a hole punch, or its relay when no direct path works; repeatable, tried in order
+    #[arg(long, value_name = "TICKET")]
+    pub via: Vec<String>,
 }
 
 /// Where peers come from, on top of the configuration file (`config.toml` in the data directory).

@@ -6,6 +6,7 @@ mod log;
 mod node;
 mod paste;
 mod pipe;
+mod serve;
 mod status;
 mod swarm;
 
@@ -20,6 +21,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Id => id::run(data_dir),
         Command::Listen(args) => pipe::listen(data_dir, cli.isolated, args).await,
         Command::Connect(args) => pipe::connect(data_dir, cli.isolated, args).await,
+        Command::Serve(args) => serve::run(data_dir, args).await,
         Command::Paste(args) => paste::run(data_dir, cli.isolated, args).await,
         Command::Swarm(args) => swarm::run(data_dir, cli.isolated, args).await,
         Command::Status(args) => status::run(data_dir, cli.isolated, args).await,

@@ -7,7 +7,8 @@ use anyhow::{Context as _, Result, bail};
 use pairs::pipe;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
 use pairs_net::discovery::dht::{DhtDiscovery, ResolveError};
-use pairs_net::{Endpoint, EndpointConfig, Router};
+use pairs_net::nat::{self, Nat, NatConfig, Path as NatPath};
+use pairs_net::{Connection, Endpoint, EndpointConfig, Router};
 use tokio::sync::mpsc;
 
 use crate::cli::{BindArgs, ConnectArgs, ListenArgs};
@@ -20,15 +21,28 @@ const WAITING_PEERS: usize = 8;
 
 pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -> Result<()> {
     let endpoint = bind(data_dir, &args.bind, None).await?;
+    let helpers = parse_helpers(&args.via)?;
     let (tx, mut incoming) = mpsc::channel(WAITING_PEERS);
+    let nat = Nat::new(&endpoint, NatConfig::default());
     let router = Router::builder(endpoint.clone())
         .accept(pipe::ALPN, tx)
+        .accept(nat::wire::ALPN, nat.handler())
         .spawn();
     let ticket = endpoint.node_addr().to_ticket();
     eprintln!(
         "pairs: listening as {}; on the other side run:\n\n    pairs connect {ticket}\n",
         endpoint.node_id()
     );
+    for helper in &helpers {
+        tokio::spawn(stay_registered(nat.clone(), helper.clone()));
+    }
+    if let Some(helper) = helpers.first() {
+        eprintln!(
+            "pairs: or, from behind any NAT:\n\n    pairs connect {} --via {}\n",
+            endpoint.node_id(),
+            helper.to_ticket()
+        );
+    }
     // With the DHT on, our signed address record makes the bare node id enough to connect.
     let sources = Sources::resolve(data_dir, isolated, &args.sources)?;
     let _dht = match sources.dht {
@@ -82,16 +96,19 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
         Some(Duration::from_secs(args.timeout)),
     )
     .await?;
+    let helpers = parse_helpers(&args.via)?;
     let target = match NodeAddr::from_ticket(&args.ticket) {
         Ok(target) => target,
         Err(ticket_err) => match args.ticket.parse::<NodeId>() {
+            // A helper the peer is registered with needs no addresses.
+            Ok(node) if !helpers.is_empty() => NodeAddr::new(node, Vec::new()),
             Ok(node) => resolve_on_dht(data_dir, isolated, &args, &endpoint, node).await?,
             Err(_) => return Err(ticket_err.into()),
         },
     };
-    let connection = endpoint.connect(&target, pipe::ALPN).await?;
+    let (connection, how) = reach(&endpoint, &target, &helpers).await?;
     eprintln!(
-        "pairs: connected to {} at {}",
+        "pairs: connected to {} at {} ({how})",
         connection.remote_node_id(),
         connection.remote_addr()
     );
@@ -139,7 +156,78 @@ async fn resolve_on_dht(
     }
 }
 
-async fn bind(
+/// Parses `--via` tickets.
+fn parse_helpers(tickets: &[String]) -> Result<Vec<NodeAddr>> {
+    tickets
+        .iter()
+        .map(|t| {
+            NodeAddr::from_ticket(t)
+                .with_context(|| format!("--via needs a node ticket (from `pairs serve`), not '{t}'"))
+        })
+        .collect()
+}
+
+/// Keeps this node registered with `helper`, registering again (with back-off) when the connection
+/// ends or fails.
+async fn stay_registered(nat: Nat, helper: NodeAddr) {
+    let short = helper.node_id.short();
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match nat.register(&helper).await {
+            Ok(registration) => {
+                eprintln!(
+                    "pairs: reachable through helper {short} (it sees us at {})",
+                    registration.observed()
+                );
+                backoff = Duration::from_secs(1);
+                registration.closed().await;
+                eprintln!("pairs: lost helper {short}; registering again");
+            }
+            Err(err) => {
+                eprintln!("pairs: {err}; retrying in {}s", backoff.as_secs());
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// Dials `target` at its addresses, then through each helper in turn (punch, else relay). Says how
+/// the connection was made.
+async fn reach(
+    endpoint: &Endpoint,
+    target: &NodeAddr,
+    helpers: &[NodeAddr],
+) -> Result<(Connection, String)> {
+    if !target.addrs.is_empty() {
+        match endpoint.connect(target, pipe::ALPN).await {
+            Ok(connection) => return Ok((connection, "direct".into())),
+            Err(err) if helpers.is_empty() => return Err(err.into()),
+            Err(err) => eprintln!("pairs: no direct path ({err}); asking the helper"),
+        }
+    }
+    let nat = Nat::new(endpoint, NatConfig::default());
+    let mut last = None;
+    for helper in helpers {
+        match nat.connect_via(target.node_id, pipe::ALPN, helper).await {
+            Ok((connection, path)) => {
+                let how = match path {
+                    NatPath::Direct(_) => "direct".to_string(),
+                    NatPath::Punched { attempt, .. } => format!("hole punched, attempt {attempt}"),
+                    NatPath::Relayed(helper) => format!("relayed by {}", helper.short()),
+                };
+                return Ok((connection, how));
+            }
+            Err(err) => {
+                eprintln!("pairs: {err}");
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.expect("at least one helper was tried").into())
+}
+
+pub(crate) async fn bind(
     data_dir: Option<&Path>,
     bind: &BindArgs,
     connect_timeout: Option<Duration>,

@@ -1,0 +1,175 @@
+//! NAT traversal in the lab: a1 behind router r1 and b1 behind r2, each router in one of the four NAT
+//! behaviours, and a helper (`pairs serve`) on the public segment. a1 knows only b1's node id and
+//! the helper's ticket. Every combination must connect: directly (hole punched) where the lab's
+//! reference punch works, through the helper's relay in the two combinations where it cannot.
+
+mod common;
+
+use std::io::Write as _;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::lab::{Lab, Running};
+use common::{Home, lines_of, wait_output};
+
+const WAIT: Duration = Duration::from_secs(40);
+const MODES: [&str; 4] = ["fullcone", "restricted", "portrestricted", "symmetric"];
+
+/// Two NATed LANs and a public host `pub` (203.0.113.10) running a helper on port 4000.
+struct NatLab {
+    lab: Lab,
+    helper_ticket: String,
+    _helper: Running,
+}
+
+impl NatLab {
+    fn new() -> Self {
+        let lab = Lab::new();
+        lab.run(&["switch", "wan"]);
+        lab.run(&["switch", "lan1"]);
+        lab.run(&["switch", "lan2"]);
+        lab.run(&["router", "r1", "lan1", "192.168.1.1/24", "wan", "203.0.113.1/24"]);
+        lab.run(&["router", "r2", "lan2", "192.168.2.1/24", "wan", "203.0.113.2/24"]);
+        lab.run(&["host", "a1", "lan1", "192.168.1.11/24", "192.168.1.1"]);
+        lab.run(&["host", "b1", "lan2", "192.168.2.11/24", "192.168.2.1"]);
+        lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
+        let home = Home::new();
+        let mut helper = lab
+            .pairs("pub", &home, &["serve", "--port", "4000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pairs serve");
+        let stdout = lines_of(helper.stdout.take().unwrap());
+        let helper_ticket = stdout.recv_timeout(WAIT).expect("helper printed its ticket");
+        std::mem::forget(home);
+        Self {
+            lab,
+            helper_ticket,
+            _helper: Running(helper),
+        }
+    }
+
+    /// Sets both NATs, connects a1 to b1 by id through the helper, checks the bytes both ways, and
+    /// returns how `pairs connect` says it connected.
+    fn connect(&self, nat1: &str, nat2: &str) -> String {
+        self.lab.run(&["nat", "r1", nat1]);
+        self.lab.run(&["nat", "r2", nat2]);
+        let (a_home, b_home) = (Home::new(), Home::new());
+        let b_id = node_id(&b_home);
+        let mut listener = self
+            .lab
+            .pairs("b1", &b_home, &["listen", "--via", &self.helper_ticket])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pairs listen");
+        let b_err = lines_of(listener.stderr.take().unwrap());
+        listener
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"hello from b1\n")
+            .unwrap();
+        loop {
+            let line = b_err
+                .recv_timeout(WAIT)
+                .expect("b1 registered with the helper");
+            if line.contains("reachable through helper") {
+                break;
+            }
+        }
+        let mut dialer = self
+            .lab
+            .pairs(
+                "a1",
+                &a_home,
+                &["connect", &b_id, "--via", &self.helper_ticket],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pairs connect");
+        dialer
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"hello from a1\n")
+            .unwrap();
+        let a_out = wait_output(dialer, WAIT);
+        let a_err = String::from_utf8_lossy(&a_out.stderr).into_owned();
+        assert!(
+            a_out.status.success(),
+            "{nat1} -> {nat2}: connect failed: {a_err}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&a_out.stdout),
+            "hello from b1\n",
+            "{nat1} -> {nat2}: {a_err}"
+        );
+        let b_out = wait_output(listener, WAIT);
+        assert_eq!(String::from_utf8_lossy(&b_out.stdout), "hello from a1\n");
+        a_err
+            .lines()
+            .find(|l| l.contains("pairs: connected to"))
+            .unwrap_or_else(|| panic!("no connected line in {a_err}"))
+            .to_string()
+    }
+}
+
+fn node_id(home: &Home) -> String {
+    let out = home.run(&["id"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The lab's reference punch fails exactly between a symmetric NAT and a symmetric or
+/// port-restricted one.
+fn punchable(nat1: &str, nat2: &str) -> bool {
+    let hard = |a: &str, b: &str| a == "symmetric" && (b == "symmetric" || b == "portrestricted");
+    !(hard(nat1, nat2) || hard(nat2, nat1))
+}
+
+/// One row of the matrix: r1 in `nat1`, r2 in each mode.
+fn matrix_row(nat1: &str) {
+    let lab = NatLab::new();
+    let mut report = Vec::new();
+    for nat2 in MODES {
+        let how = lab.connect(nat1, nat2);
+        let expected = if punchable(nat1, nat2) {
+            "(hole punched"
+        } else {
+            "(relayed by"
+        };
+        report.push(format!("{nat1} -> {nat2}: {how}"));
+        assert!(
+            how.contains(expected),
+            "{nat1} -> {nat2}: expected {expected}, got: {how}\n{}",
+            report.join("\n")
+        );
+    }
+    eprintln!("{}", report.join("\n"));
+}
+
+#[test]
+fn nat_matrix_from_full_cone() {
+    matrix_row("fullcone");
+}
+
+#[test]
+fn nat_matrix_from_restricted_cone() {
+    matrix_row("restricted");
+}
+
+#[test]
+fn nat_matrix_from_port_restricted_cone() {
+    matrix_row("portrestricted");
+}
+
+#[test]
+fn nat_matrix_from_symmetric() {
+    matrix_row("symmetric");
+}
