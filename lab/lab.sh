@@ -20,6 +20,14 @@
 #                                                 given as dnsmasq options (host-record=..., txt-record=...)
 #   resolver NAME IP                              NAME's resolver (resolv.conf) is IP; seen by
 #                                                 programs started with exec
+#   addr NAME ADDR/LEN                            one more address on host NAME's eth0
+#   turn NAME start|stop                          coturn on host NAME: STUN + TURN on port 3478 of
+#                                                 each of its addresses (two addresses: RFC 5780
+#                                                 NAT behaviour discovery works); user test/test123,
+#                                                 realm pairs.test
+#   upnp ROUTER start STUNIP | upnp ROUTER stop   miniupnpd (UPnP IGD, NAT-PMP, PCP) on ROUTER's LAN;
+#                                                 STUNIP: a coturn with two addresses (miniupnpd
+#                                                 checks its WAN with STUN before mapping)
 #   lan N [SUBNET]                                switch "lan" + hosts h1..hN at SUBNET.(10+i)/24
 #   down                                          kill the lab's processes, delete its namespaces
 #   status                                        show nodes, addresses, NAT modes, daemons
@@ -182,6 +190,9 @@ table inet labfw {
   chain input {
     type filter hook input priority filter; policy accept;
     iifname "wan0" ct state established,related accept
+    # Answers from a STUN server's other address and port (RFC 5780 CHANGE-REQUEST): miniupnpd's
+    # check that its WAN is unfiltered before it maps a reserved address.
+    iifname "wan0" udp sport { 3478, 3479 } accept
     iifname "wan0" icmp type echo-request accept
     iifname "wan0" meta l4proto ipv6-icmp accept
     # Home-router behaviour. It also matters for NAT: an accepted unsolicited
@@ -486,6 +497,156 @@ cmd_resolver() { # NAME IP
   printf 'nameserver %s\noptions timeout:1 attempts:2\n' "$2" > "/etc/netns/$(ns "$1")/resolv.conf"
 }
 
+# ------------------------------------------------------------------ TURN, UPnP
+cmd_addr() { # NAME ADDR/LEN
+  [ $# = 2 ] || die "usage: addr NAME ADDR/LEN"
+  need_kind "$1" host; check_cidr "$2"
+  ipn "$1" addr add "$2" dev eth0
+}
+
+daemon_pid() { # FILE -> pid of a live process recorded in FILE, or fail
+  local pid
+  [ -f "$1" ] || return 1
+  pid=$(cat "$1")
+  alive "$pid" || return 1
+  echo "$pid"
+}
+
+turn_start() { # NAME
+  local n=$1 dir ips ip i
+  need_cmds turnserver ss
+  need_kind "$n" host
+  dir="$RUN/turn-$n"
+  if daemon_pid "$dir/pid" >/dev/null; then log "coturn already running in $n"; return 0; fi
+  ips=$(ipn "$n" -4 -o addr show dev eth0 | awk '{ split($4, a, "/"); print a[1] }')
+  [ -n "$ips" ] || die "turn: '$n' has no IPv4 address"
+  mkdir -p "$dir"
+  {
+    echo "listening-port=3478"
+    for ip in $ips; do echo "listening-ip=$ip"; done
+    echo "relay-ip=$(echo "$ips" | head -1)"
+    echo "min-port=49152"
+    echo "max-port=49999"
+    echo "realm=pairs.test"
+    echo "fingerprint"
+    echo "lt-cred-mech"
+    echo "user=test:test123"
+    echo "no-tls"
+    echo "no-dtls"
+    echo "no-cli"
+    echo "allow-loopback-peers"
+    # The lab lives in documentation and private ranges, which coturn refuses as peers by default.
+    echo "allowed-peer-ip=0.0.0.0-255.255.255.255"
+    echo "userdb=$dir/turndb.sqlite"
+    echo "pidfile=$dir/turnserver.pidfile"
+    echo "log-file=$dir/turnserver.log"
+    echo "simple-log"
+    echo "no-stdout-log"
+  } > "$dir/turnserver.conf"
+  ip netns exec "$(ns "$n")" turnserver -c "$dir/turnserver.conf" > "$dir/out" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  for i in $(seq 100); do
+    nsx "$n" ss -lun 2>/dev/null | grep -q ':3478 ' && break
+    alive "$(cat "$dir/pid")" || break
+    sleep 0.05
+  done
+  daemon_pid "$dir/pid" >/dev/null && nsx "$n" ss -lun | grep -q ':3478 ' ||
+    die "coturn in $n did not start: $(tail -3 "$dir/out" "$dir/turnserver.log" 2>/dev/null)"
+  log "coturn in $n on $(echo $ips) port 3478 (user test/test123, realm pairs.test)"
+}
+
+turn_stop() { # NAME
+  local pid
+  if pid=$(daemon_pid "$RUN/turn-$1/pid"); then kill_pids "$pid"; fi
+  rm -rf "$RUN/turn-$1"
+}
+
+cmd_turn() { # NAME start|stop
+  [ $# = 2 ] || die "usage: turn NAME start|stop"
+  case $2 in
+    start) turn_start "$1" ;;
+    stop) need_node "$1"; turn_stop "$1" ;;
+    *) die "usage: turn NAME start|stop" ;;
+  esac
+}
+
+upnp_start() { # ROUTER STUNIP
+  local r=$1 stun=$2 dir lan i
+  need_cmds miniupnpd
+  need_kind "$r" router; check_ip "$stun"
+  dir="$RUN/upnp-$r"
+  if daemon_pid "$dir/pid" >/dev/null; then log "miniupnpd already running in $r"; return 0; fi
+  lan=$(meta_get "$r" lanaddr); lan=${lan%/*}
+  mkdir -p "$dir"
+  # miniupnpd's own chains, hooked in ahead of the lab's NAT.
+  nsx "$r" nft delete table inet miniupnpd 2>/dev/null || true
+  nsx "$r" nft -f - <<'EOF'
+table inet miniupnpd {
+  chain forward { type filter hook forward priority filter - 5; policy accept; jump miniupnpd; }
+  chain miniupnpd { }
+  chain prerouting { type nat hook prerouting priority dstnat - 5; policy accept; jump prerouting_miniupnpd; }
+  chain postrouting { type nat hook postrouting priority srcnat - 5; policy accept; jump postrouting_miniupnpd; }
+  chain prerouting_miniupnpd { }
+  chain postrouting_miniupnpd { }
+}
+EOF
+  cat > "$dir/miniupnpd.conf" <<EOF
+ext_ifname=wan0
+listening_ip=lan0
+http_port=0
+enable_natpmp=yes
+enable_upnp=yes
+secure_mode=yes
+system_uptime=yes
+notify_interval=30
+clean_ruleset_interval=600
+uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07$(printf '%x' "$(( ${#r} % 16 ))")
+friendly_name=pairs lab $r
+# miniupnpd refuses reserved WAN addresses (203.0.113.0/24 is one) unless STUN shows the WAN is
+# unfiltered, which needs a server with RFC 5780 CHANGE-REQUEST: coturn with two addresses.
+ext_perform_stun=yes
+ext_stun_host=$stun
+ext_stun_port=3478
+upnp_table_name=miniupnpd
+upnp_nat_table_name=miniupnpd
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+lease_file=$dir/leases
+allow 1024-65535 ${lan%.*}.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+EOF
+  ip netns exec "$(ns "$r")" miniupnpd -d -f "$dir/miniupnpd.conf" -P "$dir/miniupnpd.pidfile" \
+    > "$dir/log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  # The STUN self-check takes up to 3 rounds of 3 s when answers are missing.
+  for i in $(seq 240); do
+    grep -qE 'Listening for NAT-PMP|EXITING' "$dir/log" && break
+    alive "$(cat "$dir/pid")" || break
+    sleep 0.05
+  done
+  daemon_pid "$dir/pid" >/dev/null && grep -q 'Listening for NAT-PMP' "$dir/log" ||
+    die "miniupnpd in $r did not start: $(tail -3 "$dir/log")"
+  grep -q 'Port forwarding is now enabled' "$dir/log" ||
+    log "WARNING: miniupnpd in $r says port forwarding is disabled (see $dir/log)"
+  log "miniupnpd in $r (UPnP IGD, NAT-PMP, PCP on lan0)"
+}
+
+upnp_stop() { # ROUTER
+  local pid
+  if pid=$(daemon_pid "$RUN/upnp-$1/pid"); then kill_pids "$pid"; fi
+  nsx "$1" nft delete table inet miniupnpd 2>/dev/null || true
+  rm -rf "$RUN/upnp-$1"
+}
+
+cmd_upnp() { # ROUTER start STUNIP | ROUTER stop
+  case ${2:-} in
+    start) [ $# = 3 ] || die "usage: upnp ROUTER start STUNIP"; upnp_start "$1" "$3" ;;
+    stop) [ $# = 2 ] || die "usage: upnp ROUTER stop"; need_node "$1"; upnp_stop "$1" ;;
+    *) die "usage: upnp ROUTER start STUNIP | upnp ROUTER stop" ;;
+  esac
+}
+
 # ------------------------------------------------------------------ misc commands
 cmd_exec() { # NAME CMD...
   [ $# -ge 2 ] || die "usage: exec NAME CMD..."
@@ -609,6 +770,9 @@ main() {
     avahi-exec) cmd_avahi_exec "$@" ;;
     dns) cmd_dns "$@" ;;
     resolver) cmd_resolver "$@" ;;
+    addr) cmd_addr "$@" ;;
+    turn) cmd_turn "$@" ;;
+    upnp) cmd_upnp "$@" ;;
     lan) cmd_lan "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;
