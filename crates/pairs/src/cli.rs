@@ -187,6 +187,11 @@ pub struct ListenArgs {
     #[arg(long, value_name = "TICKET")]
     pub via: Vec<String>,
 
+    /// Ask the router to forward our port: auto (PCP, then NAT-PMP, then UPnP), one of pcp,
+    /// natpmp, upnp, or off [default: auto; off with --isolated]
+    #[arg(long, value_name = "MODE", value_parser = parse_port_mapping)]
+    pub port_mapping: Option<PortMapping>,
+
     #[command(flatten)]
     pub sources: SourceArgs,
 }
@@ -212,6 +217,28 @@ pub struct ServeArgs {
     /// Bytes per second one relay circuit may carry; faster traffic is slowed (K, M, G suffixes)
     #[arg(long, default_value = "4M", value_name = "SIZE", value_parser = parse_size)]
     pub relay_rate: u64,
+}
+
+/// Which port mapping protocols to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortMapping {
+    /// None.
+    Off,
+    /// These, in order.
+    Protocols(Vec<pairs_portmap::Protocol>),
+}
+
+fn parse_port_mapping(text: &str) -> Result<PortMapping, String> {
+    match text {
+        "off" | "none" => Ok(PortMapping::Off),
+        "auto" => Ok(PortMapping::Protocols(
+            pairs_portmap::Protocol::ALL.to_vec(),
+        )),
+        one => one
+            .parse()
+            .map(|p| PortMapping::Protocols(vec![p]))
+            .map_err(|e: String| format!("{e}, auto or off")),
+    }
 }
 
 /// Parses a byte count with an optional K, M or G suffix (powers of 1024).

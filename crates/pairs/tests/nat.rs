@@ -28,8 +28,22 @@ impl NatLab {
         lab.run(&["switch", "wan"]);
         lab.run(&["switch", "lan1"]);
         lab.run(&["switch", "lan2"]);
-        lab.run(&["router", "r1", "lan1", "192.168.1.1/24", "wan", "203.0.113.1/24"]);
-        lab.run(&["router", "r2", "lan2", "192.168.2.1/24", "wan", "203.0.113.2/24"]);
+        lab.run(&[
+            "router",
+            "r1",
+            "lan1",
+            "192.168.1.1/24",
+            "wan",
+            "203.0.113.1/24",
+        ]);
+        lab.run(&[
+            "router",
+            "r2",
+            "lan2",
+            "192.168.2.1/24",
+            "wan",
+            "203.0.113.2/24",
+        ]);
         lab.run(&["host", "a1", "lan1", "192.168.1.11/24", "192.168.1.1"]);
         lab.run(&["host", "b1", "lan2", "192.168.2.11/24", "192.168.2.1"]);
         lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
@@ -42,7 +56,9 @@ impl NatLab {
             .spawn()
             .expect("spawn pairs serve");
         let stdout = lines_of(helper.stdout.take().unwrap());
-        let helper_ticket = stdout.recv_timeout(WAIT).expect("helper printed its ticket");
+        let helper_ticket = stdout
+            .recv_timeout(WAIT)
+            .expect("helper printed its ticket");
         std::mem::forget(home);
         Self {
             lab,
@@ -172,4 +188,119 @@ fn nat_matrix_from_port_restricted_cone() {
 #[test]
 fn nat_matrix_from_symmetric() {
     matrix_row("symmetric");
+}
+
+/// a1 behind r1 (port-restricted), with miniupnpd on r1 speaking `protocol` (it speaks all three; the
+/// node is told to use only this one): the node maps its port, a node on the public host connects
+/// straight to the mapped address, and the mapping is gone once the node exits.
+fn port_mapping_makes_a_node_reachable(protocol: &str) {
+    let lab = Lab::new();
+    lab.run(&["switch", "wan"]);
+    lab.run(&["switch", "lan1"]);
+    lab.run(&[
+        "router",
+        "r1",
+        "lan1",
+        "192.168.1.1/24",
+        "wan",
+        "203.0.113.1/24",
+    ]);
+    lab.run(&["host", "a1", "lan1", "192.168.1.11/24", "192.168.1.1"]);
+    lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
+    lab.run(&["addr", "pub", "203.0.113.20/24"]);
+    lab.run(&["turn", "pub", "start"]);
+    lab.run(&["upnp", "r1", "start", "203.0.113.10"]);
+    let (a_home, pub_home) = (Home::new(), Home::new());
+    let mut listener = lab
+        .pairs(
+            "a1",
+            &a_home,
+            &["listen", "--port", "5000", "--port-mapping", protocol],
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pairs listen");
+    listener
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from a1\n")
+        .unwrap();
+    let a_err = lines_of(listener.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let ticket = loop {
+        let line = a_err.recv_timeout(WAIT).unwrap_or_else(|_| {
+            panic!(
+                "{protocol}: no port mapping announced:\n{}",
+                seen.join("\n")
+            )
+        });
+        seen.push(line.clone());
+        if seen.iter().any(|l| l.contains("port mapped with")) {
+            if let Some(ticket) = line.trim().strip_prefix("pairs connect ") {
+                break ticket.to_string();
+            }
+        }
+    };
+    let mapped_line = seen
+        .iter()
+        .find(|l| l.contains("port mapped with"))
+        .unwrap();
+    assert!(
+        mapped_line.contains("reachable at 203.0.113.1:5000"),
+        "{mapped_line}"
+    );
+    let mut dialer = lab
+        .pairs("pub", &pub_home, &["connect", &ticket])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pairs connect");
+    dialer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from pub\n")
+        .unwrap();
+    let out = wait_output(dialer, WAIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{protocol}: {err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from a1\n");
+    assert!(
+        err.contains("at 203.0.113.1:5000 (direct)"),
+        "{protocol}: not through the mapping: {err}"
+    );
+    let listened = wait_output(listener, WAIT);
+    assert_eq!(
+        String::from_utf8_lossy(&listened.stdout),
+        "hello from pub\n"
+    );
+    // The forward is gone from the router's ruleset.
+    let rules = lab
+        .exec("r1", "nft", &["list", "table", "inet", "miniupnpd"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    assert!(
+        !rules.contains("dnat"),
+        "{protocol}: mapping left behind:\n{rules}"
+    );
+}
+
+#[test]
+fn port_mapping_with_pcp() {
+    port_mapping_makes_a_node_reachable("pcp");
+}
+
+#[test]
+fn port_mapping_with_nat_pmp() {
+    port_mapping_makes_a_node_reachable("natpmp");
+}
+
+#[test]
+fn port_mapping_with_upnp() {
+    port_mapping_makes_a_node_reachable("upnp");
 }

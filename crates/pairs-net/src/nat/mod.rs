@@ -88,6 +88,8 @@ struct State {
     stun_waiters: HashMap<[u8; 12], (SocketAddr, oneshot::Sender<SocketAddr>)>,
     /// Our address as others see it: from helpers and STUN servers, newest first.
     observed: Vec<SocketAddr>,
+    /// Addresses forwarded to us (port mappings on the router), offered before all others.
+    mapped: Vec<SocketAddr>,
     /// Introductions we answer as a punch target.
     introductions: TokenBucket,
     /// Punch requests we pass on as a helper.
@@ -137,6 +139,7 @@ impl Nat {
             punches: HashMap::new(),
             stun_waiters: HashMap::new(),
             observed: Vec::new(),
+            mapped: Vec::new(),
             introductions: TokenBucket::new(
                 config.introductions_burst,
                 config.introductions_per_second,
@@ -175,6 +178,15 @@ impl Nat {
     /// Our addresses as others observed them (helpers, STUN servers), newest first.
     pub fn observed(&self) -> Vec<SocketAddr> {
         self.inner.lock().observed.clone()
+    }
+
+    /// Offers `addr` (a port forwarded to us by the router) first in every punch from now on.
+    pub fn add_mapped(&self, addr: SocketAddr) {
+        let mut state = self.inner.lock();
+        if !state.mapped.contains(&addr) {
+            state.mapped.insert(0, addr);
+            state.mapped.truncate(MAX_OBSERVED);
+        }
     }
 
     /// Asks the STUN server at `server` (any STUN server, or any pairs node) which address our socket
@@ -243,7 +255,12 @@ impl Inner {
     /// The addresses we offer for a punch: observed ones first, then our interfaces' (no loopback: a
     /// peer probing its own loopback would find itself), at most [`wire::MAX_CANDIDATES`].
     fn candidates(&self) -> Vec<SocketAddr> {
-        let mut out = self.lock().observed.clone();
+        let mut out = {
+            let state = self.lock();
+            let mut out = state.mapped.clone();
+            out.extend(state.observed.iter().filter(|a| !state.mapped.contains(a)));
+            out
+        };
         for addr in self.endpoint.node_addr().addrs {
             if !addr.ip().is_loopback() && !out.contains(&addr) {
                 out.push(addr);

@@ -11,10 +11,11 @@ use pairs_net::nat::{self, Nat, NatConfig, Path as NatPath};
 use pairs_net::{Connection, Endpoint, EndpointConfig, Router};
 use tokio::sync::mpsc;
 
-use crate::cli::{BindArgs, ConnectArgs, ListenArgs};
+use crate::cli::{BindArgs, ConnectArgs, ListenArgs, PortMapping};
 use crate::config::Sources;
 use crate::home;
 use crate::stdio::{StdoutSink, stdin_chunks};
+use pairs_portmap::{KeptMapping, MappingState};
 
 /// Peers that may wait for their turn under `--keep`; more are turned away as busy.
 const WAITING_PEERS: usize = 8;
@@ -36,6 +37,18 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     for helper in &helpers {
         tokio::spawn(stay_registered(nat.clone(), helper.clone()));
     }
+    let mapping = match port_mapping_protocols(isolated, args.port_mapping.as_ref()) {
+        Some(protocols) => {
+            let kept = KeptMapping::start(endpoint.local_addr().port(), protocols);
+            tokio::spawn(announce_mapping(
+                kept.watch(),
+                endpoint.clone(),
+                nat.clone(),
+            ));
+            Some(kept)
+        }
+        None => None,
+    };
     if let Some(helper) = helpers.first() {
         eprintln!(
             "pairs: or, from behind any NAT:\n\n    pairs connect {} --via {}\n",
@@ -61,7 +74,12 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     let mut input = stdin_chunks().context("cannot read stdin")?;
     let output = StdoutSink::start().context("cannot write stdout")?;
     let mut result = Ok(());
-    while let Some(connection) = incoming.recv().await {
+    loop {
+        let connection = tokio::select! {
+            connection = incoming.recv() => connection,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(connection) = connection else { break };
         let peer = connection.remote_node_id();
         eprintln!(
             "pairs: connected to {} at {}",
@@ -85,8 +103,55 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
         }
     }
     output.finish().context("writing stdout failed")?;
+    if let Some(mapping) = mapping {
+        mapping.shutdown().await;
+    }
     router.shutdown().await;
     result
+}
+
+/// The port mapping protocols to try: the flag's, else all of them unless isolated.
+fn port_mapping_protocols(
+    isolated: bool,
+    flag: Option<&PortMapping>,
+) -> Option<Vec<pairs_portmap::Protocol>> {
+    match flag {
+        Some(PortMapping::Off) => None,
+        Some(PortMapping::Protocols(protocols)) => Some(protocols.clone()),
+        None if isolated => None,
+        None => Some(pairs_portmap::Protocol::ALL.to_vec()),
+    }
+}
+
+/// Tells the user (and the NAT service) once the router forwards our port.
+async fn announce_mapping(
+    mut state: tokio::sync::watch::Receiver<MappingState>,
+    endpoint: Endpoint,
+    nat: Nat,
+) {
+    let mut announced = None;
+    loop {
+        let current = state.borrow_and_update().clone();
+        match current {
+            MappingState::Mapped { protocol, external } if announced != Some(external) => {
+                nat.add_mapped(external);
+                let mut addr = endpoint.node_addr();
+                addr.addrs.insert(0, external);
+                eprintln!(
+                    "pairs: port mapped with {protocol}: reachable at {external}; from anywhere:\n\n    pairs connect {}\n",
+                    addr.to_ticket()
+                );
+                announced = Some(external);
+            }
+            MappingState::Failed(errors) if announced.is_none() => {
+                tracing::info!(?errors, "no port mapping");
+            }
+            _ => {}
+        }
+        if state.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs) -> Result<()> {
@@ -161,8 +226,9 @@ fn parse_helpers(tickets: &[String]) -> Result<Vec<NodeAddr>> {
     tickets
         .iter()
         .map(|t| {
-            NodeAddr::from_ticket(t)
-                .with_context(|| format!("--via needs a node ticket (from `pairs serve`), not '{t}'"))
+            NodeAddr::from_ticket(t).with_context(|| {
+                format!("--via needs a node ticket (from `pairs serve`), not '{t}'")
+            })
         })
         .collect()
 }
