@@ -315,3 +315,46 @@ async fn introductions_cannot_turn_a_target_into_a_flood() {
         "{probes} probes for {accepted} punches"
     );
 }
+
+/// A STUN server that answers each request three ways: with the wrong transaction id, from another
+/// socket, and (last) correctly. Only the correct answer may count.
+#[tokio::test]
+async fn stun_answers_with_a_wrong_transaction_or_source_are_ignored() {
+    use pairs_net::nat::stun;
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let impostor = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            let Ok((len, from)) = server.recv_from(&mut buf).await else {
+                return;
+            };
+            let Some(request) = stun::parse(&buf[..len]) else {
+                continue;
+            };
+            let mut wrong = request.transaction;
+            wrong[11] ^= 0xff;
+            let lie: SocketAddr = "192.0.2.66:6666".parse().unwrap();
+            let _ = server
+                .send_to(&stun::binding_success(&wrong, lie, None), from)
+                .await;
+            let _ = impostor
+                .send_to(
+                    &stun::binding_success(&request.transaction, lie, None),
+                    from,
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = server
+                .send_to(
+                    &stun::binding_success(&request.transaction, from, None),
+                    from,
+                )
+                .await;
+        }
+    });
+    let client = Node::start(NatConfig::default()).await;
+    let mapped = within(client.nat.stun(server_addr)).await.unwrap();
+    assert_eq!(mapped, client.router.endpoint().local_addr());
+}

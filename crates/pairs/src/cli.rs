@@ -44,6 +44,9 @@ pub enum Command {
     Swarm(SwarmArgs),
     /// Run a node for a few seconds and show what each discovery source finds
     Status(StatusArgs),
+    /// Diagnose connectivity: NAT type (RFC 5780), local, reflexive and mapped addresses, which
+    /// port mapping protocol answered, whether peers can reach this node, the helper in use
+    Doctor(DoctorArgs),
     /// Signed multi-writer logs that replicate over any stream
     #[command(subcommand)]
     Log(LogCommand),
@@ -194,6 +197,32 @@ pub struct ListenArgs {
 
     #[command(flatten)]
     pub sources: SourceArgs,
+}
+
+/// `pairs doctor`
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub bind: BindArgs,
+
+    /// STUN server, HOST:PORT; repeatable. One with two addresses (RFC 5780, e.g. coturn given two
+    /// listening IPs) tells the NAT type; any pairs node answers STUN too [default: two public STUN
+    /// servers; none with --isolated]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub stun: Vec<String>,
+
+    /// Also check this helper: register with it and report the address it sees
+    #[arg(long, value_name = "TICKET")]
+    pub via: Option<String>,
+
+    /// Port mapping protocols to try: auto (all), one of pcp, natpmp, upnp, or off [default: auto;
+    /// off with --isolated]
+    #[arg(long, value_name = "MODE", value_parser = parse_port_mapping)]
+    pub port_mapping: Option<PortMapping>,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pairs serve`

@@ -304,3 +304,60 @@ fn port_mapping_with_nat_pmp() {
 fn port_mapping_with_upnp() {
     port_mapping_makes_a_node_reachable("upnp");
 }
+
+/// `pairs doctor` behind r1 names the NAT type r1 is set to, from the RFC 5780 answers of a coturn
+/// with two addresses, and reports the helper's view.
+#[test]
+fn doctor_names_the_nat_type_of_each_mode() {
+    let lab = NatLab::new();
+    lab.lab.run(&["addr", "pub", "203.0.113.20/24"]);
+    lab.lab.run(&["turn", "pub", "start"]);
+    let home = Home::new();
+    for (mode, expected) in [
+        ("fullcone", "full-cone"),
+        ("restricted", "restricted-cone"),
+        ("portrestricted", "port-restricted-cone"),
+        ("symmetric", "symmetric"),
+    ] {
+        lab.lab.run(&["nat", "r1", mode]);
+        let child = lab
+            .lab
+            .pairs(
+                "a1",
+                &home,
+                &[
+                    "doctor",
+                    "--json",
+                    "--stun",
+                    "203.0.113.10:3478",
+                    "--port-mapping",
+                    "off",
+                    "--via",
+                    &lab.helper_ticket,
+                ],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = wait_output(child, WAIT);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["nat"]["nat_type"], expected, "{mode}: {report:#}");
+        assert_eq!(
+            report["publicly_reachable"],
+            mode == "fullcone",
+            "{mode}: {report:#}"
+        );
+        let mapped = report["stun"][0]["mapped"].as_str().unwrap();
+        assert!(mapped.starts_with("203.0.113.1:"), "{mapped}");
+        assert_eq!(report["stun"][0]["other_address"], "203.0.113.20:3479");
+        let seen_by_helper = report["helper"]["observed"].as_str().unwrap();
+        assert!(seen_by_helper.starts_with("203.0.113.1:"), "{report:#}");
+    }
+}

@@ -16,6 +16,7 @@
 //! 4. if no path answers, the dialer asks the helper for a relay circuit and dials QUIC over it. The
 //!    relay carries QUIC packets it cannot read: the connection stays end-to-end encrypted.
 
+pub mod behaviour;
 mod circuit;
 mod client;
 pub mod helper;
@@ -72,6 +73,14 @@ impl Default for NatConfig {
     }
 }
 
+/// Someone waiting for the answer to a STUN request of ours.
+#[derive(Debug)]
+struct StunWaiter {
+    /// Where the request went; `None`: the answer may come from anywhere (CHANGE-REQUEST).
+    server: Option<SocketAddr>,
+    answer: oneshot::Sender<stun::Parsed>,
+}
+
 /// A STUN message for a punch in progress: source, parsed form, raw bytes.
 type PunchInput = (SocketAddr, stun::Parsed, bytes::Bytes);
 
@@ -85,7 +94,7 @@ struct State {
     /// Punches in progress, by id: where their STUN messages go.
     punches: HashMap<u64, mpsc::Sender<PunchInput>>,
     /// STUN binding requests of ours waiting for an answer.
-    stun_waiters: HashMap<[u8; 12], (SocketAddr, oneshot::Sender<SocketAddr>)>,
+    stun_waiters: HashMap<[u8; 12], StunWaiter>,
     /// Our address as others see it: from helpers and STUN servers, newest first.
     observed: Vec<SocketAddr>,
     /// Addresses forwarded to us (port mappings on the router), offered before all others.
@@ -192,25 +201,41 @@ impl Nat {
     /// Asks the STUN server at `server` (any STUN server, or any pairs node) which address our socket
     /// has from there. Remembered as an observed address.
     pub async fn stun(&self, server: SocketAddr) -> Result<SocketAddr, StunError> {
+        let answer = self
+            .stun_exchange(server, stun::Change::default(), STUN_SENDS)
+            .await?;
+        let mapped = answer.mapped.ok_or(StunError::NoAddress(server))?;
+        self.inner.note_observed(mapped);
+        Ok(mapped)
+    }
+
+    /// One binding request to `server` (asking it to answer from elsewhere if `change` says so),
+    /// sent at each of `sends` (milliseconds to wait after each send).
+    async fn stun_exchange(
+        &self,
+        server: SocketAddr,
+        change: stun::Change,
+        sends: &[u64],
+    ) -> Result<stun::Parsed, StunError> {
         let server = crate::socket::canonical(server);
         let mut transaction = [0u8; 12];
         getrandom::fill(&mut transaction).expect("the operating system random source works");
         let (tx, mut rx) = oneshot::channel();
-        self.inner
-            .lock()
-            .stun_waiters
-            .insert(transaction, (server, tx));
-        let request = stun::binding_request(&transaction, None);
+        let waiter = StunWaiter {
+            server: (change == stun::Change::default()).then_some(server),
+            answer: tx,
+        };
+        self.inner.lock().stun_waiters.insert(transaction, waiter);
+        let request = stun::binding_request_changed(&transaction, change);
         let socket = self.inner.endpoint.socket().clone();
         let attempt = async {
-            // RFC 5389 retransmits; three sends spread over the timeout is plenty on a LAN or the internet.
-            for wait in [300u64, 700, 2000] {
+            for &wait in sends {
                 socket
                     .send_raw(server, &request)
                     .await
                     .map_err(StunError::Send)?;
                 match tokio::time::timeout(Duration::from_millis(wait), &mut rx).await {
-                    Ok(Ok(mapped)) => return Ok(mapped),
+                    Ok(Ok(answer)) => return Ok(answer),
                     Ok(Err(_)) => break,
                     Err(_) => continue,
                 }
@@ -219,11 +244,81 @@ impl Nat {
         };
         let result = attempt.await;
         self.inner.lock().stun_waiters.remove(&transaction);
-        let mapped = result?;
-        self.inner.note_observed(mapped);
-        Ok(mapped)
+        result
+    }
+
+    /// Finds out how the NAT in front of this node behaves (RFC 5780), with a STUN server that has
+    /// two addresses (such as coturn given two listening IPs). With a server that has one, only the
+    /// mapped address is known.
+    pub async fn nat_behaviour(
+        &self,
+        server: SocketAddr,
+    ) -> Result<(behaviour::Observations, behaviour::Behaviour), StunError> {
+        let local_port = self.inner.endpoint.local_addr().port();
+        let mut seen = behaviour::Observations {
+            local_port,
+            local_ips: self
+                .inner
+                .endpoint
+                .node_addr()
+                .addrs
+                .iter()
+                .map(|a| a.ip())
+                .collect(),
+            ..Default::default()
+        };
+        let first = self
+            .stun_exchange(server, stun::Change::default(), STUN_SENDS)
+            .await?;
+        seen.mapped = first.mapped;
+        seen.other_address = first.other_address;
+        if let Some(mapped) = first.mapped {
+            self.inner.note_observed(mapped);
+        }
+        if let (Some(other), Some(_)) = (first.other_address, first.mapped) {
+            // Filtering first: nothing has gone to the other address yet.
+            let answered = |r: Result<stun::Parsed, StunError>| match r {
+                Ok(_) => Ok(true),
+                Err(StunError::Timeout(_)) => Ok(false),
+                Err(err) => Err(err),
+            };
+            let both = stun::Change {
+                ip: true,
+                port: true,
+            };
+            seen.answered_from_other_ip_and_port = Some(answered(
+                self.stun_exchange(server, both, FILTER_SENDS).await,
+            )?);
+            let port = stun::Change {
+                ip: false,
+                port: true,
+            };
+            seen.answered_from_other_port = Some(answered(
+                self.stun_exchange(server, port, FILTER_SENDS).await,
+            )?);
+            let other_ip = SocketAddr::new(other.ip(), server.port());
+            seen.mapped_at_other_ip = self
+                .stun_exchange(other_ip, stun::Change::default(), STUN_SENDS)
+                .await
+                .ok()
+                .and_then(|a| a.mapped);
+            if seen.mapped_at_other_ip.is_some() && seen.mapped_at_other_ip != seen.mapped {
+                seen.mapped_at_other_ip_and_port = self
+                    .stun_exchange(other, stun::Change::default(), STUN_SENDS)
+                    .await
+                    .ok()
+                    .and_then(|a| a.mapped);
+            }
+        }
+        let verdict = behaviour::classify(&seen);
+        Ok((seen, verdict))
     }
 }
+
+/// When a STUN request is sent again (milliseconds to wait after each send): three sends over 3 s.
+const STUN_SENDS: &[u64] = &[300, 700, 2000];
+/// The same for answers that may never come (a filtering NAT drops them): two sends over 1.2 s.
+const FILTER_SENDS: &[u64] = &[400, 800];
 
 /// Errors asking a STUN server.
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +329,9 @@ pub enum StunError {
     /// No valid answer.
     #[error("no answer from STUN server {0} within {secs}s", secs = STUN_TIMEOUT.as_secs())]
     Timeout(SocketAddr),
+    /// An answer without XOR-MAPPED-ADDRESS.
+    #[error("STUN server {0} answered without an address")]
+    NoAddress(SocketAddr),
 }
 
 impl Inner {
@@ -319,11 +417,14 @@ fn on_success(nat: &Inner, datagram: RawDatagram, message: stun::Parsed) {
         let _ = tx.try_send((datagram.from, message, datagram.data));
         return;
     }
-    // Only the server asked may answer, and only with an address.
-    let from_server = matches!(state.stun_waiters.get(&message.transaction), Some((server, _)) if *server == datagram.from);
-    if let (true, Some(mapped)) = (from_server, message.mapped) {
-        if let Some((_, waiter)) = state.stun_waiters.remove(&message.transaction) {
-            let _ = waiter.send(mapped);
+    // Only the server asked may answer (unless we asked it to answer from elsewhere).
+    let expected = state
+        .stun_waiters
+        .get(&message.transaction)
+        .is_some_and(|w| w.server.is_none_or(|server| server == datagram.from));
+    if expected {
+        if let Some(waiter) = state.stun_waiters.remove(&message.transaction) {
+            let _ = waiter.answer.send(message);
         }
     }
 }

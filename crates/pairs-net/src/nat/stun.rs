@@ -6,7 +6,9 @@
 
 use std::net::SocketAddr;
 
-use stun_types::attribute::{Username, XorMappedAddress};
+use stun_types::attribute::{
+    AttributeType, MappedSocketAddr, RawAttribute, Username, XorMappedAddress,
+};
 use stun_types::message::{
     BINDING, IntegrityAlgorithm, Message, MessageClass, MessageIntegrityCredentials,
     MessageWriteExt, MessageWriteVec, ShortTermCredentials, TransactionId,
@@ -37,6 +39,24 @@ pub struct Parsed {
     pub username: Option<String>,
     /// XOR-MAPPED-ADDRESS, if present.
     pub mapped: Option<SocketAddr>,
+    /// OTHER-ADDRESS (RFC 5780): the server's second address, if it has one.
+    pub other_address: Option<SocketAddr>,
+}
+
+/// CHANGE-REQUEST (RFC 5780 §7.2): asks the server to answer from its other address or port.
+const CHANGE_REQUEST: AttributeType = AttributeType::new(0x0003);
+/// OTHER-ADDRESS (RFC 5780 §7.4).
+const OTHER_ADDRESS: AttributeType = AttributeType::new(0x802c);
+/// CHANGED-ADDRESS (RFC 3489), what older servers send instead of OTHER-ADDRESS.
+const CHANGED_ADDRESS: AttributeType = AttributeType::new(0x0005);
+
+/// Where a server should answer a binding request from (RFC 5780 CHANGE-REQUEST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Change {
+    /// From its other IP address.
+    pub ip: bool,
+    /// From its other port.
+    pub port: bool,
 }
 
 fn transaction_id(bytes: &[u8; 12]) -> TransactionId {
@@ -80,6 +100,12 @@ pub fn parse(bytes: &[u8]) -> Option<Parsed> {
             .attribute::<XorMappedAddress>()
             .ok()
             .map(|a| crate::socket::canonical(a.addr(id))),
+        other_address: [OTHER_ADDRESS, CHANGED_ADDRESS].into_iter().find_map(|t| {
+            let raw = message.raw_attribute(t)?;
+            MappedSocketAddr::from_raw(&raw)
+                .ok()
+                .map(|a| crate::socket::canonical(a.addr()))
+        }),
     })
 }
 
@@ -103,6 +129,28 @@ pub fn binding_request(transaction: &[u8; 12], auth: Option<(&str, &[u8; 16])>) 
         message
             .add_message_integrity(&credentials(key), IntegrityAlgorithm::Sha1)
             .expect("one MESSAGE-INTEGRITY attribute");
+    }
+    message
+        .add_fingerprint()
+        .expect("one FINGERPRINT attribute");
+    message.finish()
+}
+
+/// A binding request asking the server to answer from elsewhere (RFC 5780 NAT behaviour discovery).
+pub fn binding_request_changed(transaction: &[u8; 12], change: Change) -> Vec<u8> {
+    let id = transaction_id(transaction);
+    let mtype = stun_types::message::MessageType::from_class_method(MessageClass::Request, BINDING);
+    let mut message = Message::builder(mtype, id, MessageWriteVec::new());
+    if change != Change::default() {
+        let flags = [
+            0,
+            0,
+            0,
+            (u8::from(change.ip) << 2) | (u8::from(change.port) << 1),
+        ];
+        message
+            .add_attribute(&RawAttribute::new(CHANGE_REQUEST, &flags))
+            .expect("one CHANGE-REQUEST attribute");
     }
     message
         .add_fingerprint()
@@ -176,6 +224,37 @@ mod tests {
         assert!(verify_integrity(&tampered, &[5; 16]));
         tampered[25] ^= 1;
         assert!(!verify_integrity(&tampered, &[5; 16]));
+    }
+
+    #[test]
+    fn change_requests_and_other_addresses_are_written_and_read() {
+        let request = binding_request_changed(
+            &[4; 12],
+            Change {
+                ip: true,
+                port: true,
+            },
+        );
+        let parsed = Message::from_bytes(&request).unwrap();
+        let raw = parsed.raw_attribute(CHANGE_REQUEST).unwrap();
+        assert_eq!(&raw.value[..], &[0, 0, 0, 6]);
+        // A server's answer carrying OTHER-ADDRESS.
+        let other: SocketAddr = "203.0.113.20:3479".parse().unwrap();
+        let id = transaction_id(&[4; 12]);
+        let mtype =
+            stun_types::message::MessageType::from_class_method(MessageClass::Success, BINDING);
+        let mut answer = Message::builder(mtype, id, MessageWriteVec::new());
+        answer
+            .add_attribute(&MappedSocketAddr::new(other).to_raw(OTHER_ADDRESS))
+            .unwrap();
+        let answer = answer.finish();
+        assert_eq!(parse(&answer).unwrap().other_address, Some(other));
+        assert_eq!(
+            parse(&binding_success(&[4; 12], other, None))
+                .unwrap()
+                .other_address,
+            None
+        );
     }
 
     #[test]

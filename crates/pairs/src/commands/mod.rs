@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod doctor;
 mod id;
 mod kv;
 mod log;
@@ -25,6 +26,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Paste(args) => paste::run(data_dir, cli.isolated, args).await,
         Command::Swarm(args) => swarm::run(data_dir, cli.isolated, args).await,
         Command::Status(args) => status::run(data_dir, cli.isolated, args).await,
+        Command::Doctor(args) => doctor::run(data_dir, cli.isolated, args).await,
         Command::Log(command) => log::run(data_dir, command).await,
         Command::Kv(command) => kv::run(data_dir, command),
     }

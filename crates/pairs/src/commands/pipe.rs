@@ -111,7 +111,7 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
 }
 
 /// The port mapping protocols to try: the flag's, else all of them unless isolated.
-fn port_mapping_protocols(
+pub(crate) fn port_mapping_protocols(
     isolated: bool,
     flag: Option<&PortMapping>,
 ) -> Option<Vec<pairs_portmap::Protocol>> {
