@@ -120,10 +120,14 @@ impl SwarmProc {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stdout
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("{} never printed {expected:?}", self.short));
+            let line = self.stdout.recv_timeout(left).unwrap_or_else(|_| {
+                let stderr: Vec<String> = self.stderr.try_iter().collect();
+                panic!(
+                    "{} never printed {expected:?}; its stderr:\n{}",
+                    self.short,
+                    stderr.join("\n")
+                )
+            });
             if line == expected {
                 return;
             }

@@ -66,6 +66,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams a topic peer may have waiting to be accepted; more are refused.
 const INCOMING_STREAMS: usize = 16;
+/// How long a connection replaced by its duplicate stays open after the topics heard `Left`, so that
+/// what was already written on it arrives.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(3);
 
 /// Settings for [`Swarm::new`].
 #[derive(Debug, Clone)]
@@ -797,7 +800,18 @@ impl Actor {
     fn close(&mut self, id: ConnId, reason: CloseReason) {
         if let Some(state) = self.conns.get_mut(&id) {
             state.closing = Some(reason);
-            state.connection.close(reason.code(), reason.text());
+            if reason == CloseReason::Duplicate && !state.joined.is_empty() {
+                // The application may have data in flight on streams of this connection (written
+                // before either side knew of the other connection): the topics hear `Left` now,
+                // the connection closes once that data had time to arrive.
+                let connection = state.connection.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(DUPLICATE_GRACE).await;
+                    connection.close(reason.code(), reason.text());
+                });
+            } else {
+                state.connection.close(reason.code(), reason.text());
+            }
             for (topic, _) in state.joined.drain() {
                 if let Some(topic_state) = self.topics.get(&topic) {
                     let _ = topic_state.events.send(TopicEvent::Left(state.node));
