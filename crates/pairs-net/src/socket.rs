@@ -17,7 +17,7 @@ use std::fmt;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
@@ -86,6 +86,14 @@ pub struct SharedSocket {
     /// Datagrams arriving over virtual paths, handed to QUIC before the socket's own.
     injected_tx: mpsc::Sender<(SocketAddr, Bytes)>,
     injected_rx: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
+    /// Real addresses QUIC reaches through a carrier (a TURN allocation): datagrams to them go to the
+    /// carrier's queue, tagged with the destination.
+    routes: Mutex<HashMap<SocketAddr, mpsc::Sender<(SocketAddr, Bytes)>>>,
+    has_routes: AtomicBool,
+    /// Sources whose every datagram goes to a carrier instead of QUIC (TURN servers: their
+    /// ChannelData looks like QUIC).
+    diverted: Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>,
+    has_diverted: AtomicBool,
 }
 
 /// A way to a peer that is not this socket's own UDP (a relay circuit), seen by QUIC as one more remote
@@ -186,7 +194,81 @@ impl SharedSocket {
             next_virtual: AtomicU32::new(1),
             injected_tx,
             injected_rx: Mutex::new(injected_rx),
+            routes: Mutex::new(HashMap::new()),
+            has_routes: AtomicBool::new(false),
+            diverted: Mutex::new(HashMap::new()),
+            has_diverted: AtomicBool::new(false),
         }))
+    }
+
+    /// Sends QUIC's datagrams for `peer` to `carrier` (tagged with `peer`) instead of the wire.
+    pub fn route_to(&self, peer: SocketAddr, carrier: mpsc::Sender<(SocketAddr, Bytes)>) {
+        let mut routes = self.routes.lock().expect("mutex poisoned");
+        routes.insert(canonical(peer), carrier);
+        self.has_routes.store(true, Ordering::Release);
+    }
+
+    /// Sends QUIC's datagrams for `peer` on the wire again.
+    pub fn unroute(&self, peer: SocketAddr) {
+        let mut routes = self.routes.lock().expect("mutex poisoned");
+        routes.remove(&canonical(peer));
+        self.has_routes.store(!routes.is_empty(), Ordering::Release);
+    }
+
+    /// Hands every datagram from `source` to the returned queue (not to QUIC, nor to the STUN
+    /// subscriber) until [`SharedSocket::undivert`].
+    pub fn divert(&self, source: SocketAddr, capacity: usize) -> mpsc::Receiver<Bytes> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let mut diverted = self.diverted.lock().expect("mutex poisoned");
+        diverted.insert(canonical(source), tx);
+        self.has_diverted.store(true, Ordering::Release);
+        rx
+    }
+
+    /// Ends a [`SharedSocket::divert`].
+    pub fn undivert(&self, source: SocketAddr) {
+        let mut diverted = self.diverted.lock().expect("mutex poisoned");
+        diverted.remove(&canonical(source));
+        self.has_diverted
+            .store(!diverted.is_empty(), Ordering::Release);
+    }
+
+    /// Hands `datagram` to QUIC as if it had arrived from `from` (what a carrier brings back).
+    /// Dropped if QUIC is that far behind.
+    pub fn inject(&self, from: SocketAddr, datagram: Bytes) {
+        let from = self.map_destination(from);
+        if self.injected_tx.try_send((from, datagram)).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The socket's bound address as the OS reports it (`[::]:port` on a dual-stack socket).
+    pub fn local_addr_for_turn(&self) -> SocketAddr {
+        self.inner
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+    }
+
+    /// Queues QUIC's datagrams for a routed destination; `false` if it has no route.
+    fn send_routed(&self, transmit: &Transmit) -> bool {
+        let destination = canonical(transmit.destination);
+        let routes = self.routes.lock().expect("mutex poisoned");
+        let Some(tx) = routes.get(&destination) else {
+            return false;
+        };
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        for datagram in transmit.contents.chunks(segment) {
+            if tx
+                .try_send((destination, Bytes::copy_from_slice(datagram)))
+                .is_err()
+            {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        true
     }
 
     /// Opens a virtual path with a fresh made-up address.
@@ -341,6 +423,18 @@ impl SharedSocket {
         } else {
             meta.stride
         };
+        if self.has_diverted.load(Ordering::Acquire) {
+            let diverted = self.diverted.lock().expect("mutex poisoned");
+            if let Some(tx) = diverted.get(&canonical(meta.addr)) {
+                for datagram in buf[..meta.len].chunks(stride.max(1)) {
+                    let sent = tx.try_send(Bytes::copy_from_slice(datagram)).is_ok();
+                    let counter = if sent { &self.delivered } else { &self.dropped };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+                meta.len = 0;
+                return;
+            }
+        }
         let mut start = 0;
         while start < meta.len {
             let end = (start + stride).min(meta.len);
@@ -370,6 +464,9 @@ impl AsyncUdpSocket for SharedSocket {
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         if is_virtual(transmit.destination) {
             self.send_virtual(transmit);
+            return Ok(());
+        }
+        if self.has_routes.load(Ordering::Acquire) && self.send_routed(transmit) {
             return Ok(());
         }
         self.inner.try_send(transmit)

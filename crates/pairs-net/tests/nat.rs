@@ -358,3 +358,98 @@ async fn stun_answers_with_a_wrong_transaction_or_source_are_ignored() {
     let mapped = within(client.nat.stun(server_addr)).await.unwrap();
     assert_eq!(mapped, client.router.endpoint().local_addr());
 }
+
+/// A TURN server that answers every request with forged successes (wrong transaction id, no
+/// MESSAGE-INTEGRITY, integrity under the wrong password): no allocation may come of it.
+#[tokio::test]
+async fn forged_turn_answers_make_no_allocation() {
+    use pairs_net::nat::turn::TurnServer;
+    use stun_types::attribute::XorMappedAddress;
+    use stun_types::message::{
+        IntegrityAlgorithm, LongTermKeyCredentials, Message, MessageClass, MessageType,
+        MessageWriteVec, TransactionId,
+    };
+    use stun_types::prelude::*;
+    use turn_client_proto::types::attribute::{Lifetime, XorRelayedAddress};
+
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = answered.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        let lie: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        loop {
+            let Ok((len, from)) = server.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(request) = Message::from_bytes(&buf[..len]) else {
+                continue;
+            };
+            if !request.has_class(MessageClass::Request) {
+                continue;
+            }
+            let wrong: TransactionId = (u128::from(request.transaction_id()) ^ 1).into();
+            for (transaction, signed) in [
+                (wrong, false),
+                (request.transaction_id(), false),
+                (request.transaction_id(), true),
+            ] {
+                let mtype = MessageType::from_class_method(MessageClass::Success, request.method());
+                let mut answer = Message::builder(mtype, transaction, MessageWriteVec::new());
+                answer
+                    .add_attribute(&XorRelayedAddress::new(lie, transaction))
+                    .unwrap();
+                answer
+                    .add_attribute(&XorMappedAddress::new(from, transaction))
+                    .unwrap();
+                answer.add_attribute(&Lifetime::new(600)).unwrap();
+                if signed {
+                    let wrong_key = LongTermKeyCredentials::new(
+                        "test".into(),
+                        "not-the-password".into(),
+                        "pairs.test".into(),
+                    );
+                    answer
+                        .add_message_integrity(&wrong_key.into(), IntegrityAlgorithm::Sha1)
+                        .unwrap();
+                }
+                let _ = server.send_to(&answer.finish(), from).await;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let client = Node::start(NatConfig::default()).await;
+    let turn: TurnServer = format!("test:test123@{server_addr}").parse().unwrap();
+    let result = within(client.nat.turn_allocate(&turn)).await;
+    assert!(
+        answered.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the fake server saw requests"
+    );
+    match result {
+        Ok(allocation) => panic!("allocation from forged answers: {}", allocation.relayed()),
+        Err(err) => assert!(err.to_string().contains("TURN server"), "{err}"),
+    }
+}
+
+#[test]
+fn turn_server_strings_parse_and_hide_the_password() {
+    use pairs_net::nat::turn::TurnServer;
+    let server: TurnServer = "alice:s3cret@203.0.113.10:3478".parse().unwrap();
+    assert_eq!(server.username, "alice");
+    assert_eq!(server.password, "s3cret");
+    assert_eq!(
+        server.addr,
+        "203.0.113.10:3478".parse::<SocketAddr>().unwrap()
+    );
+    assert!(!format!("{server:?}").contains("s3cret"));
+    for bad in [
+        "203.0.113.10:3478",
+        "alice@203.0.113.10:3478",
+        ":pw@1.2.3.4:1",
+        "a:b@nowhere",
+    ] {
+        let err = bad.parse::<TurnServer>().unwrap_err();
+        assert!(err.contains("USER:PASSWORD@IP:PORT"), "{bad}: {err}");
+    }
+}

@@ -195,6 +195,11 @@ pub struct ListenArgs {
     #[arg(long, value_name = "MODE", value_parser = parse_port_mapping)]
     pub port_mapping: Option<PortMapping>,
 
+    /// Be reachable through an allocation on this TURN server (e.g. coturn), USER:PASSWORD@IP:PORT;
+    /// the ticket then carries the relayed address
+    #[arg(long, value_name = "USER:PASSWORD@IP:PORT")]
+    pub turn: Option<pairs_net::nat::turn::TurnServer>,
+
     #[command(flatten)]
     pub sources: SourceArgs,
 }
@@ -309,6 +314,11 @@ pub struct ConnectArgs {
     /// a hole punch, or its relay when no direct path works; repeatable, tried in order
     #[arg(long, value_name = "TICKET")]
     pub via: Vec<String>,
+
+    /// Send through an allocation on this TURN server, USER:PASSWORD@IP:PORT: used for the peer's
+    /// addresses that are relayed addresses on the same server (a ticket from `listen --turn`)
+    #[arg(long, value_name = "USER:PASSWORD@IP:PORT")]
+    pub turn: Option<pairs_net::nat::turn::TurnServer>,
 }
 
 /// Where peers come from, on top of the configuration file (`config.toml` in the data directory).

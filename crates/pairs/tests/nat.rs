@@ -361,3 +361,74 @@ fn doctor_names_the_nat_type_of_each_mode() {
         assert!(seen_by_helper.starts_with("203.0.113.1:"), "{report:#}");
     }
 }
+
+/// Only TURN: a1 and b1 behind symmetric NATs, no helper, both with an allocation on the coturn on the
+/// public host. 10 MiB go from a1 to b1 intact, through the relay.
+#[test]
+fn turn_carries_ten_mib_between_two_symmetric_nats() {
+    use sha2::{Digest, Sha256};
+    let lab = NatLab::new();
+    lab.lab.run(&["turn", "pub", "start"]);
+    lab.lab.run(&["nat", "r1", "symmetric"]);
+    lab.lab.run(&["nat", "r2", "symmetric"]);
+    let turn = "test:test123@203.0.113.10:3478";
+    let (a_home, b_home) = (Home::new(), Home::new());
+    let mut listener = lab
+        .lab
+        .pairs(
+            "b1",
+            &b_home,
+            &["listen", "--turn", turn, "--port-mapping", "off"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pairs listen");
+    let b_err = lines_of(listener.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let ticket = loop {
+        let line = b_err
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no TURN ticket:\n{}", seen.join("\n")));
+        seen.push(line.clone());
+        if seen
+            .iter()
+            .any(|l| l.contains("TURN relay at 203.0.113.10:"))
+        {
+            if let Some(rest) = line.trim().strip_prefix("pairs connect ") {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+    };
+    let data: Vec<u8> = (0..10 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let input = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(input.path(), &data).unwrap();
+    // The listener's output is collected while the dialer runs (a full pipe would stall the transfer).
+    let listened = std::thread::spawn(move || wait_output(listener, Duration::from_secs(120)));
+    let dialer = lab
+        .lab
+        .pairs("a1", &a_home, &["connect", &ticket, "--turn", turn])
+        .stdin(std::fs::File::open(input.path()).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pairs connect");
+    let a_out = wait_output(dialer, Duration::from_secs(120));
+    let a_err = String::from_utf8_lossy(&a_out.stderr);
+    assert!(a_out.status.success(), "connect failed: {a_err}");
+    assert!(
+        a_err.contains("relayed by TURN server 203.0.113.10:3478"),
+        "{a_err}"
+    );
+    let b_out = listened.join().unwrap();
+    assert!(b_out.status.success());
+    assert_eq!(b_out.stdout.len(), data.len());
+    assert_eq!(
+        Sha256::digest(&b_out.stdout),
+        Sha256::digest(&data),
+        "the 10 MiB arrived altered"
+    );
+}

@@ -23,6 +23,7 @@ pub mod helper;
 pub mod limits;
 pub mod punch;
 pub mod stun;
+pub mod turn;
 pub mod wire;
 
 use std::collections::HashMap;

@@ -37,6 +37,24 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     for helper in &helpers {
         tokio::spawn(stay_registered(nat.clone(), helper.clone()));
     }
+    let turn = match &args.turn {
+        Some(server) => {
+            let allocation = nat
+                .turn_allocate(server)
+                .await
+                .context("cannot get a TURN allocation")?;
+            let mut addr = endpoint.node_addr();
+            addr.addrs.insert(0, allocation.relayed());
+            eprintln!(
+                "pairs: TURN relay at {}; from anywhere, with the same TURN server:\n\n    pairs connect {} --turn USER:PASSWORD@{}\n",
+                allocation.relayed(),
+                addr.to_ticket(),
+                allocation.server()
+            );
+            Some(allocation)
+        }
+        None => None,
+    };
     let mapping = match port_mapping_protocols(isolated, args.port_mapping.as_ref()) {
         Some(protocols) => {
             let kept = KeptMapping::start(endpoint.local_addr().port(), protocols);
@@ -106,6 +124,9 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     if let Some(mapping) = mapping {
         mapping.shutdown().await;
     }
+    if let Some(turn) = turn {
+        turn.shutdown().await;
+    }
     router.shutdown().await;
     result
 }
@@ -171,7 +192,28 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
             Err(_) => return Err(ticket_err.into()),
         },
     };
-    let (connection, how) = reach(&endpoint, &target, &helpers).await?;
+    let turn = match &args.turn {
+        Some(server) => {
+            let nat = Nat::new(&endpoint, NatConfig::default());
+            let allocation = nat
+                .turn_allocate(server)
+                .await
+                .context("cannot get a TURN allocation")?;
+            // The peer's relayed addresses on the same server are reached through ours.
+            let relay_ip = allocation.relayed().ip();
+            for addr in target.addrs.iter().filter(|a| a.ip() == relay_ip) {
+                allocation.route(*addr);
+            }
+            Some((nat, allocation))
+        }
+        None => None,
+    };
+    let (connection, mut how) = reach(&endpoint, &target, &helpers).await?;
+    if let Some((_, allocation)) = &turn {
+        if connection.remote_addr().ip() == allocation.relayed().ip() {
+            how = format!("relayed by TURN server {}", allocation.server());
+        }
+    }
     eprintln!(
         "pairs: connected to {} at {} ({how})",
         connection.remote_node_id(),
@@ -186,6 +228,9 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     .await;
     output.finish().context("writing stdout failed")?;
     endpoint.close().await;
+    if let Some((_, allocation)) = turn {
+        allocation.shutdown().await;
+    }
     result?;
     Ok(())
 }
