@@ -25,6 +25,8 @@
 #                                                 each of its addresses (two addresses: RFC 5780
 #                                                 NAT behaviour discovery works); user test/test123,
 #                                                 realm pairs.test
+#   delay NAME MS|off                             delay every packet of host NAME's eth0 by MS, both
+#                                                 ways (NFQUEUE + delay.py: no netem needed)
 #   upnp ROUTER start STUNIP | upnp ROUTER stop   miniupnpd (UPnP IGD, NAT-PMP, PCP) on ROUTER's LAN;
 #                                                 STUNIP: a coturn with two addresses (miniupnpd
 #                                                 checks its WAN with STUN before mapping)
@@ -41,6 +43,7 @@ LAB_NAT_MODES="none portrestricted symmetric fullcone restricted"
 P="${LAB_PREFIX:-pl}"
 RUN_BASE="${LAB_RUN:-/tmp/pairs-lab}"
 RUN=""   # set in main once the prefix is known
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CREATING=""   # node being built; removed again if the command fails half-way
 
 # ------------------------------------------------------------------ helpers
@@ -647,6 +650,46 @@ cmd_upnp() { # ROUTER start STUNIP | ROUTER stop
   esac
 }
 
+# ------------------------------------------------------------------ link delay
+# The kernel may lack sch_netem: packets of the host's eth0 go through NFQUEUE (iptables mangle, the
+# host has no conntrack) to delay.py, which lets each go after the delay. Both directions.
+delay_start() { # NAME MS
+  local n=$1 ms=$2 dir i
+  need_cmds iptables
+  need_kind "$n" host
+  [[ $ms =~ ^[0-9]+$ ]] || die "delay: MS must be a number of milliseconds"
+  delay_stop "$n"
+  dir="$RUN/delay-$n"
+  mkdir -p "$dir"
+  ip netns exec "$(ns "$n")" python3 "$HERE/delay.py" "$ms" 100 101 > "$dir/log" 2>&1 < /dev/null &
+  echo $! > "$dir/pid"
+  for i in $(seq 100); do
+    grep -q ready "$dir/log" 2>/dev/null && break
+    alive "$(cat "$dir/pid")" || break
+    sleep 0.05
+  done
+  grep -q ready "$dir/log" 2>/dev/null || die "delay in $n did not start: $(tail -2 "$dir/log")"
+  nsx "$n" iptables -t mangle -A OUTPUT -o eth0 -j NFQUEUE --queue-num 100 --queue-bypass
+  nsx "$n" iptables -t mangle -A PREROUTING -i eth0 -j NFQUEUE --queue-num 101 --queue-bypass
+  log "delay $n: ${ms} ms each way on eth0"
+}
+
+delay_stop() { # NAME
+  local pid
+  nsx "$1" iptables -t mangle -F OUTPUT 2>/dev/null || true
+  nsx "$1" iptables -t mangle -F PREROUTING 2>/dev/null || true
+  if pid=$(daemon_pid "$RUN/delay-$1/pid"); then kill_pids "$pid"; fi
+  rm -rf "$RUN/delay-$1"
+}
+
+cmd_delay() { # NAME MS|off
+  [ $# = 2 ] || die "usage: delay NAME MS|off"
+  case $2 in
+    off) need_node "$1"; delay_stop "$1" ;;
+    *) delay_start "$1" "$2" ;;
+  esac
+}
+
 # ------------------------------------------------------------------ misc commands
 cmd_exec() { # NAME CMD...
   [ $# -ge 2 ] || die "usage: exec NAME CMD..."
@@ -773,6 +816,7 @@ main() {
     addr) cmd_addr "$@" ;;
     turn) cmd_turn "$@" ;;
     upnp) cmd_upnp "$@" ;;
+    delay) cmd_delay "$@" ;;
     lan) cmd_lan "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;

@@ -208,16 +208,19 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
         }
         None => None,
     };
+    let dialing = std::time::Instant::now();
     let (connection, mut how) = reach(&endpoint, &target, &helpers).await?;
+    let took = dialing.elapsed();
     if let Some((_, allocation)) = &turn {
         if connection.remote_addr().ip() == allocation.relayed().ip() {
             how = format!("relayed by TURN server {}", allocation.server());
         }
     }
     eprintln!(
-        "pairs: connected to {} at {} ({how})",
+        "pairs: connected to {} at {} ({how}) in {} ms",
         connection.remote_node_id(),
-        connection.remote_addr()
+        connection.remote_addr(),
+        took.as_millis()
     );
     let mut input = stdin_chunks().context("cannot read stdin")?;
     let output = StdoutSink::start().context("cannot write stdout")?;
