@@ -415,7 +415,16 @@ async fn keep(
     let mut current: Option<Mapping> = None;
     loop {
         let wait = match &mut current {
-            None => match map_udp_any(port, &protocols).await {
+            // Asking can take seconds when nothing answers; a shutdown does not wait for it.
+            None => match tokio::select! {
+                result = map_udp_any(port, &protocols) => result,
+                done = &mut stop => {
+                    if let Ok(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+            } {
                 Ok(mapping) => {
                     info!(protocol = %mapping.protocol, external = %mapping.external, "port mapped");
                     let _ = state.send(MappingState::Mapped {

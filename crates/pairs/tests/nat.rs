@@ -154,7 +154,9 @@ fn matrix_row(nat1: &str) {
     let lab = NatLab::new();
     let mut report = Vec::new();
     for nat2 in MODES {
+        let started = std::time::Instant::now();
         let how = lab.connect(nat1, nat2);
+        let how = format!("{how} [{} ms in all]", started.elapsed().as_millis());
         let expected = if punchable(nat1, nat2) {
             "(hole punched"
         } else {

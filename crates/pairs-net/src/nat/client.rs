@@ -43,12 +43,12 @@ pub enum Path {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The helper could not be reached.
-    #[error("cannot reach helper {}: {source}", .helper.short())]
+    #[error("cannot reach helper {}: {cause}", .helper.short())]
     Helper {
         /// The helper.
         helper: NodeId,
         /// Why.
-        source: crate::ConnectError,
+        cause: crate::ConnectError,
     },
     /// The helper or the target said no.
     #[error("helper {}: {reason}", .helper.short())]
@@ -59,20 +59,20 @@ pub enum ConnectError {
         reason: String,
     },
     /// The exchange with the helper broke.
-    #[error("helper {}: {source}", .helper.short())]
+    #[error("helper {}: {cause}", .helper.short())]
     Wire {
         /// The helper.
         helper: NodeId,
         /// What broke.
-        source: WireError,
+        cause: WireError,
     },
     /// No punch worked and the relayed dial failed too.
-    #[error("no direct path to {} and the relay failed: {source}", .target.short())]
+    #[error("no direct path to {} and the relay failed: {cause}", .target.short())]
     Relay {
         /// Who we tried to reach.
         target: NodeId,
         /// The dial's error.
-        source: crate::ConnectError,
+        cause: crate::ConnectError,
     },
 }
 
@@ -116,9 +116,9 @@ impl Nat {
             .endpoint
             .connect(helper, wire::ALPN)
             .await
-            .map_err(|source| ConnectError::Helper {
+            .map_err(|cause| ConnectError::Helper {
                 helper: helper.node_id,
-                source,
+                cause,
             })?;
         self.register_on(connection).await
     }
@@ -126,7 +126,7 @@ impl Nat {
     /// Registers over an existing `pairs/nat/1` connection.
     pub async fn register_on(&self, connection: Connection) -> Result<Registration, ConnectError> {
         let helper = connection.remote_node_id();
-        let wire_err = |source| ConnectError::Wire { helper, source };
+        let wire_err = |cause| ConnectError::Wire { helper, cause };
         let exchange = async {
             let mut stream = connection
                 .open_bi()
@@ -179,30 +179,67 @@ impl Nat {
     ) -> Result<(Connection, Path), ConnectError> {
         let helper = registration.connection.remote_node_id();
         for attempt in 1..=PUNCH_ATTEMPTS {
-            let outcome = match self.punch(target, registration).await {
-                Ok(outcome) => outcome,
+            let (probing, candidates, start) = match self.introduce(target, registration).await {
+                Ok(introduced) => introduced,
                 Err(ConnectError::Refused { reason, .. }) => {
                     debug!(peer = %target.short(), %reason, "no punch; trying the relay");
                     break;
                 }
                 Err(err) => return Err(err),
             };
-            match outcome {
-                Outcome::Direct(addr) => {
-                    let dialed = self
-                        .inner
-                        .endpoint
-                        .connect(&NodeAddr::new(target, vec![addr]), alpn)
-                        .await;
-                    match dialed {
-                        Ok(connection) => {
+            // QUIC goes to the address the helper sees the target at as soon as the probes start:
+            // behind a cone NAT that is the path, and the handshake needs no probe round first.
+            // The probes find the path when it is another (a symmetric NAT's fresh mapping).
+            let endpoint = self.inner.endpoint.clone();
+            let early_addr = candidates.first().copied();
+            let early = async {
+                let addr = early_addr?;
+                tokio::time::sleep_until(tokio::time::Instant::from_std(start)).await;
+                endpoint
+                    .connect(&NodeAddr::new(target, vec![addr]), alpn)
+                    .await
+                    .ok()
+                    .map(|c| (c, addr))
+            };
+            tokio::pin!(early, probing);
+            let mut early_done = false;
+            let outcome = loop {
+                tokio::select! {
+                    dialed = &mut early, if !early_done => match dialed {
+                        Some((connection, addr)) => {
                             info!(peer = %target.short(), %addr, attempt, "punched a direct path");
                             return Ok((connection, Path::Punched { addr, attempt }));
                         }
-                        Err(err) => debug!(%addr, %err, "dial over the punched path failed"),
+                        None => early_done = true,
+                    },
+                    outcome = &mut probing => break outcome,
+                }
+            };
+            match outcome {
+                Outcome::Direct(addr) => {
+                    let dialed = if Some(addr) == early_addr && !early_done {
+                        // The early dial is on this very path: let it finish. (A second dial would
+                        // race it, and the peer could keep the connection we drop.)
+                        early.await.map(|(c, _)| c).ok_or(())
+                    } else {
+                        self.inner
+                            .endpoint
+                            .connect(&NodeAddr::new(target, vec![addr]), alpn)
+                            .await
+                            .map_err(|err| debug!(%addr, %err, "dial over the punched path failed"))
+                    };
+                    if let Ok(connection) = dialed {
+                        info!(peer = %target.short(), %addr, attempt, "punched a direct path");
+                        return Ok((connection, Path::Punched { addr, attempt }));
                     }
                 }
-                Outcome::Failed => debug!(peer = %target.short(), attempt, "punch failed"),
+                Outcome::Failed { heard_from_peer } => {
+                    debug!(peer = %target.short(), attempt, heard_from_peer, "punch failed");
+                    if !heard_from_peer {
+                        // Not one probe got through: the NATs will not let another attempt through.
+                        break;
+                    }
+                }
             }
         }
         let connection = self.relayed(target, alpn, registration).await?;
@@ -210,14 +247,22 @@ impl Nat {
         Ok((connection, Path::Relayed(helper)))
     }
 
-    /// One punch: asks the helper for an introduction, then probes.
-    async fn punch(
+    /// Asks the helper for an introduction. Returns the probing (to be polled), the target's
+    /// candidates and when the probes start.
+    async fn introduce(
         &self,
         target: NodeId,
         registration: &Registration,
-    ) -> Result<Outcome, ConnectError> {
+    ) -> Result<
+        (
+            impl std::future::Future<Output = Outcome> + use<>,
+            Vec<SocketAddr>,
+            Instant,
+        ),
+        ConnectError,
+    > {
         let helper = registration.connection.remote_node_id();
-        let wire_err = |source| ConnectError::Wire { helper, source };
+        let wire_err = |cause| ConnectError::Wire { helper, cause };
         let mut key = [0u8; 16];
         getrandom::fill(&mut key).expect("the operating system random source works");
         let mut id = [0u8; 8];
@@ -259,7 +304,9 @@ impl Nat {
         };
         let start = Instant::now() + Duration::from_millis(u64::from(delay_ms.min(2000)));
         let punch = Punch::new(offer.id, key, &candidates, start);
-        Ok(run_punch(&self.inner, punch, inputs, guard).await)
+        let nat = self.inner.clone();
+        let probing = async move { run_punch(&nat, punch, inputs, guard).await };
+        Ok((probing, candidates, start))
     }
 
     /// Opens a relay circuit to `target` at the helper and dials QUIC over it.
@@ -270,7 +317,7 @@ impl Nat {
         registration: &Registration,
     ) -> Result<Connection, ConnectError> {
         let helper = registration.connection.remote_node_id();
-        let wire_err = |source| ConnectError::Wire { helper, source };
+        let wire_err = |cause| ConnectError::Wire { helper, cause };
         let exchange = async {
             let mut stream = registration
                 .connection
@@ -310,9 +357,9 @@ impl Nat {
                 });
                 Ok(connection)
             }
-            Err(source) => {
+            Err(cause) => {
                 pump.abort();
-                Err(ConnectError::Relay { target, source })
+                Err(ConnectError::Relay { target, cause })
             }
         }
     }
@@ -377,7 +424,10 @@ async fn run_punch(
             if punch.is_finished(now) {
                 punch.handle_timeout(now);
                 if let Some(tx) = outcome_tx.take() {
-                    let _ = tx.send(punch.outcome().unwrap_or(Outcome::Failed));
+                    let failed = Outcome::Failed {
+                        heard_from_peer: false,
+                    };
+                    let _ = tx.send(punch.outcome().unwrap_or(failed));
                 }
                 break;
             }
@@ -395,7 +445,9 @@ async fn run_punch(
             }
         }
     });
-    outcome_rx.await.unwrap_or(Outcome::Failed)
+    outcome_rx.await.unwrap_or(Outcome::Failed {
+        heard_from_peer: false,
+    })
 }
 
 /// Answers what a helper pushes to us over our registration: introductions and relay requests.

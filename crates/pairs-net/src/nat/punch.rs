@@ -27,7 +27,11 @@ pub enum Outcome {
     /// The other side answered a probe sent to this address.
     Direct(SocketAddr),
     /// No candidate answered within [`PUNCH_TIME`].
-    Failed,
+    Failed {
+        /// Whether a signed probe from the other side arrived at all (a path half open: worth
+        /// another try; none: the NATs do not let the probes through, a relay is needed).
+        heard_from_peer: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -51,6 +55,7 @@ pub struct Punch {
     next_round: Instant,
     deadline: Instant,
     outcome: Option<Outcome>,
+    heard_from_peer: bool,
     transmits: Vec<(SocketAddr, Vec<u8>)>,
 }
 
@@ -68,6 +73,7 @@ impl Punch {
             next_round: start,
             deadline: start + PUNCH_TIME,
             outcome: None,
+            heard_from_peer: false,
             transmits: Vec::new(),
         };
         for &addr in candidates {
@@ -104,7 +110,9 @@ impl Punch {
     /// Advances time: sends the next round of probes, or ends the punch.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.deadline {
-            self.outcome.get_or_insert(Outcome::Failed);
+            let heard_from_peer = self.heard_from_peer;
+            self.outcome
+                .get_or_insert(Outcome::Failed { heard_from_peer });
             return;
         }
         if self.outcome.is_some() || now < self.next_round {
@@ -134,6 +142,7 @@ impl Punch {
         {
             return;
         }
+        self.heard_from_peer = true;
         self.transmits.push((
             from,
             stun::binding_success(&request.transaction, from, Some(&self.key)),
@@ -326,7 +335,12 @@ mod tests {
         a.handle_timeout(now);
         let rounds = (PUNCH_TIME.as_millis() / PROBE_INTERVAL.as_millis()) as usize;
         assert_eq!(sent, MAX_PROBED * rounds);
-        assert_eq!(a.outcome(), Some(Outcome::Failed));
+        assert_eq!(
+            a.outcome(),
+            Some(Outcome::Failed {
+                heard_from_peer: false
+            })
+        );
         // Unknown senders cannot grow the list past the bound either.
         let mut b = Punch::new(2, [0; 16], &[], t0);
         for i in 0..100u16 {

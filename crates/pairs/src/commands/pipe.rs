@@ -323,13 +323,22 @@ async fn reach(
     let nat = Nat::new(endpoint, NatConfig::default());
     let mut last = None;
     for helper in helpers {
-        match nat.connect_via(target.node_id, pipe::ALPN, helper).await {
-            Ok((connection, path)) => {
+        let attempt = async {
+            let registration = nat.register(helper).await?;
+            let helper_answered = std::time::Instant::now();
+            let (connection, path) = nat
+                .connect_through(target.node_id, pipe::ALPN, &registration)
+                .await?;
+            Ok::<_, nat::ConnectError>((connection, path, helper_answered.elapsed()))
+        };
+        match attempt.await {
+            Ok((connection, path, after_helper)) => {
                 let how = match path {
                     NatPath::Direct(_) => "direct".to_string(),
                     NatPath::Punched { attempt, .. } => format!("hole punched, attempt {attempt}"),
                     NatPath::Relayed(helper) => format!("relayed by {}", helper.short()),
                 };
+                let how = format!("{how}; {} ms after the helper", after_helper.as_millis());
                 return Ok((connection, how));
             }
             Err(err) => {
