@@ -205,6 +205,22 @@ nat_case none           40005 none     y y
 lab nat r1 portrestricted 2>/dev/null
 kill "$ECHO1" "$ECHO2" 2>/dev/null; wait "$ECHO1" "$ECHO2" 2>/dev/null
 
+# ------------------------------------------------------------------ delay
+ping_ms() { # FROM IP -> round trip in whole ms
+  lab exec "$1" ping -n -c1 -W3 "$2" 2>/dev/null | sed -n 's/.*time=\([0-9]*\).*/\1/p'
+}
+if lab delay a2 100 2>"$TMP/delay.log"; then
+  rtt=$(ping_ms a1 192.168.1.11)
+  if [ -n "$rtt" ] && [ "$rtt" -ge 195 ] && [ "$rtt" -lt 400 ]; then pass "delay a2 100: a1 -> a2 round trip ${rtt} ms"
+  else fail "delay a2 100: a1 -> a2 round trip" "${rtt:-none} ms"; fi
+  lab delay a2 off 2>/dev/null
+  rtt=$(ping_ms a1 192.168.1.11)
+  if [ -n "$rtt" ] && [ "$rtt" -lt 50 ]; then pass "delay a2 off: round trip ${rtt} ms"
+  else fail "delay a2 off: round trip" "${rtt:-none} ms"; fi
+else
+  fail "delay a2 100" "$(tail -1 "$TMP/delay.log")"
+fi
+
 # ------------------------------------------------------------------ avahi report
 wait "$AVSEC"
 cat "$TMP/avahi.out"
