@@ -8,7 +8,7 @@ use std::time::Duration;
 use pairs_base::{NodeAddr, SecretKey};
 use pairs_net::nat::limits::RelayLimits;
 use pairs_net::nat::wire::{self, Frame, PunchOffer};
-use pairs_net::nat::{ConnectError, Nat, NatConfig, Path};
+use pairs_net::nat::{ConnectError, Nat, NatConfig, Path, Registration};
 use pairs_net::{Connection, Endpoint, EndpointConfig, Router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -152,20 +152,37 @@ async fn two_nodes_meet_through_a_helper_by_punching() {
     assert_eq!(accepted.remote_node_id(), dialer.id());
 }
 
-#[tokio::test]
-async fn a_node_that_does_not_punch_is_reached_through_the_relay() {
-    let helper = Node::start(NatConfig::default()).await;
-    let mut target = Node::start(NatConfig {
+/// A helper with `relay` limits, a target registered with it that takes part in no punch, and a
+/// dialer: (helper, target, dialer, the target's registration).
+async fn relay_trio(relay: RelayLimits) -> (Node, Node, Node, Registration) {
+    let helper = Node::start(NatConfig {
+        relay,
+        ..NatConfig::default()
+    })
+    .await;
+    let target = Node::start(NatConfig {
         punch: false,
         ..NatConfig::default()
     })
     .await;
     let dialer = Node::start(NatConfig::default()).await;
-    let _registration = within(target.nat.register(&helper.addr())).await.unwrap();
+    let registration = within(target.nat.register(&helper.addr())).await.unwrap();
+    (helper, target, dialer, registration)
+}
+
+/// The dialer's connection to the target, through the helper, which must be relayed.
+async fn relayed(helper: &Node, target: &Node, dialer: &Node) -> Connection {
     let (connection, path) = within(dialer.nat.connect_via(target.id(), ECHO, &helper.addr()))
         .await
         .unwrap();
     assert_eq!(path, Path::Relayed(helper.id()));
+    connection
+}
+
+#[tokio::test]
+async fn a_node_that_does_not_punch_is_reached_through_the_relay() {
+    let (helper, mut target, dialer, _registration) = relay_trio(RelayLimits::default()).await;
+    let connection = relayed(&helper, &target, &dialer).await;
     assert_eq!(connection.remote_node_id(), target.id());
     assert!(pairs_net::socket::is_virtual(connection.remote_addr()));
     // End-to-end: the target proved its key to the dialer through the relay, and data flows both ways.
@@ -178,25 +195,12 @@ async fn a_node_that_does_not_punch_is_reached_through_the_relay() {
 
 #[tokio::test]
 async fn a_relay_cuts_a_circuit_at_its_budget() {
-    let helper = Node::start(NatConfig {
-        relay: RelayLimits {
-            bytes_per_circuit: 300_000,
-            ..RelayLimits::default()
-        },
-        ..NatConfig::default()
-    })
-    .await;
-    let target = Node::start(NatConfig {
-        punch: false,
-        ..NatConfig::default()
-    })
-    .await;
-    let dialer = Node::start(NatConfig::default()).await;
-    let _registration = within(target.nat.register(&helper.addr())).await.unwrap();
-    let (connection, path) = within(dialer.nat.connect_via(target.id(), ECHO, &helper.addr()))
-        .await
-        .unwrap();
-    assert_eq!(path, Path::Relayed(helper.id()));
+    let budget = RelayLimits {
+        bytes_per_circuit: 300_000,
+        ..RelayLimits::default()
+    };
+    let (helper, target, dialer, _registration) = relay_trio(budget).await;
+    let connection = relayed(&helper, &target, &dialer).await;
     // Well within the budget: fine.
     let small = pattern(20_000);
     assert_eq!(within(echo(&connection, &small)).await.unwrap(), small);
@@ -211,24 +215,12 @@ async fn a_relay_cuts_a_circuit_at_its_budget() {
 
 #[tokio::test]
 async fn a_relay_refuses_circuits_over_its_limit() {
-    let helper = Node::start(NatConfig {
-        relay: RelayLimits {
-            max_circuits_per_node: 1,
-            ..RelayLimits::default()
-        },
-        ..NatConfig::default()
-    })
-    .await;
-    let target = Node::start(NatConfig {
-        punch: false,
-        ..NatConfig::default()
-    })
-    .await;
-    let dialer = Node::start(NatConfig::default()).await;
-    let _registration = within(target.nat.register(&helper.addr())).await.unwrap();
-    let (first, _) = within(dialer.nat.connect_via(target.id(), ECHO, &helper.addr()))
-        .await
-        .unwrap();
+    let one_each = RelayLimits {
+        max_circuits_per_node: 1,
+        ..RelayLimits::default()
+    };
+    let (helper, target, dialer, _registration) = relay_trio(one_each).await;
+    let first = relayed(&helper, &target, &dialer).await;
     let second = within(dialer.nat.connect_via(target.id(), ECHO, &helper.addr())).await;
     match second {
         Err(ConnectError::Refused { reason, .. }) => {

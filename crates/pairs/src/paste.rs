@@ -27,6 +27,8 @@ pub const OFFER: u8 = b'D';
 pub const ACK: u8 = b'K';
 /// Largest data frame.
 pub const MAX_CHUNK: usize = 1 << 20;
+/// How long a fetcher waits for the offering peer to take its acknowledgement.
+const ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a fetch failed.
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +180,11 @@ where
     }
     let mut ack = [0u8; 1];
     match stream.read_exact(&mut ack).await {
-        Ok(_) if ack[0] == ACK => Ok(pos),
+        Ok(_) if ack[0] == ACK => {
+            // Our end of the stream tells the fetcher its acknowledgement arrived.
+            let _ = stream.shutdown().await;
+            Ok(pos)
+        }
         _ => Err(PasteError::NotConfirmed),
     }
 }
@@ -251,6 +257,10 @@ where
     }
     stream.write_all(&[ACK]).await?;
     stream.shutdown().await?;
+    // Wait (briefly) for the offering peer to end its side, which it does once it has read the
+    // acknowledgement: leaving at once could close the connection with it still unsent.
+    let mut rest = [0u8; 1];
+    let _ = tokio::time::timeout(ACK_WAIT, stream.read(&mut rest)).await;
     Ok(total)
 }
 

@@ -18,37 +18,6 @@ use common::{Home, lines_of, wait_output};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// LAN 1 (192.168.1.0/24) with `hosts` behind router r1, and LAN 2 with b1 behind r2; both
-/// routers on a public segment.
-fn two_lans(hosts: &[&str]) -> Lab {
-    let lab = Lab::new();
-    lab.run(&["switch", "wan"]);
-    lab.run(&["switch", "lan1"]);
-    lab.run(&["switch", "lan2"]);
-    lab.run(&[
-        "router",
-        "r1",
-        "lan1",
-        "192.168.1.1/24",
-        "wan",
-        "203.0.113.1/24",
-    ]);
-    lab.run(&[
-        "router",
-        "r2",
-        "lan2",
-        "192.168.2.1/24",
-        "wan",
-        "203.0.113.2/24",
-    ]);
-    for (i, host) in hosts.iter().enumerate() {
-        let addr = format!("192.168.1.{}/24", 11 + i);
-        lab.run(&["host", host, "lan1", &addr, "192.168.1.1"]);
-    }
-    lab.run(&["host", "b1", "lan2", "192.168.2.11/24", "192.168.2.1"]);
-    lab
-}
-
 /// A running `pairs swarm`, with its stdin, stdout lines and stderr lines.
 struct SwarmProc {
     _child: Running,
@@ -145,7 +114,7 @@ impl SwarmProc {
 
 #[test]
 fn three_hosts_on_a_lan_mesh_and_a_host_behind_a_router_is_not_found() {
-    let lab = two_lans(&["a1", "a2", "a3"]);
+    let lab = Lab::two_lans(&["a1", "a2", "a3"]);
     let mut a: Vec<SwarmProc> = ["a1", "a2", "a3"]
         .iter()
         .map(|n| SwarmProc::start(&lab, n, "lab-chat", &[]))
@@ -180,7 +149,7 @@ fn three_hosts_on_a_lan_mesh_and_a_host_behind_a_router_is_not_found() {
 
 #[test]
 fn a_paste_reaches_two_receivers_byte_identical() {
-    let lab = two_lans(&["a1", "a2", "a3"]);
+    let lab = Lab::two_lans(&["a1", "a2", "a3"]);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("input");
     {
@@ -247,7 +216,7 @@ fn a_paste_reaches_two_receivers_byte_identical() {
 fn dns_seeds_from_the_lab_dns_server_bring_nodes_in() {
     use pairs_base::{NodeAddr, NodeId, Ticket as _};
 
-    let lab = two_lans(&["a1", "a2"]);
+    let lab = Lab::two_lans(&["a1", "a2"]);
     lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
     let seed_home = Home::new();
     let seed_id: NodeId = full_id(&seed_home).parse().unwrap();
@@ -316,7 +285,7 @@ fn avahi_browse_until(lab: &Lab, node: &str, matches: impl Fn(&str) -> bool) -> 
 
 #[test]
 fn avahi_lists_our_nodes_and_we_find_what_avahi_publishes() {
-    let lab = two_lans(&["a1", "a2", "a3"]);
+    let lab = Lab::two_lans(&["a1", "a2", "a3"]);
     lab.run(&["avahi", "a1", "start"]);
     lab.run(&["avahi", "a2", "start"]);
 
@@ -388,7 +357,7 @@ fn avahi_lists_our_nodes_and_we_find_what_avahi_publishes() {
 /// there, and joins under guessed names: it gets none of the paste and none of the swarm's lines.
 #[test]
 fn a_rogue_host_gets_neither_the_paste_nor_the_lines() {
-    let lab = two_lans(&["a1", "a2", "rg"]);
+    let lab = Lab::two_lans(&["a1", "a2", "rg"]);
     lab.run(&["avahi", "rg", "start"]);
     let sender_home = Home::new();
     let sender_id = full_id(&sender_home);
@@ -487,7 +456,7 @@ fn a_rogue_host_gets_neither_the_paste_nor_the_lines() {
 /// Malformed mDNS packets on the LAN and garbage on a node's port neither crash nor stall it.
 #[test]
 fn malformed_mdns_and_garbage_do_not_stop_a_node() {
-    let lab = two_lans(&["a1", "a2", "rg"]);
+    let lab = Lab::two_lans(&["a1", "a2", "rg"]);
     let mut a1 = SwarmProc::start(&lab, "a1", "sturdy", &["--port", "47000"]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/udp_garbage.py");
     let out = lab

@@ -24,28 +24,7 @@ struct NatLab {
 
 impl NatLab {
     fn new() -> Self {
-        let lab = Lab::new();
-        lab.run(&["switch", "wan"]);
-        lab.run(&["switch", "lan1"]);
-        lab.run(&["switch", "lan2"]);
-        lab.run(&[
-            "router",
-            "r1",
-            "lan1",
-            "192.168.1.1/24",
-            "wan",
-            "203.0.113.1/24",
-        ]);
-        lab.run(&[
-            "router",
-            "r2",
-            "lan2",
-            "192.168.2.1/24",
-            "wan",
-            "203.0.113.2/24",
-        ]);
-        lab.run(&["host", "a1", "lan1", "192.168.1.11/24", "192.168.1.1"]);
-        lab.run(&["host", "b1", "lan2", "192.168.2.11/24", "192.168.2.1"]);
+        let lab = Lab::two_lans(&["a1"]);
         lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
         let home = Home::new();
         let mut helper = lab
@@ -77,6 +56,8 @@ impl NatLab {
         let mut listener = self
             .lab
             .pairs("b1", &b_home, &["listen", "--via", &self.helper_ticket])
+            // Logs of the traversal, shown if the test fails.
+            .env("RUST_LOG", "pairs_net::nat=debug")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -104,6 +85,7 @@ impl NatLab {
                 &a_home,
                 &["connect", &b_id, "--via", &self.helper_ticket],
             )
+            .env("RUST_LOG", "pairs_net::nat=debug")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -117,10 +99,14 @@ impl NatLab {
             .unwrap();
         let a_out = wait_output(dialer, WAIT);
         let a_err = String::from_utf8_lossy(&a_out.stderr).into_owned();
-        assert!(
-            a_out.status.success(),
-            "{nat1} -> {nat2}: connect failed: {a_err}"
-        );
+        if !a_out.status.success() {
+            let _ = listener.kill();
+            let b_err: Vec<String> = b_err.try_iter().collect();
+            panic!(
+                "{nat1} -> {nat2}: connect failed: {a_err}\nthe listener said:\n{}",
+                b_err.join("\n")
+            );
+        }
         assert_eq!(
             String::from_utf8_lossy(&a_out.stdout),
             "hello from b1\n",
@@ -196,18 +182,7 @@ fn nat_matrix_from_symmetric() {
 /// node is told to use only this one): the node maps its port, a node on the public host connects
 /// straight to the mapped address, and the mapping is gone once the node exits.
 fn port_mapping_makes_a_node_reachable(protocol: &str) {
-    let lab = Lab::new();
-    lab.run(&["switch", "wan"]);
-    lab.run(&["switch", "lan1"]);
-    lab.run(&[
-        "router",
-        "r1",
-        "lan1",
-        "192.168.1.1/24",
-        "wan",
-        "203.0.113.1/24",
-    ]);
-    lab.run(&["host", "a1", "lan1", "192.168.1.11/24", "192.168.1.1"]);
+    let lab = Lab::two_lans(&["a1"]);
     lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
     lab.run(&["addr", "pub", "203.0.113.20/24"]);
     lab.run(&["turn", "pub", "start"]);

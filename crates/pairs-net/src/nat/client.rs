@@ -127,22 +127,13 @@ impl Nat {
     pub async fn register_on(&self, connection: Connection) -> Result<Registration, ConnectError> {
         let helper = connection.remote_node_id();
         let wire_err = |cause| ConnectError::Wire { helper, cause };
-        let exchange = async {
-            let mut stream = connection
-                .open_bi()
-                .await
-                .map_err(|e| WireError::Io(e.into()))?;
-            wire::write_frame(&mut stream, &Frame::Register).await?;
-            wire::read_frame(&mut stream).await
-        };
-        let observed = match tokio::time::timeout(HELPER_TIME, exchange).await {
-            Err(_) => return Err(wire_err(WireError::Unexpected("no answer in time"))),
-            Ok(Err(err)) => return Err(wire_err(err)),
-            Ok(Ok(Frame::Registered { observed })) => observed,
-            Ok(Ok(Frame::Refused { reason })) => {
+        let observed = match wire::ask(&connection, &Frame::Register, HELPER_TIME).await {
+            Err(err) => return Err(wire_err(err)),
+            Ok((_, Frame::Registered { observed })) => observed,
+            Ok((_, Frame::Refused { reason })) => {
                 return Err(ConnectError::Refused { helper, reason });
             }
-            Ok(Ok(_)) => return Err(wire_err(WireError::Unexpected("not an answer to register"))),
+            Ok(_) => return Err(wire_err(WireError::Unexpected("not an answer to register"))),
         };
         self.inner.note_observed(observed);
         let task = tokio::spawn(serve_pushes(
@@ -274,33 +265,24 @@ impl Nat {
         };
         // Listen for the target's probes before it can send any.
         let (inputs, guard) = self.inner.listen_for_punch(offer.id);
-        let exchange = async {
-            let mut stream = registration
-                .connection
-                .open_bi()
-                .await
-                .map_err(|e| WireError::Io(e.into()))?;
-            wire::write_frame(
-                &mut stream,
-                &Frame::Connect {
-                    target,
-                    offer: offer.clone(),
-                },
-            )
-            .await?;
-            wire::read_frame(&mut stream).await
+        let connect = Frame::Connect {
+            target,
+            offer: offer.clone(),
         };
-        let (candidates, delay_ms) = match tokio::time::timeout(HELPER_TIME, exchange).await {
-            Err(_) => return Err(wire_err(WireError::Unexpected("no answer in time"))),
-            Ok(Err(err)) => return Err(wire_err(err)),
-            Ok(Ok(Frame::Punch {
-                candidates,
-                delay_ms,
-            })) => (candidates, delay_ms),
-            Ok(Ok(Frame::Refused { reason })) => {
+        let answer = wire::ask(&registration.connection, &connect, HELPER_TIME).await;
+        let (candidates, delay_ms) = match answer {
+            Err(err) => return Err(wire_err(err)),
+            Ok((
+                _,
+                Frame::Punch {
+                    candidates,
+                    delay_ms,
+                },
+            )) => (candidates, delay_ms),
+            Ok((_, Frame::Refused { reason })) => {
                 return Err(ConnectError::Refused { helper, reason });
             }
-            Ok(Ok(_)) => return Err(wire_err(WireError::Unexpected("not an answer to connect"))),
+            Ok(_) => return Err(wire_err(WireError::Unexpected("not an answer to connect"))),
         };
         let start = Instant::now() + Duration::from_millis(u64::from(delay_ms.min(2000)));
         let punch = Punch::new(offer.id, key, &candidates, start);
@@ -318,24 +300,14 @@ impl Nat {
     ) -> Result<Connection, ConnectError> {
         let helper = registration.connection.remote_node_id();
         let wire_err = |cause| ConnectError::Wire { helper, cause };
-        let exchange = async {
-            let mut stream = registration
-                .connection
-                .open_bi()
-                .await
-                .map_err(|e| WireError::Io(e.into()))?;
-            wire::write_frame(&mut stream, &Frame::Relay { target }).await?;
-            let answer = wire::read_frame(&mut stream).await?;
-            Ok::<_, WireError>((stream, answer))
-        };
-        let stream = match tokio::time::timeout(HELPER_TIME, exchange).await {
-            Err(_) => return Err(wire_err(WireError::Unexpected("no answer in time"))),
-            Ok(Err(err)) => return Err(wire_err(err)),
-            Ok(Ok((stream, Frame::Accept))) => stream,
-            Ok(Ok((_, Frame::Refused { reason }))) => {
+        let relay = Frame::Relay { target };
+        let stream = match wire::ask(&registration.connection, &relay, HELPER_TIME).await {
+            Err(err) => return Err(wire_err(err)),
+            Ok((stream, Frame::Accept)) => stream,
+            Ok((_, Frame::Refused { reason })) => {
                 return Err(ConnectError::Refused { helper, reason });
             }
-            Ok(Ok(_)) => return Err(wire_err(WireError::Unexpected("not an answer to relay"))),
+            Ok(_) => return Err(wire_err(WireError::Unexpected("not an answer to relay"))),
         };
         let path = self.inner.endpoint.socket().open_virtual_path();
         let addr = path.addr();

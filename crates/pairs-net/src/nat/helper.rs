@@ -170,29 +170,14 @@ async fn introduce(
         candidates: with_observed(offer.candidates, dialer.remote_addr()),
         ..offer
     };
-    let asked = async {
-        let mut to_target = target_connection
-            .open_bi()
-            .await
-            .map_err(|e| WireError::Io(e.into()))?;
-        wire::write_frame(&mut to_target, &Frame::Introduce { from, offer }).await?;
-        let answer = wire::read_frame(&mut to_target).await?;
-        Ok::<_, WireError>((to_target, answer))
-    };
-    let (mut to_target, answer) = match tokio::time::timeout(ANSWER_TIME, asked).await {
-        Ok(Ok(answered)) => answered,
-        Ok(Err(err)) => {
+    let introduce = Frame::Introduce { from, offer };
+    let (mut to_target, answer) = match wire::ask(&target_connection, &introduce, ANSWER_TIME).await
+    {
+        Ok(answered) => answered,
+        Err(err) => {
             refuse(
                 &mut stream,
                 &format!("{} did not answer: {err}", target.short()),
-            )
-            .await;
-            return Ok(());
-        }
-        Err(_) => {
-            refuse(
-                &mut stream,
-                &format!("{} did not answer in time", target.short()),
             )
             .await;
             return Ok(());
@@ -300,18 +285,10 @@ async fn relay(
             return Ok(());
         }
     };
-    let asked = async {
-        let mut to_target = target_connection
-            .open_bi()
-            .await
-            .map_err(|e| WireError::Io(e.into()))?;
-        wire::write_frame(&mut to_target, &Frame::RelayFrom { from }).await?;
-        let answer = wire::read_frame(&mut to_target).await?;
-        Ok::<_, WireError>((to_target, answer))
-    };
-    let to_target = match tokio::time::timeout(ANSWER_TIME, asked).await {
-        Ok(Ok((to_target, Frame::Accept))) => to_target,
-        Ok(Ok((_, Frame::Refused { reason }))) => {
+    let relay_from = Frame::RelayFrom { from };
+    let to_target = match wire::ask(&target_connection, &relay_from, ANSWER_TIME).await {
+        Ok((to_target, Frame::Accept)) => to_target,
+        Ok((_, Frame::Refused { reason })) => {
             refuse(
                 &mut stream,
                 &format!("{} refused: {reason}", target.short()),

@@ -118,26 +118,15 @@ pub fn verify_integrity(bytes: &[u8], key: &[u8; 16]) -> bool {
 
 /// A binding request; with `auth` (username, key), signed.
 pub fn binding_request(transaction: &[u8; 12], auth: Option<(&str, &[u8; 16])>) -> Vec<u8> {
-    let id = transaction_id(transaction);
-    let mtype = stun_types::message::MessageType::from_class_method(MessageClass::Request, BINDING);
-    let mut message = Message::builder(mtype, id, MessageWriteVec::new());
-    if let Some((username, key)) = auth {
-        let username = Username::new(username).expect("punch usernames are short");
-        message
-            .add_attribute(&username)
-            .expect("one USERNAME attribute");
-        message
-            .add_message_integrity(&credentials(key), IntegrityAlgorithm::Sha1)
-            .expect("one MESSAGE-INTEGRITY attribute");
-    }
-    message
-        .add_fingerprint()
-        .expect("one FINGERPRINT attribute");
-    message.finish()
+    request(transaction, Change::default(), auth)
 }
 
 /// A binding request asking the server to answer from elsewhere (RFC 5780 NAT behaviour discovery).
 pub fn binding_request_changed(transaction: &[u8; 12], change: Change) -> Vec<u8> {
+    request(transaction, change, None)
+}
+
+fn request(transaction: &[u8; 12], change: Change, auth: Option<(&str, &[u8; 16])>) -> Vec<u8> {
     let id = transaction_id(transaction);
     let mtype = stun_types::message::MessageType::from_class_method(MessageClass::Request, BINDING);
     let mut message = Message::builder(mtype, id, MessageWriteVec::new());
@@ -151,6 +140,15 @@ pub fn binding_request_changed(transaction: &[u8; 12], change: Change) -> Vec<u8
         message
             .add_attribute(&RawAttribute::new(CHANGE_REQUEST, &flags))
             .expect("one CHANGE-REQUEST attribute");
+    }
+    if let Some((username, key)) = auth {
+        let username = Username::new(username).expect("punch usernames are short");
+        message
+            .add_attribute(&username)
+            .expect("one USERNAME attribute");
+        message
+            .add_message_integrity(&credentials(key), IntegrityAlgorithm::Sha1)
+            .expect("one MESSAGE-INTEGRITY attribute");
     }
     message
         .add_fingerprint()

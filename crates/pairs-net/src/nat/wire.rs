@@ -151,6 +151,26 @@ pub async fn write_frame(
     Ok(())
 }
 
+/// Opens a stream on `connection`, sends `frame` and reads the answer, all within `limit`.
+pub(crate) async fn ask(
+    connection: &crate::connection::Connection,
+    frame: &Frame,
+    limit: std::time::Duration,
+) -> Result<(crate::stream::BiStream, Frame), WireError> {
+    let exchange = async {
+        let mut stream = connection
+            .open_bi()
+            .await
+            .map_err(|e| WireError::Io(e.into()))?;
+        write_frame(&mut stream, frame).await?;
+        let answer = read_frame(&mut stream).await?;
+        Ok((stream, answer))
+    };
+    tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| WireError::Unexpected("no answer in time"))?
+}
+
 /// Reads one relayed datagram (2-byte length, bytes); `None` at the end of the stream.
 pub async fn read_datagram(
     stream: &mut (impl AsyncRead + Unpin),

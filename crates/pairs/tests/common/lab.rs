@@ -28,6 +28,38 @@ impl Lab {
         lab
     }
 
+    /// Two LANs behind routers (port-restricted NAT by default) on a WAN switch `wan`
+    /// (203.0.113.0/24, r1 at .1, r2 at .2): `lan1_hosts` on lan1 (192.168.1.11 and up, behind r1),
+    /// and b1 on lan2 (192.168.2.11, behind r2).
+    pub fn two_lans(lan1_hosts: &[&str]) -> Self {
+        let lab = Self::new();
+        lab.run(&["switch", "wan"]);
+        lab.run(&["switch", "lan1"]);
+        lab.run(&["switch", "lan2"]);
+        lab.run(&[
+            "router",
+            "r1",
+            "lan1",
+            "192.168.1.1/24",
+            "wan",
+            "203.0.113.1/24",
+        ]);
+        lab.run(&[
+            "router",
+            "r2",
+            "lan2",
+            "192.168.2.1/24",
+            "wan",
+            "203.0.113.2/24",
+        ]);
+        for (i, host) in lan1_hosts.iter().enumerate() {
+            let addr = format!("192.168.1.{}/24", 11 + i);
+            lab.run(&["host", host, "lan1", &addr, "192.168.1.1"]);
+        }
+        lab.run(&["host", "b1", "lan2", "192.168.2.11/24", "192.168.2.1"]);
+        lab
+    }
+
     /// Runs `lab.sh -p PREFIX ARGS` and asserts it succeeded.
     pub fn run(&self, args: &[&str]) {
         let out = self
