@@ -386,10 +386,12 @@ impl Actor {
             Command::Discovered(found) => self.on_discovered(found),
             Command::Incoming(connection) => self.add_connection(connection, false),
             Command::Stats(reply) => {
-                let mut peers: Vec<NodeId> = self.conns.values().map(|c| c.node).collect();
+                // Connections on their way out (a replaced one's grace period) no longer count.
+                let live = || self.conns.values().filter(|c| c.closing.is_none());
+                let mut peers: Vec<NodeId> = live().map(|c| c.node).collect();
                 peers.sort();
                 let _ = reply.send(SwarmStats {
-                    connections: self.conns.len(),
+                    connections: live().count(),
                     peers,
                     topics: self.topics.len(),
                 });
@@ -582,6 +584,10 @@ impl Actor {
         let Some(state) = self.conns.get_mut(&id) else {
             return;
         };
+        if state.closing.is_some() {
+            // A replaced connection in its grace period carries the streams it had, nothing more.
+            return;
+        }
         if let Frame::Peers { tag, peers } = frame {
             if state.remote.has_hello() {
                 self.on_peers(id, tag, peers);
