@@ -66,9 +66,30 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams a topic peer may have waiting to be accepted; more are refused.
 const INCOMING_STREAMS: usize = 16;
-/// How long a connection replaced by its duplicate stays open after the topics heard `Left`, so that
-/// what was already written on it arrives.
-const DUPLICATE_GRACE: Duration = Duration::from_secs(3);
+/// A connection replaced by its duplicate closes once no bytes moved on it for this long...
+const QUIET: Duration = Duration::from_secs(1);
+/// ...or after this long in any case.
+const DUPLICATE_GRACE: Duration = Duration::from_secs(60);
+
+/// Closes `connection` once nothing moved on it for [`QUIET`] (at most [`DUPLICATE_GRACE`] after the
+/// call), so that streams under way on a replaced connection finish.
+async fn close_when_quiet(connection: Connection, reason: CloseReason) {
+    let traffic = |c: &Connection| {
+        let stats = c.quinn().stats();
+        (stats.udp_rx.bytes, stats.udp_tx.bytes)
+    };
+    let deadline = tokio::time::Instant::now() + DUPLICATE_GRACE;
+    let mut last = traffic(&connection);
+    loop {
+        tokio::time::sleep(QUIET).await;
+        let now = traffic(&connection);
+        if now == last || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        last = now;
+    }
+    connection.close(reason.code(), reason.text());
+}
 
 /// Settings for [`Swarm::new`].
 #[derive(Debug, Clone)]
@@ -808,13 +829,9 @@ impl Actor {
             state.closing = Some(reason);
             if reason == CloseReason::Duplicate && !state.joined.is_empty() {
                 // The application may have data in flight on streams of this connection (written
-                // before either side knew of the other connection): the topics hear `Left` now,
-                // the connection closes once that data had time to arrive.
-                let connection = state.connection.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(DUPLICATE_GRACE).await;
-                    connection.close(reason.code(), reason.text());
-                });
+                // before either side knew of the other connection, or a transfer under way): the
+                // topics hear `Left` now, the connection closes once it has gone quiet.
+                tokio::spawn(close_when_quiet(state.connection.clone(), reason));
             } else {
                 state.connection.close(reason.code(), reason.text());
             }
