@@ -392,3 +392,42 @@ async fn an_overlong_peer_list_closes_the_connection() {
     let closed = within(conn.closed()).await.to_string();
     assert!(closed.contains("over the limit"), "{closed}");
 }
+
+/// A member's topic stream that overtakes its hello (they travel on different QUIC streams) waits for
+/// the hello instead of being refused.
+#[tokio::test]
+async fn a_stream_that_arrives_before_the_hello_waits_for_it() {
+    use pairs_net::swarm::membership::{BINDING_LABEL, tag};
+
+    let a = Node::new().await;
+    let topic = Topic::from_name("overtaken");
+    let mut ta = a.swarm.join(topic).await.unwrap();
+    let key = SecretKey::generate();
+    let me = key.node_id();
+    let mut config = EndpointConfig::new(key);
+    config.bind = Some("127.0.0.1:0".parse().unwrap());
+    let member = Endpoint::bind(config).await.unwrap();
+    let conn = within(member.connect(&a.addr(), SWARM_ALPN)).await.unwrap();
+    let binding = conn.channel_binding(BINDING_LABEL);
+    let our_tag = tag(&topic, &binding, &me);
+    // The topic stream first, with data, and only then the hello.
+    let mut stream = conn.open_bi().await.unwrap();
+    let mut header = vec![1u8];
+    header.extend_from_slice(&our_tag);
+    stream.write_all(&header).await.unwrap();
+    stream.write_all(b"early words").await.unwrap();
+    a.wait_connections(1).await;
+    let mut control = conn.open_uni().await.unwrap();
+    control.write_all(&[0]).await.unwrap();
+    let hello = Frame::Hello {
+        version: VERSION,
+        tags: vec![our_tag],
+    };
+    control.write_all(&hello.encode()).await.unwrap();
+    let mut peer = next_joined(&mut ta).await;
+    assert_eq!(peer.node_id(), me);
+    let mut got = within(peer.accept_bi()).await.expect("the early stream");
+    let mut words = [0u8; 11];
+    within(got.read_exact(&mut words)).await.unwrap();
+    assert_eq!(&words, b"early words");
+}

@@ -352,6 +352,10 @@ struct ConnState {
     /// Why we closed it, if we did.
     closing: Option<CloseReason>,
     pex: Pex,
+    /// Streams whose topic the peer has not proven yet: its hello or join travels on the control
+    /// stream and may arrive after a stream it opened right after. Held (at most
+    /// [`INCOMING_STREAMS`], for [`HANDSHAKE_TIMEOUT`]) until it does.
+    parked: Vec<(Tag, BiStream, Instant)>,
 }
 
 struct Actor {
@@ -597,6 +601,7 @@ impl Actor {
                 settled: false,
                 closing: None,
                 pex: Pex::default(),
+                parked: Vec::new(),
             },
         );
     }
@@ -766,6 +771,20 @@ impl Actor {
             return;
         }
         let (tx, rx) = mpsc::channel(INCOMING_STREAMS);
+        // Streams the peer opened under this topic before its proof arrived go in first.
+        let theirs = state.remote.expected_tag(&topic);
+        let parked = std::mem::take(&mut state.parked);
+        for (tag, stream, at) in parked {
+            if tag == theirs {
+                if let Err(err) = tx.try_send(stream) {
+                    let (mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s)) =
+                        err;
+                    refuse_stream(s, b"too many streams waiting");
+                }
+            } else {
+                state.parked.push((tag, stream, at));
+            }
+        }
         state.joined.insert(topic, tx);
         debug!(peer = %state.node.short(), ?topic, "peer joined topic");
         let _ = topic_state.events.send(TopicEvent::Joined(TopicPeer {
@@ -804,10 +823,27 @@ impl Actor {
 
     fn on_stream(&mut self, id: ConnId, tag: Tag, stream: BiStream) {
         let topic = self.topic_for_remote_tag(id, &tag);
-        let Some(state) = self.conns.get(&id) else {
+        let Some(state) = self.conns.get_mut(&id) else {
             return;
         };
         let sender = topic.and_then(|t| state.joined.get(&t));
+        if sender.is_none() && state.closing.is_none() {
+            // Maybe the proof of its topic is still on its way: wait for it, within bounds.
+            let now = Instant::now();
+            let expired: Vec<usize> = (0..state.parked.len())
+                .filter(|&i| now.duration_since(state.parked[i].2) >= HANDSHAKE_TIMEOUT)
+                .collect();
+            for i in expired.into_iter().rev() {
+                let (_, stale, _) = state.parked.remove(i);
+                refuse_stream(stale, b"no such topic");
+            }
+            if state.parked.len() < INCOMING_STREAMS {
+                state.parked.push((tag, stream, now));
+            } else {
+                refuse_stream(stream, b"too many streams waiting");
+            }
+            return;
+        }
         match sender {
             Some(sender) => {
                 if let Err(err) = sender.try_send(stream) {
