@@ -356,6 +356,9 @@ struct ConnState {
     /// stream and may arrive after a stream it opened right after. Held (at most
     /// [`INCOMING_STREAMS`], for [`HANDSHAKE_TIMEOUT`]) until it does.
     parked: Vec<(Tag, BiStream, Instant)>,
+    /// A replaced connection's topics, no longer reported as joined, whose streams still reach the
+    /// sessions that were using it until it closes.
+    draining: HashMap<Topic, mpsc::Sender<BiStream>>,
 }
 
 struct Actor {
@@ -602,6 +605,7 @@ impl Actor {
                 closing: None,
                 pex: Pex::default(),
                 parked: Vec::new(),
+                draining: HashMap::new(),
             },
         );
     }
@@ -826,7 +830,7 @@ impl Actor {
         let Some(state) = self.conns.get_mut(&id) else {
             return;
         };
-        let sender = topic.and_then(|t| state.joined.get(&t));
+        let sender = topic.and_then(|t| state.joined.get(&t).or_else(|| state.draining.get(&t)));
         if sender.is_none() && state.closing.is_none() {
             // Maybe the proof of its topic is still on its way: wait for it, within bounds.
             let now = Instant::now();
@@ -871,9 +875,13 @@ impl Actor {
             } else {
                 state.connection.close(reason.code(), reason.text());
             }
-            for (topic, _) in state.joined.drain() {
+            let graceful = reason == CloseReason::Duplicate;
+            for (topic, incoming) in state.joined.drain() {
                 if let Some(topic_state) = self.topics.get(&topic) {
                     let _ = topic_state.events.send(TopicEvent::Left(state.node));
+                }
+                if graceful {
+                    state.draining.insert(topic, incoming);
                 }
             }
         }
