@@ -53,23 +53,14 @@ impl NatLab {
         self.lab.run(&["nat", "r2", nat2]);
         let (a_home, b_home) = (Home::new(), Home::new());
         let b_id = node_id(&b_home);
-        let mut listener = self
-            .lab
-            .pairs("b1", &b_home, &["listen", "--via", &self.helper_ticket])
-            // Logs of the traversal, shown if the test fails.
-            .env("RUST_LOG", "pairs_net::nat=debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pairs listen");
+        let mut listener = start_with_input(
+            self.lab
+                .pairs("b1", &b_home, &["listen", "--via", &self.helper_ticket])
+                // Logs of the traversal, shown if the test fails.
+                .env("RUST_LOG", "pairs_net::nat=debug"),
+            b"hello from b1\n",
+        );
         let b_err = lines_of(listener.stderr.take().unwrap());
-        listener
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"hello from b1\n")
-            .unwrap();
         loop {
             let line = b_err
                 .recv_timeout(WAIT)
@@ -78,25 +69,16 @@ impl NatLab {
                 break;
             }
         }
-        let mut dialer = self
-            .lab
-            .pairs(
-                "a1",
-                &a_home,
-                &["connect", &b_id, "--via", &self.helper_ticket],
-            )
-            .env("RUST_LOG", "pairs_net::nat=debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pairs connect");
-        dialer
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"hello from a1\n")
-            .unwrap();
+        let dialer = start_with_input(
+            self.lab
+                .pairs(
+                    "a1",
+                    &a_home,
+                    &["connect", &b_id, "--via", &self.helper_ticket],
+                )
+                .env("RUST_LOG", "pairs_net::nat=debug"),
+            b"hello from a1\n",
+        );
         let a_out = wait_output(dialer, WAIT);
         let a_err = String::from_utf8_lossy(&a_out.stderr).into_owned();
         if !a_out.status.success() {
@@ -120,6 +102,18 @@ impl NatLab {
             .unwrap_or_else(|| panic!("no connected line in {a_err}"))
             .to_string()
     }
+}
+
+/// Starts `command` with its output captured and `input` as its whole stdin.
+fn start_with_input(command: &mut std::process::Command, input: &[u8]) -> std::process::Child {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pairs");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child
 }
 
 fn node_id(home: &Home) -> String {
@@ -188,23 +182,8 @@ fn port_mapping_makes_a_node_reachable(protocol: &str) {
     lab.run(&["turn", "pub", "start"]);
     lab.run(&["upnp", "r1", "start", "203.0.113.10"]);
     let (a_home, pub_home) = (Home::new(), Home::new());
-    let mut listener = lab
-        .pairs(
-            "a1",
-            &a_home,
-            &["listen", "--port", "5000", "--port-mapping", protocol],
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pairs listen");
-    listener
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello from a1\n")
-        .unwrap();
+    let listen = ["listen", "--port", "5000", "--port-mapping", protocol];
+    let mut listener = start_with_input(&mut lab.pairs("a1", &a_home, &listen), b"hello from a1\n");
     let a_err = lines_of(listener.stderr.take().unwrap());
     let mut seen = Vec::new();
     let ticket = loop {
@@ -229,19 +208,11 @@ fn port_mapping_makes_a_node_reachable(protocol: &str) {
         mapped_line.contains("reachable at 203.0.113.1:5000"),
         "{mapped_line}"
     );
-    let mut dialer = lab
-        .pairs("pub", &pub_home, &["connect", &ticket])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pairs connect");
-    dialer
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"hello from pub\n")
-        .unwrap();
+    let connect = ["connect", &ticket];
+    let dialer = start_with_input(
+        &mut lab.pairs("pub", &pub_home, &connect),
+        b"hello from pub\n",
+    );
     let out = wait_output(dialer, WAIT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{protocol}: {err}");
