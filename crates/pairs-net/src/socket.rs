@@ -117,6 +117,11 @@ impl VirtualPath {
         self.outgoing.recv().await
     }
 
+    /// A datagram QUIC already queued for this path, if any (without waiting).
+    pub fn try_next_outgoing(&mut self) -> Option<Bytes> {
+        self.outgoing.try_recv().ok()
+    }
+
     /// Hands a datagram that came over this path to QUIC. Dropped if QUIC is that far behind.
     pub fn deliver(&self, datagram: Bytes) {
         self.injector().deliver(datagram);

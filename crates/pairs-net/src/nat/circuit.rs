@@ -15,9 +15,18 @@ use crate::stream::BiStream;
 /// A circuit end with no traffic either way for this long is closed.
 pub(crate) const IDLE: Duration = Duration::from_secs(60);
 
-/// Carries datagrams between `path` (QUIC's side) and `stream` (the circuit) until either ends or
-/// nothing moves for [`IDLE`].
-pub(crate) async fn pump(mut path: VirtualPath, stream: BiStream) {
+/// How long a circuit end may take to hand its last datagrams to the helper when it stops.
+const FLUSH: Duration = Duration::from_secs(2);
+
+/// Carries datagrams between `path` (QUIC's side) and `stream` (the circuit) until either ends,
+/// nothing moves for [`IDLE`], or `stop` completes. On `stop`, what QUIC already queued (its last
+/// acknowledgements and its CONNECTION_CLOSE) still goes out, and the circuit stream is finished and
+/// acknowledged before the pump returns: closing the helper connection at once would lose them.
+pub(crate) async fn pump(
+    mut path: VirtualPath,
+    stream: BiStream,
+    stop: impl std::future::Future<Output = ()>,
+) {
     let (mut send, mut recv) = stream.split();
     // `path` is borrowed by the outgoing half; deliveries go through its injector.
     let injector = path.injector();
@@ -45,9 +54,22 @@ pub(crate) async fn pump(mut path: VirtualPath, stream: BiStream) {
             }
         }
     };
-    tokio::select! {
-        () = outgoing => {}
-        () = incoming => {}
+    let stopped = tokio::select! {
+        () = outgoing => false,
+        () = incoming => false,
+        () = stop => true,
+    };
+    if stopped {
+        let flush = async {
+            while let Some(datagram) = path.try_next_outgoing() {
+                if wire::write_datagram(&mut send, &datagram).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish();
+            let _ = send.stopped().await;
+        };
+        let _ = tokio::time::timeout(FLUSH, flush).await;
     }
 }
 

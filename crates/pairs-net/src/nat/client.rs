@@ -12,7 +12,7 @@ use tracing::{debug, info};
 
 use super::punch::{Outcome, Punch};
 use super::wire::{self, Frame, PunchOffer, WireError};
-use super::{Inner, Nat, PunchInput, circuit, stun};
+use super::{Inner, Nat, PunchInput, stun};
 use crate::connection::Connection;
 use crate::stream::BiStream;
 
@@ -311,7 +311,15 @@ impl Nat {
         };
         let path = self.inner.endpoint.socket().open_virtual_path();
         let addr = path.addr();
-        let mut pump = tokio::spawn(circuit::pump(path, stream));
+        // The circuit lives as long as the connection over it (once dialed), or the node.
+        let (dialed_tx, dialed_rx) = tokio::sync::oneshot::channel::<Connection>();
+        let closed = async move {
+            if let Ok(connection) = dialed_rx.await {
+                connection.closed().await;
+            }
+        };
+        let nat = self.inner.clone();
+        tokio::spawn(async move { nat.run_pump(path, stream, closed).await });
         match self
             .inner
             .endpoint
@@ -319,20 +327,11 @@ impl Nat {
             .await
         {
             Ok(connection) => {
-                // The circuit lives as long as the connection over it.
-                let watched = connection.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = watched.closed() => pump.abort(),
-                        _ = &mut pump => {}
-                    }
-                });
+                let _ = dialed_tx.send(connection.clone());
                 Ok(connection)
             }
-            Err(cause) => {
-                pump.abort();
-                Err(ConnectError::Relay { target, cause })
-            }
+            // Dropping `dialed_tx` stops the pump.
+            Err(cause) => Err(ConnectError::Relay { target, cause }),
         }
     }
 }
@@ -481,7 +480,7 @@ async fn serve_push(nat: std::sync::Weak<Inner>, mut stream: BiStream) -> Result
             let path = nat.endpoint.socket().open_virtual_path();
             wire::write_frame(&mut stream, &Frame::Accept).await?;
             debug!(peer = %from.short(), path = %path.addr(), "relay circuit accepted");
-            circuit::pump(path, stream).await;
+            nat.run_pump(path, stream, std::future::pending()).await;
             Ok(())
         }
         _ => Err(WireError::Unexpected("not a helper request")),

@@ -112,6 +112,10 @@ pub(crate) struct Inner {
     config: NatConfig,
     state: Mutex<State>,
     demux: tokio::task::JoinHandle<()>,
+    /// Set at shutdown: relay circuit ends flush and stop.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Relay circuit ends running.
+    pumps: tokio::sync::watch::Sender<usize>,
 }
 
 impl Drop for Inner {
@@ -168,6 +172,8 @@ impl Nat {
             config,
             state: Mutex::new(state),
             demux: tokio::spawn(demux(weak.clone(), raw)),
+            stopping: tokio::sync::watch::channel(false).0,
+            pumps: tokio::sync::watch::channel(0).0,
         });
         Self { inner }
     }
@@ -178,6 +184,15 @@ impl Nat {
         helper::Handler {
             nat: Arc::downgrade(&self.inner),
         }
+    }
+
+    /// Stops this node's relay circuit ends, after they have handed the helper what QUIC already
+    /// queued (a connection's last acknowledgements and its close). Call it after closing the
+    /// connections that matter and before closing the endpoint; waits a few seconds at most.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.send_replace(true);
+        let mut pumps = self.inner.pumps.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(3), pumps.wait_for(|n| *n == 0)).await;
     }
 
     /// This node's endpoint.
@@ -336,6 +351,25 @@ pub enum StunError {
 }
 
 impl Inner {
+    /// Runs one relay circuit end until it ends or the node shuts down (or `closed` completes).
+    pub(crate) async fn run_pump(
+        &self,
+        path: crate::socket::VirtualPath,
+        stream: crate::stream::BiStream,
+        closed: impl std::future::Future<Output = ()>,
+    ) {
+        self.pumps.send_modify(|n| *n += 1);
+        let mut stopping = self.stopping.subscribe();
+        let stop = async move {
+            tokio::select! {
+                _ = stopping.wait_for(|s| *s) => {}
+                () = closed => {}
+            }
+        };
+        circuit::pump(path, stream, stop).await;
+        self.pumps.send_modify(|n| *n -= 1);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("mutex poisoned")
     }

@@ -127,6 +127,8 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     if let Some(turn) = turn {
         turn.shutdown().await;
     }
+    // Relayed connections' last packets travel on the helper connection: out before it closes.
+    nat.shutdown().await;
     router.shutdown().await;
     result
 }
@@ -209,7 +211,7 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
         None => None,
     };
     let dialing = std::time::Instant::now();
-    let (connection, mut how) = reach(&endpoint, &target, &helpers).await?;
+    let (connection, mut how, nat) = reach(&endpoint, &target, &helpers).await?;
     let took = dialing.elapsed();
     if let Some((_, allocation)) = &turn {
         if connection.remote_addr().ip() == allocation.relayed().ip() {
@@ -230,6 +232,9 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     }
     .await;
     output.finish().context("writing stdout failed")?;
+    if let Some(nat) = nat {
+        nat.shutdown().await;
+    }
     endpoint.close().await;
     if let Some((_, allocation)) = turn {
         allocation.shutdown().await;
@@ -307,15 +312,16 @@ async fn stay_registered(nat: Nat, helper: NodeAddr) {
 }
 
 /// Dials `target` at its addresses, then through each helper in turn (punch, else relay). Says how
-/// the connection was made.
+/// the connection was made, and returns the NAT service if a helper was used (to shut down once the
+/// connection is done).
 async fn reach(
     endpoint: &Endpoint,
     target: &NodeAddr,
     helpers: &[NodeAddr],
-) -> Result<(Connection, String)> {
+) -> Result<(Connection, String, Option<Nat>)> {
     if !target.addrs.is_empty() {
         match endpoint.connect(target, pipe::ALPN).await {
-            Ok(connection) => return Ok((connection, "direct".into())),
+            Ok(connection) => return Ok((connection, "direct".into(), None)),
             Err(err) if helpers.is_empty() => return Err(err.into()),
             Err(err) => eprintln!("pairs: no direct path ({err}); asking the helper"),
         }
@@ -339,7 +345,7 @@ async fn reach(
                     NatPath::Relayed(helper) => format!("relayed by {}", helper.short()),
                 };
                 let how = format!("{how}; {} ms after the helper", after_helper.as_millis());
-                return Ok((connection, how));
+                return Ok((connection, how, Some(nat)));
             }
             Err(err) => {
                 eprintln!("pairs: {err}");
