@@ -63,6 +63,29 @@ impl Node {
     }
 }
 
+/// A member of `topic` that speaks the swarm protocol by hand: its connection to `a`, the
+/// connection's binding, its id and its tag for `topic` (nothing sent yet).
+async fn hand_made_member(
+    a: &Node,
+    topic: &Topic,
+) -> (
+    pairs_net::Connection,
+    [u8; 32],
+    pairs_base::NodeId,
+    pairs_net::swarm::membership::Tag,
+) {
+    use pairs_net::swarm::membership::{BINDING_LABEL, tag};
+    let key = SecretKey::generate();
+    let me = key.node_id();
+    let mut config = EndpointConfig::new(key);
+    config.bind = Some("127.0.0.1:0".parse().unwrap());
+    let member = Endpoint::bind(config).await.unwrap();
+    let conn = within(member.connect(&a.addr(), SWARM_ALPN)).await.unwrap();
+    let binding = conn.channel_binding(BINDING_LABEL);
+    let our_tag = tag(topic, &binding, &me);
+    (conn, binding, me, our_tag)
+}
+
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, fut).await.expect("timed out")
 }
@@ -348,20 +371,13 @@ async fn members_who_know_only_a_common_peer_meet_through_it() {
 /// node is not in are ignored.
 #[tokio::test]
 async fn an_overlong_peer_list_closes_the_connection() {
-    use pairs_net::swarm::membership::{BINDING_LABEL, tag};
+    use pairs_net::swarm::membership::tag;
     use pairs_net::swarm::pex::MAX_ENTRIES;
 
     let a = Node::new().await;
     let topic = Topic::from_name("members");
     let _ta = a.swarm.join(topic).await.unwrap();
-    let key = SecretKey::generate();
-    let me = key.node_id();
-    let mut config = EndpointConfig::new(key);
-    config.bind = Some("127.0.0.1:0".parse().unwrap());
-    let member = Endpoint::bind(config).await.unwrap();
-    let conn = within(member.connect(&a.addr(), SWARM_ALPN)).await.unwrap();
-    let binding = conn.channel_binding(BINDING_LABEL);
-    let our_tag = tag(&topic, &binding, &me);
+    let (conn, binding, me, our_tag) = hand_made_member(&a, &topic).await;
     let mut control = conn.open_uni().await.unwrap();
     control.write_all(&[0]).await.unwrap();
     let hello = Frame::Hello {
@@ -397,19 +413,10 @@ async fn an_overlong_peer_list_closes_the_connection() {
 /// the hello instead of being refused.
 #[tokio::test]
 async fn a_stream_that_arrives_before_the_hello_waits_for_it() {
-    use pairs_net::swarm::membership::{BINDING_LABEL, tag};
-
     let a = Node::new().await;
     let topic = Topic::from_name("overtaken");
     let mut ta = a.swarm.join(topic).await.unwrap();
-    let key = SecretKey::generate();
-    let me = key.node_id();
-    let mut config = EndpointConfig::new(key);
-    config.bind = Some("127.0.0.1:0".parse().unwrap());
-    let member = Endpoint::bind(config).await.unwrap();
-    let conn = within(member.connect(&a.addr(), SWARM_ALPN)).await.unwrap();
-    let binding = conn.channel_binding(BINDING_LABEL);
-    let our_tag = tag(&topic, &binding, &me);
+    let (conn, _, me, our_tag) = hand_made_member(&a, &topic).await;
     // The topic stream first, with data, and only then the hello.
     let mut stream = conn.open_bi().await.unwrap();
     let mut header = vec![1u8];

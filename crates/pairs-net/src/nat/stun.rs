@@ -141,19 +141,13 @@ fn request(transaction: &[u8; 12], change: Change, auth: Option<(&str, &[u8; 16]
             .add_attribute(&RawAttribute::new(CHANGE_REQUEST, &flags))
             .expect("one CHANGE-REQUEST attribute");
     }
-    if let Some((username, key)) = auth {
+    if let Some((username, _)) = auth {
         let username = Username::new(username).expect("punch usernames are short");
         message
             .add_attribute(&username)
             .expect("one USERNAME attribute");
-        message
-            .add_message_integrity(&credentials(key), IntegrityAlgorithm::Sha1)
-            .expect("one MESSAGE-INTEGRITY attribute");
     }
-    message
-        .add_fingerprint()
-        .expect("one FINGERPRINT attribute");
-    message.finish()
+    seal(message, auth.map(|(_, key)| key))
 }
 
 /// A success response to binding request `transaction`, telling the requester it came from `mapped`;
@@ -169,6 +163,11 @@ pub fn binding_success(
     message
         .add_attribute(&XorMappedAddress::new(crate::socket::canonical(mapped), id))
         .expect("one XOR-MAPPED-ADDRESS attribute");
+    seal(message, key)
+}
+
+/// Ends a message: MESSAGE-INTEGRITY under `key` if given, then FINGERPRINT.
+fn seal(mut message: MessageWriteVec, key: Option<&[u8; 16]>) -> Vec<u8> {
     if let Some(key) = key {
         message
             .add_message_integrity(&credentials(key), IntegrityAlgorithm::Sha1)

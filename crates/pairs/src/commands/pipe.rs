@@ -194,9 +194,11 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
             Err(_) => return Err(ticket_err.into()),
         },
     };
-    let turn = match &args.turn {
-        Some(server) => {
-            let nat = Nat::new(&endpoint, NatConfig::default());
+    // One NAT service for the endpoint (it owns the socket's STUN traffic), if anything needs it.
+    let nat = (!helpers.is_empty() || args.turn.is_some())
+        .then(|| Nat::new(&endpoint, NatConfig::default()));
+    let turn = match (&args.turn, &nat) {
+        (Some(server), Some(nat)) => {
             let allocation = nat
                 .turn_allocate(server)
                 .await
@@ -206,14 +208,14 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
             for addr in target.addrs.iter().filter(|a| a.ip() == relay_ip) {
                 allocation.route(*addr);
             }
-            Some((nat, allocation))
+            Some(allocation)
         }
-        None => None,
+        _ => None,
     };
     let dialing = std::time::Instant::now();
-    let (connection, mut how, nat) = reach(&endpoint, &target, &helpers).await?;
+    let (connection, mut how) = reach(&endpoint, &target, &helpers, nat.as_ref()).await?;
     let took = dialing.elapsed();
-    if let Some((_, allocation)) = &turn {
+    if let Some(allocation) = &turn {
         if connection.remote_addr().ip() == allocation.relayed().ip() {
             how = format!("relayed by TURN server {}", allocation.server());
         }
@@ -236,7 +238,7 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
         nat.shutdown().await;
     }
     endpoint.close().await;
-    if let Some((_, allocation)) = turn {
+    if let Some(allocation) = turn {
         allocation.shutdown().await;
     }
     result?;
@@ -311,22 +313,23 @@ async fn stay_registered(nat: Nat, helper: NodeAddr) {
     }
 }
 
-/// Dials `target` at its addresses, then through each helper in turn (punch, else relay). Says how
-/// the connection was made, and returns the NAT service if a helper was used (to shut down once the
-/// connection is done).
+/// Dials `target` at its addresses, then through each helper in turn with `nat` (punch, else relay).
+/// Says how the connection was made.
 async fn reach(
     endpoint: &Endpoint,
     target: &NodeAddr,
     helpers: &[NodeAddr],
-) -> Result<(Connection, String, Option<Nat>)> {
-    if !target.addrs.is_empty() {
+    nat: Option<&Nat>,
+) -> Result<(Connection, String)> {
+    // Without helpers, the addresses are all there is (none: the endpoint says so).
+    if !target.addrs.is_empty() || helpers.is_empty() {
         match endpoint.connect(target, pipe::ALPN).await {
-            Ok(connection) => return Ok((connection, "direct".into(), None)),
+            Ok(connection) => return Ok((connection, "direct".into())),
             Err(err) if helpers.is_empty() => return Err(err.into()),
             Err(err) => eprintln!("pairs: no direct path ({err}); asking the helper"),
         }
     }
-    let nat = Nat::new(endpoint, NatConfig::default());
+    let nat = nat.expect("the caller makes a NAT service whenever there are helpers");
     let mut last = None;
     for helper in helpers {
         let attempt = async {
@@ -345,7 +348,7 @@ async fn reach(
                     NatPath::Relayed(helper) => format!("relayed by {}", helper.short()),
                 };
                 let how = format!("{how}; {} ms after the helper", after_helper.as_millis());
-                return Ok((connection, how, Some(nat)));
+                return Ok((connection, how));
             }
             Err(err) => {
                 eprintln!("pairs: {err}");
