@@ -456,9 +456,16 @@ impl SharedSocket {
     }
 }
 
-/// Turns an IPv4-mapped IPv6 address back into IPv4.
+/// Turns an IPv4-mapped IPv6 address back into IPv4. Any other address is kept whole: a
+/// link-local IPv6 address means nothing without its scope (the interface).
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
 }
 
 impl AsyncUdpSocket for SharedSocket {
@@ -545,6 +552,22 @@ mod tests {
         assert_eq!(classify(&[0x00, 0x01]), DatagramKind::Unknown);
         assert_eq!(classify(&[0x80, 1]), DatagramKind::Unknown);
         assert_eq!(classify(&[]), DatagramKind::Unknown);
+    }
+
+    #[test]
+    fn canonical_unmaps_ipv4_and_keeps_a_link_local_scope() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:7".parse().unwrap();
+        assert_eq!(
+            canonical(mapped),
+            "192.0.2.1:7".parse::<SocketAddr>().unwrap()
+        );
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            7,
+            0,
+            3,
+        ));
+        assert_eq!(canonical(scoped), scoped);
     }
 
     #[tokio::test]

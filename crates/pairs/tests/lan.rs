@@ -475,3 +475,67 @@ fn malformed_mdns_and_garbage_do_not_stop_a_node() {
     a1.say("still here");
     a2.wait_line(&format!("{} still here", a1.short));
 }
+
+/// Runs `program args` in `node` and asserts it succeeded.
+fn run_in(lab: &Lab, node: &str, program: &str, args: &[&str]) {
+    let out = lab.exec(node, program, args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {node}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Hosts with no IPv4 at all find each other by their IPv6 link-local addresses (AAAA records
+/// scoped to the interface they were heard on) and talk over them.
+#[test]
+fn hosts_with_only_ipv6_link_local_addresses_meet() {
+    let lab = Lab::two_lans(&["a1", "a2"]);
+    for host in ["a1", "a2"] {
+        run_in(&lab, host, "ip", &["-4", "addr", "flush", "dev", "eth0"]);
+    }
+    let mut a1 = SwarmProc::start(&lab, "a1", "six", &[]);
+    let a2 = SwarmProc::start(&lab, "a2", "six", &[]);
+    assert_eq!(a1.wait_joined(1), BTreeSet::from([a2.short.clone()]));
+    assert_eq!(a2.wait_joined(1), BTreeSet::from([a1.short.clone()]));
+    a1.say("over link-local");
+    a2.wait_line(&format!("{} over link-local", a1.short));
+}
+
+/// A node started on a host with no address yet is found once the address arrives: the mDNS
+/// responder picks up interfaces that appear while it runs.
+#[test]
+fn a_host_that_gets_its_address_after_start_is_found() {
+    let lab = Lab::two_lans(&["a1", "a2"]);
+    run_in(
+        &lab,
+        "a2",
+        "sysctl",
+        &["-qw", "net.ipv6.conf.eth0.disable_ipv6=1"],
+    );
+    run_in(&lab, "a2", "ip", &["-4", "addr", "flush", "dev", "eth0"]);
+    let a2 = SwarmProc::start(&lab, "a2", "late", &[]);
+    let mut a1 = SwarmProc::start(&lab, "a1", "late", &[]);
+    run_in(
+        &lab,
+        "a2",
+        "ip",
+        &["addr", "add", "192.168.1.12/24", "dev", "eth0"],
+    );
+    run_in(
+        &lab,
+        "a2",
+        "ip",
+        &["route", "replace", "224.0.0.0/4", "dev", "eth0"],
+    );
+    run_in(
+        &lab,
+        "a2",
+        "sysctl",
+        &["-qw", "net.ipv6.conf.eth0.disable_ipv6=0"],
+    );
+    assert_eq!(a1.wait_joined(1), BTreeSet::from([a2.short.clone()]));
+    assert_eq!(a2.wait_joined(1), BTreeSet::from([a1.short.clone()]));
+    a1.say("welcome");
+    a2.wait_line(&format!("{} welcome", a1.short));
+}

@@ -31,6 +31,9 @@ const MAX_ADDRS: usize = 8;
 /// When the extra announcement goes out after start.
 const EARLY_REANNOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// When the extra query goes out after start.
+const EARLY_REQUERY: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// How often (seconds) `mdns-sd` looks for interfaces that appeared or vanished.
 const INTERFACE_CHECK_SECS: u32 = 5;
 
@@ -85,7 +88,7 @@ impl Mdns {
         let fullname = info.get_fullname().to_string();
         daemon.register(info.clone()).map_err(err)?;
         let browse = daemon.browse(SERVICE_TYPE).map_err(err)?;
-        tokio::spawn(relay_events(browse, node, events));
+        tokio::spawn(relay_events(daemon.clone(), browse, node, events));
         // Nodes started a moment after us missed our first announcement (their sockets were not
         // up yet); one more shortly after start lets them find us without waiting for the
         // one-second re-announcement. RFC 6762 §8.3 allows up to eight.
@@ -107,13 +110,45 @@ impl Drop for Mdns {
 }
 
 async fn relay_events(
-    browse: mdns_sd::Receiver<ServiceEvent>,
+    daemon: ServiceDaemon,
+    mut browse: mdns_sd::Receiver<ServiceEvent>,
     me: NodeId,
     events: mpsc::UnboundedSender<Discovered>,
 ) {
     // Instance name -> node id, to report removals (which carry only the name).
     let mut instances: HashMap<String, NodeId> = HashMap::new();
-    while let Ok(event) = browse.recv_async().await {
+    // A node whose query went out before a peer's socket was up, and whose own announcement that
+    // peer missed the same way, would otherwise wait for the one-second re-query. Browsing again
+    // sends one more query early (with known answers, so peers already found stay quiet) and
+    // restarts the back-off. The new browse replaces the old one in the daemon; the old receiver
+    // is read until the daemon lets it go, so nothing already sent to it is lost.
+    let requery = tokio::time::sleep(EARLY_REQUERY);
+    tokio::pin!(requery);
+    let mut requeried = false;
+    let mut replaced: Option<mdns_sd::Receiver<ServiceEvent>> = None;
+    loop {
+        let event = tokio::select! {
+            event = browse.recv_async() => match event {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+            event = async { replaced.as_ref().expect("guarded").recv_async().await },
+                if replaced.is_some() => match event {
+                Ok(event) => event,
+                Err(_) => {
+                    replaced = None;
+                    continue;
+                }
+            },
+            () = &mut requery, if !requeried => {
+                requeried = true;
+                match daemon.browse(SERVICE_TYPE) {
+                    Ok(again) => replaced = Some(std::mem::replace(&mut browse, again)),
+                    Err(e) => debug!(%e, "mDNS early re-query"),
+                }
+                continue;
+            }
+        };
         let out = match event {
             ServiceEvent::ServiceResolved(service) => match parse_service(&service) {
                 Ok(addr) if addr.node_id == me => continue,
