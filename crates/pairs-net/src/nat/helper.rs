@@ -151,63 +151,14 @@ async fn introduce(
     offer: PunchOffer,
 ) -> Result<(), WireError> {
     let from = dialer.remote_node_id();
-    if !nat.lock().connect_requests.try_take(1.0, Instant::now()) {
-        refuse(
-            &mut stream,
-            "too many introductions asked of this helper; try later",
-        )
-        .await;
-        return Ok(());
-    }
-    let target_connection = match registered(nat, from, target) {
-        Ok(c) => c,
+    let (mut to_target, to_dialer, go) = match arrange_punch(nat, dialer, target, offer).await {
+        Ok(arranged) => arranged,
         Err(reason) => {
             refuse(&mut stream, &reason).await;
             return Ok(());
         }
     };
-    let offer = PunchOffer {
-        candidates: with_observed(offer.candidates, dialer.remote_addr()),
-        ..offer
-    };
-    let introduce = Frame::Introduce { from, offer };
-    let (mut to_target, answer) = match wire::ask(&target_connection, &introduce, ANSWER_TIME).await
-    {
-        Ok(answered) => answered,
-        Err(err) => {
-            refuse(
-                &mut stream,
-                &format!("{} did not answer: {err}", target.short()),
-            )
-            .await;
-            return Ok(());
-        }
-    };
-    let candidates = match answer {
-        Frame::Answer { candidates } => with_observed(candidates, target_connection.remote_addr()),
-        Frame::Refused { reason } => {
-            refuse(
-                &mut stream,
-                &format!("{} refused: {reason}", target.short()),
-            )
-            .await;
-            return Ok(());
-        }
-        _ => {
-            refuse(&mut stream, "the target answered nonsense").await;
-            return Ok(());
-        }
-    };
-    let (dialer_delay, target_delay) = start_delays(dialer.rtt(), target_connection.rtt());
-    let millis = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
     // Both frames leave now; each side waits its delay after hearing, so the probes cross.
-    let to_dialer = Frame::Punch {
-        candidates,
-        delay_ms: millis(dialer_delay),
-    };
-    let go = Frame::Go {
-        delay_ms: millis(target_delay),
-    };
     let (a, b) = tokio::join!(
         wire::write_frame(&mut stream, &to_dialer),
         wire::write_frame(&mut to_target, &go)
@@ -218,6 +169,44 @@ async fn introduce(
     let _ = to_target.finish();
     debug!(from = %from.short(), to = %target.short(), "introduced for a punch");
     Ok(())
+}
+
+/// Asks the target to take part in a punch: on success, the stream to the target, the `Punch`
+/// frame for the dialer and the `Go` frame for the target. On failure, the reason the dialer hears.
+async fn arrange_punch(
+    nat: &Inner,
+    dialer: &Connection,
+    target: NodeId,
+    offer: PunchOffer,
+) -> Result<(BiStream, Frame, Frame), String> {
+    let from = dialer.remote_node_id();
+    if !nat.lock().connect_requests.try_take(1.0, Instant::now()) {
+        return Err("too many introductions asked of this helper; try later".into());
+    }
+    let target_connection = registered(nat, from, target)?;
+    let offer = PunchOffer {
+        candidates: with_observed(offer.candidates, dialer.remote_addr()),
+        ..offer
+    };
+    let introduce = Frame::Introduce { from, offer };
+    let (to_target, answer) = wire::ask(&target_connection, &introduce, ANSWER_TIME)
+        .await
+        .map_err(|err| format!("{} did not answer: {err}", target.short()))?;
+    let candidates = match answer {
+        Frame::Answer { candidates } => with_observed(candidates, target_connection.remote_addr()),
+        Frame::Refused { reason } => return Err(format!("{} refused: {reason}", target.short())),
+        _ => return Err("the target answered nonsense".into()),
+    };
+    let (dialer_delay, target_delay) = start_delays(dialer.rtt(), target_connection.rtt());
+    let millis = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as u32;
+    let to_dialer = Frame::Punch {
+        candidates,
+        delay_ms: millis(dialer_delay),
+    };
+    let go = Frame::Go {
+        delay_ms: millis(target_delay),
+    };
+    Ok((to_target, to_dialer, go))
 }
 
 /// Releases a circuit slot when the circuit ends, however it ends.
@@ -271,37 +260,10 @@ async fn relay(
     target: NodeId,
 ) -> Result<(), WireError> {
     let from = dialer.remote_node_id();
-    let target_connection = match registered(&nat, from, target) {
-        Ok(c) => c,
+    let (_slot, to_target) = match open_circuit(&nat, from, target).await {
+        Ok(opened) => opened,
         Err(reason) => {
             refuse(&mut stream, &reason).await;
-            return Ok(());
-        }
-    };
-    let _slot = match take_circuit_slot(&nat, from) {
-        Ok(slot) => slot,
-        Err(reason) => {
-            refuse(&mut stream, &reason).await;
-            return Ok(());
-        }
-    };
-    let relay_from = Frame::RelayFrom { from };
-    let to_target = match wire::ask(&target_connection, &relay_from, ANSWER_TIME).await {
-        Ok((to_target, Frame::Accept)) => to_target,
-        Ok((_, Frame::Refused { reason })) => {
-            refuse(
-                &mut stream,
-                &format!("{} refused: {reason}", target.short()),
-            )
-            .await;
-            return Ok(());
-        }
-        _ => {
-            refuse(
-                &mut stream,
-                &format!("{} did not accept the circuit", target.short()),
-            )
-            .await;
             return Ok(());
         }
     };
@@ -313,6 +275,22 @@ async fn relay(
         return Err(WireError::Unexpected("relay budget used up"));
     }
     Ok(())
+}
+
+/// Takes a circuit slot and asks the target to accept the circuit: on success, the slot (held for
+/// the circuit's life) and the stream to the target. On failure, the reason the dialer hears.
+async fn open_circuit(
+    nat: &Arc<Inner>,
+    from: NodeId,
+    target: NodeId,
+) -> Result<(CircuitSlot, BiStream), String> {
+    let target_connection = registered(nat, from, target)?;
+    let slot = take_circuit_slot(nat, from)?;
+    match wire::ask(&target_connection, &Frame::RelayFrom { from }, ANSWER_TIME).await {
+        Ok((to_target, Frame::Accept)) => Ok((slot, to_target)),
+        Ok((_, Frame::Refused { reason })) => Err(format!("{} refused: {reason}", target.short())),
+        _ => Err(format!("{} did not accept the circuit", target.short())),
+    }
 }
 
 #[cfg(test)]
