@@ -5,7 +5,7 @@
 #   - mDNS packets per minute per peer in steady state (must stay flat as peers are added);
 # for `pairs swarm` and, side by side, npm `airswarm` (when Node.js is available).
 #
-#   bench/lan-mesh.sh              full run (steady state measured over 120 s after 60 s)
+#   bench/lan-mesh.sh              full run (steady state measured over 192 s after 60 s)
 #   QUICK=1 bench/lan-mesh.sh      short windows, for a smoke run
 #
 # Needs root (network namespaces). Everything runs inside lab namespaces; nothing leaves the machine.
