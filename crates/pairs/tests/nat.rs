@@ -380,3 +380,132 @@ fn turn_carries_ten_mib_between_two_symmetric_nats() {
         "the 10 MiB arrived altered"
     );
 }
+
+/// A running `pairs swarm` in the lab: its stdin, and its stdout and stderr lines.
+struct Member {
+    _child: Running,
+    stdin: std::process::ChildStdin,
+    stdout: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::mpsc::Receiver<String>,
+    short: String,
+    /// Everything read from stderr so far, for the checks and the failure messages.
+    said: Vec<String>,
+}
+
+impl Member {
+    fn start(lab: &Lab, node: &str, extra: &[&str]) -> Self {
+        let home = Home::new();
+        let mut args = vec!["swarm", "meet-through-nats"];
+        args.extend_from_slice(extra);
+        let mut child = lab
+            .pairs(node, &home, &args)
+            .env("RUST_LOG", "pairs_net::swarm=debug,pairs_net::nat=debug")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pairs swarm");
+        std::mem::forget(home);
+        let stdin = child.stdin.take().unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let stderr = lines_of(child.stderr.take().unwrap());
+        let mut said = Vec::new();
+        let short = loop {
+            let line = stderr.recv_timeout(WAIT).expect("swarm started");
+            if let Some((_, short)) = line.split_once("pairs: joined 'meet-through-nats' as ") {
+                break short.to_string();
+            }
+            said.push(line);
+        };
+        Self {
+            _child: Running(child),
+            stdin,
+            stdout,
+            stderr,
+            short,
+            said,
+        }
+    }
+
+    /// Waits until `peer` joined; panics with what this member said otherwise.
+    fn wait_joined(&mut self, peer: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        let wanted = format!("pairs: + {peer} joined");
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line == wanted => return,
+                Ok(line) => self.said.push(line),
+                Err(_) => panic!(
+                    "{} never met {peer}; it said:\n{}",
+                    self.short,
+                    self.said.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn say(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    fn wait_line(&self, expected: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self
+                .stdout
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{} never printed {expected:?}", self.short));
+            if line == expected {
+                return;
+            }
+        }
+    }
+
+    /// The stderr lines so far that contain `needle`.
+    fn lines_with(&mut self, needle: &str) -> Vec<String> {
+        self.said.extend(self.stderr.try_iter());
+        self.said
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Two swarm members behind NATs, each knowing only a public member's address, meet: the public
+/// member tells each of the other (peer exchange) and introduces them. Returns how the member that
+/// asked for the introduction reached the other.
+fn swarm_members_meet(nat1: &str, nat2: &str) -> String {
+    let lab = Lab::two_lans(&["a1"]);
+    lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
+    lab.run(&["nat", "r1", nat1]);
+    lab.run(&["nat", "r2", nat2]);
+    let _public = Member::start(&lab, "pub", &["--port", "4000"]);
+    let mut a1 = Member::start(&lab, "a1", &["--peer", "203.0.113.10:4000"]);
+    let mut b1 = Member::start(&lab, "b1", &["--peer", "203.0.113.10:4000"]);
+    a1.wait_joined(&b1.short.clone());
+    b1.wait_joined(&a1.short.clone());
+    a1.say("across two NATs");
+    b1.wait_line(&format!("{} across two NATs", a1.short));
+    b1.say("and back");
+    a1.wait_line(&format!("{} and back", b1.short));
+    let mut paths = a1.lines_with("reached through a helper");
+    paths.extend(b1.lines_with("reached through a helper"));
+    assert_eq!(paths.len(), 1, "one introduction: {paths:?}");
+    paths.remove(0)
+}
+
+#[test]
+fn swarm_members_behind_port_restricted_nats_punch_through_a_public_member() {
+    let path = swarm_members_meet("portrestricted", "portrestricted");
+    assert!(path.contains("Punched"), "{path}");
+}
+
+#[test]
+fn swarm_members_behind_symmetric_nats_are_relayed_by_a_public_member() {
+    let path = swarm_members_meet("symmetric", "symmetric");
+    assert!(path.contains("Relayed"), "{path}");
+}

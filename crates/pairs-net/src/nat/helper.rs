@@ -19,6 +19,8 @@ use crate::stream::BiStream;
 
 /// Time allowed for a stream's first frame, and for a target's answer.
 const ANSWER_TIME: Duration = Duration::from_secs(10);
+/// How long a request waits for its target to register.
+const REGISTRATION_GRACE: Duration = Duration::from_secs(3);
 /// Streams one connection may have open with the helper at once.
 const STREAMS_PER_CONNECTION: u32 = 8;
 
@@ -84,6 +86,7 @@ async fn serve_stream(
     match first {
         Frame::Register => {
             nat.lock().registered.insert(from, connection.clone());
+            nat.registrations.send_modify(|n| *n += 1);
             let observed = connection.remote_addr();
             wire::write_frame(&mut stream, &Frame::Registered { observed }).await?;
             let _ = stream.finish();
@@ -124,6 +127,27 @@ fn registered(nat: &Inner, from: NodeId, target: NodeId) -> Result<Connection, S
         .get(&target)
         .cloned()
         .ok_or_else(|| format!("{} is not registered here", target.short()))
+}
+
+/// As [`registered`], waiting a little for a target that has not registered yet: two nodes that
+/// hear of each other from us connected to us at about the same time, and the dialer's request
+/// can overtake the target's registration.
+async fn registered_soon(nat: &Inner, from: NodeId, target: NodeId) -> Result<Connection, String> {
+    let mut changes = nat.registrations.subscribe();
+    let grace = tokio::time::sleep(REGISTRATION_GRACE);
+    tokio::pin!(grace);
+    loop {
+        let found = registered(nat, from, target);
+        if found.is_ok() || target == nat.endpoint.node_id() || target == from {
+            return found;
+        }
+        tokio::select! {
+            () = &mut grace => return found,
+            changed = changes.changed() => if changed.is_err() {
+                return found;
+            },
+        }
+    }
 }
 
 /// Puts `observed` first in a candidate list, keeping it within the limit.
@@ -183,7 +207,7 @@ async fn arrange_punch(
     if !nat.lock().connect_requests.try_take(1.0, Instant::now()) {
         return Err("too many introductions asked of this helper; try later".into());
     }
-    let target_connection = registered(nat, from, target)?;
+    let target_connection = registered_soon(nat, from, target).await?;
     let offer = PunchOffer {
         candidates: with_observed(offer.candidates, dialer.remote_addr()),
         ..offer
@@ -284,7 +308,7 @@ async fn open_circuit(
     from: NodeId,
     target: NodeId,
 ) -> Result<(CircuitSlot, BiStream), String> {
-    let target_connection = registered(nat, from, target)?;
+    let target_connection = registered_soon(nat, from, target).await?;
     let slot = take_circuit_slot(nat, from)?;
     match wire::ask(&target_connection, &Frame::RelayFrom { from }, ANSWER_TIME).await {
         Ok((to_target, Frame::Accept)) => Ok((slot, to_target)),

@@ -116,6 +116,8 @@ pub(crate) struct Inner {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Relay circuit ends running.
     pumps: tokio::sync::watch::Sender<usize>,
+    /// Bumped at every registration with us, for requests that wait for their target's.
+    registrations: tokio::sync::watch::Sender<u64>,
 }
 
 impl Drop for Inner {
@@ -174,6 +176,7 @@ impl Nat {
             demux: tokio::spawn(demux(weak.clone(), raw)),
             stopping: tokio::sync::watch::channel(false).0,
             pumps: tokio::sync::watch::channel(0).0,
+            registrations: tokio::sync::watch::channel(0).0,
         });
         Self { inner }
     }

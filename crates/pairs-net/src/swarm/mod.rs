@@ -21,6 +21,8 @@
 //! - [`planner`] (sans-IO) decides whom to dial, which duplicate connection to drop, when to retry;
 //! - [`membership`] (sans-IO) settles which topics two connected peers share without revealing the
 //!   others;
+//! - [`traversal`] (sans-IO) picks connected peers as NAT helpers and asks them to introduce us to
+//!   members we cannot dial (a hole punch, or a relay circuit);
 //! - this module is the driver: one task owning that state, fed by discovery, dials, connections
 //!   and the control streams.
 
@@ -28,6 +30,7 @@ pub mod membership;
 mod peer;
 pub mod pex;
 pub mod planner;
+pub mod traversal;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,11 +47,13 @@ use self::membership::{Change, Frame, MAX_FRAME, MembershipError, RemoteMembersh
 pub use self::peer::{TopicEvent, TopicPeer};
 use self::pex::Pex;
 use self::planner::{Action, CloseReason, ConnId, Planner, PlannerConfig};
+use self::traversal::{Traversal, TraversalConfig};
 use crate::connection::{Connection, ConnectionError};
 use crate::discovery::Discovered;
 use crate::discovery::dht::{DhtConfig, DhtDiscovery};
 use crate::discovery::mdns::{Mdns, MdnsError};
 use crate::endpoint::{ConnectError, Endpoint};
+use crate::nat::{self, Nat, Registration};
 use crate::router::ProtocolHandler;
 use crate::stream::BiStream;
 
@@ -101,6 +106,12 @@ pub struct SwarmConfig {
     /// Announce and look up topics on the Mainline DHT, and publish our address record. `None`: no
     /// DHT (LAN-only, isolated runs).
     pub dht: Option<DhtConfig>,
+    /// The node's NAT traversal service: with it, the swarm registers with a few connected peers
+    /// as helpers and reaches members it cannot dial through them. Serve [`nat::wire::ALPN`] with
+    /// [`Nat::handler`] on the router too, so that this node helps others in turn.
+    pub nat: Option<Nat>,
+    /// Limits on helpers and introductions.
+    pub traversal: TraversalConfig,
 }
 
 impl Default for SwarmConfig {
@@ -109,6 +120,8 @@ impl Default for SwarmConfig {
             mdns: true,
             planner: PlannerConfig::default(),
             dht: Some(DhtConfig::default()),
+            nat: None,
+            traversal: TraversalConfig::default(),
         }
     }
 }
@@ -178,6 +191,9 @@ impl Swarm {
             next_conn: 0,
             events_tx,
             dht: dht.clone(),
+            nat: config.nat,
+            traversal: Traversal::new(config.traversal),
+            helpers: HashMap::new(),
         };
         tokio::spawn(actor.run(command_rx, events_rx, discovered_rx));
         Ok(Self {
@@ -329,6 +345,12 @@ pub struct SwarmStats {
 #[derive(Debug)]
 enum Event {
     Dialed(NodeId, Result<Connection, ConnectError>),
+    /// Registering with a connected peer as our NAT helper ended.
+    Registered(NodeId, Result<Registration, nat::ConnectError>),
+    /// The connection behind a registration closed (the registration's id says which).
+    HelperGone(NodeId, usize),
+    /// An introduction through a helper ended: the member (with any addresses to fall back on).
+    Introduced(NodeAddr, Result<(Connection, nat::Path), nat::ConnectError>),
     DialedAddr(SocketAddr, Result<Connection, ConnectError>),
     Frame(ConnId, Result<Frame, String>),
     Stream(ConnId, Tag, BiStream),
@@ -370,6 +392,10 @@ struct Actor {
     next_conn: ConnId,
     events_tx: mpsc::UnboundedSender<Event>,
     dht: Option<Arc<DhtDiscovery>>,
+    nat: Option<Nat>,
+    traversal: Traversal,
+    /// Our registrations with connected peers, as NAT helpers.
+    helpers: HashMap<NodeId, Arc<Registration>>,
 }
 
 impl Actor {
@@ -459,7 +485,21 @@ impl Actor {
             Event::Dialed(node, Err(err)) => {
                 debug!(peer = %node.short(), %err, "dial failed");
                 self.planner.dial_failed(&node, Instant::now());
+                self.maybe_introduce(node);
             }
+            Event::Registered(helper, result) => self.on_registered(helper, result),
+            Event::HelperGone(helper, registration) => {
+                let same = self
+                    .helpers
+                    .get(&helper)
+                    .is_some_and(|r| registration_id(r) == registration);
+                if same {
+                    debug!(helper = %helper.short(), "helper registration ended");
+                    self.helpers.remove(&helper);
+                    self.traversal.helper_gone(&helper);
+                }
+            }
+            Event::Introduced(member, result) => self.on_introduced(member, result),
             Event::DialedAddr(addr, Ok(connection)) => {
                 let node = connection.remote_node_id();
                 debug!(%addr, peer = %node.short(), "reached an address found without an id");
@@ -567,6 +607,10 @@ impl Actor {
             self.close(close_id, reason);
         }
         debug!(peer = %node.short(), we_dialed, "connected");
+        if we_dialed {
+            // A peer that dialed us is reachable without help; one we dialed may be a helper.
+            self.maybe_register(node, connection.remote_addr());
+        }
         let binding = connection.channel_binding(membership::BINDING_LABEL);
         let (control, control_rx) = mpsc::unbounded_channel();
         let hello = Frame::Hello {
@@ -705,11 +749,18 @@ impl Actor {
                     if self.planner.knows(&peer.node_id)
                         || self.conns.values().any(|c| c.node == peer.node_id)
                         || self.me > peer.node_id
+                        || self.traversal.is_in_flight(&peer.node_id)
                     {
                         continue;
                     }
                     trace!(from = %node.short(), peer = %peer.node_id.short(), "learned a peer");
-                    self.planner.discovered(&peer, now);
+                    // Its address is likely a NAT's, which only lets us in after a punch: the
+                    // peer that told us is connected to it and can arrange one. The punch dials
+                    // that same address first, so a member that is reachable loses nothing.
+                    match self.traversal.heard_of(peer.node_id, node) {
+                        Some(helper) => self.introduce(peer, helper),
+                        None => self.planner.discovered(&peer, now),
+                    }
                 }
             }
         }
@@ -904,7 +955,114 @@ impl Actor {
             }
         }
         self.planner.closed(id, &state.node, reason, Instant::now());
+        if !self.conns.values().any(|c| c.node == state.node)
+            && self.helpers.remove(&state.node).is_some()
+        {
+            self.traversal.helper_gone(&state.node);
+        }
     }
+
+    /// Registers with a newly connected peer as a NAT helper, if traversal is on and it may help.
+    fn maybe_register(&mut self, node: NodeId, addr: SocketAddr) {
+        let Some(nat) = self.nat.clone() else {
+            return;
+        };
+        if !self.traversal.connected(node, addr) {
+            return;
+        }
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = nat.register(&NodeAddr::new(node, [addr])).await;
+            let _ = events.send(Event::Registered(node, result));
+        });
+    }
+
+    fn on_registered(&mut self, helper: NodeId, result: Result<Registration, nat::ConnectError>) {
+        let registration = match result {
+            Ok(registration) => registration,
+            Err(err) => {
+                debug!(helper = %helper.short(), %err, "cannot register with the peer");
+                self.traversal.registered(helper, false);
+                return;
+            }
+        };
+        if !self.conns.values().any(|c| c.node == helper) {
+            // The peer left while we registered.
+            self.traversal.registered(helper, false);
+            return;
+        }
+        debug!(helper = %helper.short(), observed = %registration.observed(), "registered with a peer");
+        let told = self.traversal.registered(helper, true);
+        let registration = Arc::new(registration);
+        let id = registration_id(&registration);
+        let watched = registration.connection().clone();
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            watched.closed().await;
+            let _ = events.send(Event::HelperGone(helper, id));
+        });
+        self.helpers.insert(helper, registration);
+        // Members it told us of while we registered, and that no dial has reached yet.
+        for member in told {
+            self.maybe_introduce(member);
+        }
+    }
+
+    /// Asks for an introduction to `member` if it is not connected and a helper told us of it.
+    fn maybe_introduce(&mut self, member: NodeId) {
+        if self.conns.values().any(|c| c.node == member) {
+            return;
+        }
+        if let Some(helper) = self.traversal.want_introduction(member) {
+            self.introduce(NodeAddr::new(member, []), helper);
+        }
+    }
+
+    /// Asks `helper` to introduce us to `member` (a hole punch, or a relay circuit at the helper).
+    fn introduce(&mut self, member: NodeAddr, helper: NodeId) {
+        let (Some(nat), Some(registration)) =
+            (self.nat.clone(), self.helpers.get(&helper).cloned())
+        else {
+            self.traversal.attempt_ended(member.node_id, false);
+            return;
+        };
+        debug!(peer = %member.node_id.short(), helper = %helper.short(), "asking for an introduction");
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = nat
+                .connect_through(member.node_id, SWARM_ALPN, &registration)
+                .await;
+            let _ = events.send(Event::Introduced(member, result));
+        });
+    }
+
+    fn on_introduced(
+        &mut self,
+        member: NodeAddr,
+        result: Result<(Connection, nat::Path), nat::ConnectError>,
+    ) {
+        let node = member.node_id;
+        match result {
+            Ok((connection, path)) => {
+                self.traversal.attempt_ended(node, true);
+                debug!(peer = %node.short(), ?path, "reached through a helper");
+                self.add_connection(connection, true);
+            }
+            Err(err) => {
+                self.traversal.attempt_ended(node, false);
+                debug!(peer = %node.short(), %err, "introduction failed");
+                // Left to direct dials, with their back-off (a failure may ask again).
+                if !member.addrs.is_empty() && !self.planner.knows(&node) {
+                    self.planner.discovered(&member, Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// Tells one registration's connection from a later one to the same helper.
+fn registration_id(registration: &Registration) -> usize {
+    registration.connection().quinn().stable_id()
 }
 
 fn refuse_stream(stream: BiStream, why: &[u8]) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use pairs_base::{SecretKey, Ticket as _};
+use pairs_net::nat::{self, Nat, NatConfig, RelayLimits};
 use pairs_net::swarm::{SWARM_ALPN, Swarm, SwarmConfig};
 use pairs_net::{Endpoint, EndpointConfig, Router};
 
@@ -15,6 +16,9 @@ use crate::cli::DiscoveryArgs;
 use crate::config::Sources;
 use crate::home;
 use crate::seeds::{self, SeedPeer};
+
+/// Relay circuits a swarm node opens for its peers at once; `pairs serve` is the dedicated relay.
+const SWARM_RELAY_CIRCUITS: usize = 8;
 
 /// How often DNS seeds and named static peers are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(5 * 60);
@@ -48,16 +52,31 @@ impl SwarmNode {
         config.bind = args.bind.bind;
         config.port = args.bind.port.or(sources.port).unwrap_or(0);
         let endpoint = Endpoint::bind(config).await?;
+        // Every swarm node helps its peers through NATs (introductions for hole punches, a few
+        // relay circuits) and asks them for the same.
+        let nat = Nat::new(
+            &endpoint,
+            NatConfig {
+                relay: RelayLimits {
+                    max_circuits: SWARM_RELAY_CIRCUITS,
+                    max_circuits_per_node: 2,
+                    ..RelayLimits::default()
+                },
+                ..NatConfig::default()
+            },
+        );
         let swarm = Swarm::new(
             endpoint.clone(),
             SwarmConfig {
                 mdns: sources.lan,
                 dht: sources.dht.clone(),
+                nat: Some(nat.clone()),
                 ..SwarmConfig::default()
             },
         )?;
         let router = Router::builder(endpoint.clone())
             .accept(SWARM_ALPN, swarm.handler())
+            .accept(nat::wire::ALPN, nat.handler())
             .spawn();
         for peer in &sources.peers {
             swarm.add_peer(peer.clone())?;
