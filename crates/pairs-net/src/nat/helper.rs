@@ -17,8 +17,10 @@ use crate::connection::Connection;
 use crate::router::ProtocolHandler;
 use crate::stream::BiStream;
 
-/// Time allowed for a stream's first frame, and for a target's answer.
-const ANSWER_TIME: Duration = Duration::from_secs(10);
+/// Time allowed for a stream's first frame, and for a target's answer. A target answers at once;
+/// one that does not is probably gone (its connection not yet timed out), and a dialer's
+/// introduction should not wait on it long.
+const ANSWER_TIME: Duration = Duration::from_secs(5);
 /// How long a request waits for its target to register.
 const REGISTRATION_GRACE: Duration = Duration::from_secs(3);
 /// Streams one connection may have open with the helper at once.

@@ -71,6 +71,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams a topic peer may have waiting to be accepted; more are refused.
 const INCOMING_STREAMS: usize = 16;
+/// How long the larger id of two members that heard of each other waits for the smaller one to
+/// arrange the introduction before it asks itself: longer than a punch that fails (3 s) followed
+/// by a relay circuit, so that the two do not both ask.
+const LARGER_ID_WAITS: Duration = Duration::from_secs(10);
 /// A connection replaced by its duplicate closes once no bytes moved on it for this long...
 const QUIET: Duration = Duration::from_secs(1);
 /// ...or after this long in any case.
@@ -351,6 +355,8 @@ enum Event {
     HelperGone(NodeId, usize),
     /// An introduction through a helper ended: the member (with any addresses to fall back on).
     Introduced(NodeAddr, Result<(Connection, nat::Path), nat::ConnectError>),
+    /// The larger id's wait for a member to reach it is over.
+    IntroduceIfAlone(NodeId),
     DialedAddr(SocketAddr, Result<Connection, ConnectError>),
     Frame(ConnId, Result<Frame, String>),
     Stream(ConnId, Tag, BiStream),
@@ -500,6 +506,7 @@ impl Actor {
                 }
             }
             Event::Introduced(member, result) => self.on_introduced(member, result),
+            Event::IntroduceIfAlone(member) => self.maybe_introduce(member),
             Event::DialedAddr(addr, Ok(connection)) => {
                 let node = connection.remote_node_id();
                 debug!(%addr, peer = %node.short(), "reached an address found without an id");
@@ -748,9 +755,22 @@ impl Actor {
                     // no dial race between two peers that heard of each other at once.
                     if self.planner.knows(&peer.node_id)
                         || self.conns.values().any(|c| c.node == peer.node_id)
-                        || self.me > peer.node_id
                         || self.traversal.is_in_flight(&peer.node_id)
                     {
+                        continue;
+                    }
+                    if self.me > peer.node_id {
+                        // The teller tells the smaller id of us only with its next list, which
+                        // may be half a minute away: if the member has not reached us by then,
+                        // we ask for the introduction ourselves.
+                        if self.traversal.remember_teller(peer.node_id, node) {
+                            let events = self.events_tx.clone();
+                            let member = peer.node_id;
+                            tokio::spawn(async move {
+                                tokio::time::sleep(LARGER_ID_WAITS).await;
+                                let _ = events.send(Event::IntroduceIfAlone(member));
+                            });
+                        }
                         continue;
                     }
                     trace!(from = %node.short(), peer = %peer.node_id.short(), "learned a peer");
@@ -1002,9 +1022,12 @@ impl Actor {
             let _ = events.send(Event::HelperGone(helper, id));
         });
         self.helpers.insert(helper, registration);
-        // Members it told us of while we registered, and that no dial has reached yet.
+        // Members it told us of while we registered, and that no dial has reached yet; a larger
+        // id leaves it to the smaller one (its own turn comes after `LARGER_ID_WAITS`).
         for member in told {
-            self.maybe_introduce(member);
+            if self.me < member {
+                self.maybe_introduce(member);
+            }
         }
     }
 

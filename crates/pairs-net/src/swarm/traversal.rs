@@ -35,7 +35,9 @@ impl Default for TraversalConfig {
         Self {
             max_helpers: 3,
             attempts_per_peer: 2,
-            max_in_flight: 4,
+            // Members that left without a word stay in peer exchange lists until their
+            // connections time out; introductions to them must not hold up the live ones.
+            max_in_flight: 8,
             max_tellers: 1024,
         }
     }
@@ -119,13 +121,22 @@ impl Traversal {
     /// A teller we are still registering with is remembered, so the introduction can follow the
     /// registration.
     pub fn heard_of(&mut self, member: NodeId, teller: NodeId) -> Option<NodeId> {
-        if !self.helpers.contains_key(&teller) {
+        if !self.remember_teller(member, teller) {
             return None;
+        }
+        self.want_introduction(member)
+    }
+
+    /// Remembers that `teller` told us of `member`, without asking for anything yet. False if the
+    /// teller is no helper of ours (nor becoming one).
+    pub fn remember_teller(&mut self, member: NodeId, teller: NodeId) -> bool {
+        if !self.helpers.contains_key(&teller) {
+            return false;
         }
         if self.tellers.len() < self.config.max_tellers || self.tellers.contains_key(&member) {
             self.tellers.insert(member, teller);
         }
-        self.want_introduction(member)
+        true
     }
 
     /// `member` is not connected (a direct dial failed, or a helper just took our registration).
@@ -298,7 +309,7 @@ mod tests {
     #[test]
     fn punches_at_once_are_bounded() {
         let (mut t, helper) = with_helper();
-        for _ in 0..4 {
+        for _ in 0..8 {
             assert_eq!(t.heard_of(node(), helper), Some(helper));
         }
         assert_eq!(t.heard_of(node(), helper), None);

@@ -253,7 +253,7 @@ async fn serve(data_dir: Option<&Path>, ticket: &str, live: bool, bind: &BindArg
     );
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = super::stop_requested() => break,
             connection = incoming.recv() => {
                 let Some(connection) = connection else { break };
                 let log = log.clone();

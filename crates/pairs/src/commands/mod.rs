@@ -15,6 +15,23 @@ use anyhow::Result;
 
 use crate::cli::{Cli, Command};
 
+/// Resolves when the process is asked to stop: Ctrl-C, or SIGTERM (service managers, containers),
+/// so that long-running commands close their connections and say goodbye either way.
+pub(crate) async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir.as_deref();

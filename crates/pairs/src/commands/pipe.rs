@@ -95,7 +95,7 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     loop {
         let connection = tokio::select! {
             connection = incoming.recv() => connection,
-            _ = tokio::signal::ctrl_c() => None,
+            _ = super::stop_requested() => None,
         };
         let Some(connection) = connection else { break };
         let peer = connection.remote_node_id();

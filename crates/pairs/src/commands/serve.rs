@@ -37,9 +37,7 @@ pub async fn run(data_dir: Option<&Path>, args: ServeArgs) -> Result<()> {
         .and_then(|()| stdout.flush())
         .context("cannot write the ticket to stdout")?;
     drop(stdout);
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot wait for Ctrl-C")?;
+    super::stop_requested().await;
     router.shutdown().await;
     Ok(())
 }

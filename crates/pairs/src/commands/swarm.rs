@@ -84,7 +84,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: SwarmArgs) -> Re
                 }
                 None => stdin_open = false,
             },
-            _ = tokio::signal::ctrl_c() => break,
+            _ = super::stop_requested() => break,
         }
     }
     drop(peers);
