@@ -761,8 +761,8 @@ impl Actor {
                     }
                     if self.me > peer.node_id {
                         // The teller tells the smaller id of us only with its next list, which
-                        // may be half a minute away: if the member has not reached us by then,
-                        // we ask for the introduction ourselves.
+                        // may be half a minute away: if the member has not reached us within
+                        // `LARGER_ID_WAITS`, we ask for the introduction ourselves.
                         if self.traversal.remember_teller(peer.node_id, node) {
                             let events = self.events_tx.clone();
                             let member = peer.node_id;
