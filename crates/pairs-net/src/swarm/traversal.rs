@@ -56,6 +56,7 @@ pub struct Traversal {
     helpers: HashMap<NodeId, Helper>,
     /// Member -> the connected peer that told us of it.
     tellers: HashMap<NodeId, NodeId>,
+    /// Introductions asked per member (only members in `tellers`).
     attempts: HashMap<NodeId, u32>,
     in_flight: HashSet<NodeId>,
 }
@@ -90,8 +91,7 @@ impl Traversal {
     /// for introductions to those not yet connected ([`Traversal::want_introduction`]).
     pub fn registered(&mut self, helper: NodeId, ok: bool) -> Vec<NodeId> {
         if !ok {
-            self.helpers.remove(&helper);
-            self.tellers.retain(|_, teller| *teller != helper);
+            self.helper_gone(&helper);
             return Vec::new();
         }
         match self.helpers.get_mut(&helper) {
@@ -109,6 +109,10 @@ impl Traversal {
     pub fn helper_gone(&mut self, helper: &NodeId) {
         self.helpers.remove(helper);
         self.tellers.retain(|_, teller| teller != helper);
+        // Attempts are counted only for members some helper told us of, so they stay bounded.
+        let tellers = &self.tellers;
+        self.attempts
+            .retain(|member, _| tellers.contains_key(member));
     }
 
     /// Whether we are registered with `helper`.
