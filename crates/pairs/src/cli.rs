@@ -364,6 +364,11 @@ pub struct DiscoveryArgs {
     /// runs on one machine meet each other]
     #[arg(long)]
     pub node_key: bool,
+
+    /// Do not relay connections between peers that cannot reach each other directly (this node
+    /// still introduces them for hole punches, and still asks its peers for the same help)
+    #[arg(long)]
+    pub no_relay: bool,
 }
 
 /// `pairs paste`

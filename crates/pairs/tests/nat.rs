@@ -445,6 +445,23 @@ impl Member {
         }
     }
 
+    /// Waits for a stderr line containing `needle`; returns it.
+    fn wait_said(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => self.said.push(line),
+                Err(_) => panic!(
+                    "{} never said {needle:?}; it said:\n{}",
+                    self.short,
+                    self.said.join("\n")
+                ),
+            }
+        }
+    }
+
     fn say(&mut self, line: &str) {
         writeln!(self.stdin, "{line}").unwrap();
         self.stdin.flush().unwrap();
@@ -479,13 +496,7 @@ impl Member {
 /// member tells each of the other (peer exchange) and introduces them. Returns how the member that
 /// asked for the introduction reached the other.
 fn swarm_members_meet(nat1: &str, nat2: &str) -> String {
-    let lab = Lab::two_lans(&["a1"]);
-    lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
-    lab.run(&["nat", "r1", nat1]);
-    lab.run(&["nat", "r2", nat2]);
-    let _public = Member::start(&lab, "pub", &["--port", "4000"]);
-    let mut a1 = Member::start(&lab, "a1", &["--peer", "203.0.113.10:4000"]);
-    let mut b1 = Member::start(&lab, "b1", &["--peer", "203.0.113.10:4000"]);
+    let (_lab, _public, mut a1, mut b1) = members_behind_nats(nat1, nat2, &[]);
     a1.wait_joined(&b1.short.clone());
     b1.wait_joined(&a1.short.clone());
     a1.say("across two NATs");
@@ -498,6 +509,25 @@ fn swarm_members_meet(nat1: &str, nat2: &str) -> String {
     paths.remove(0)
 }
 
+/// The lab with both NATs set, a public member started with `public_args`, and a1 and b1 started
+/// knowing only its address.
+fn members_behind_nats(
+    nat1: &str,
+    nat2: &str,
+    public_args: &[&str],
+) -> (Lab, Member, Member, Member) {
+    let lab = Lab::two_lans(&["a1"]);
+    lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
+    lab.run(&["nat", "r1", nat1]);
+    lab.run(&["nat", "r2", nat2]);
+    let mut args = vec!["--port", "4000"];
+    args.extend_from_slice(public_args);
+    let public = Member::start(&lab, "pub", &args);
+    let a1 = Member::start(&lab, "a1", &["--peer", "203.0.113.10:4000"]);
+    let b1 = Member::start(&lab, "b1", &["--peer", "203.0.113.10:4000"]);
+    (lab, public, a1, b1)
+}
+
 #[test]
 fn swarm_members_behind_port_restricted_nats_punch_through_a_public_member() {
     let path = swarm_members_meet("portrestricted", "portrestricted");
@@ -508,4 +538,15 @@ fn swarm_members_behind_port_restricted_nats_punch_through_a_public_member() {
 fn swarm_members_behind_symmetric_nats_are_relayed_by_a_public_member() {
     let path = swarm_members_meet("symmetric", "symmetric");
     assert!(path.contains("Relayed"), "{path}");
+}
+
+/// A public member started with `--no-relay` still introduces, but refuses the circuit that two
+/// symmetric NATs would need, and says so to the member that asked.
+#[test]
+fn a_member_with_no_relay_refuses_circuits() {
+    let (_lab, _public, mut a1, _b1) =
+        members_behind_nats("symmetric", "symmetric", &["--no-relay"]);
+    // a1 asks first if its id is the smaller, else after the larger id's wait: either way it asks.
+    let line = a1.wait_said("introduction failed");
+    assert!(line.contains("does not relay"), "{line}");
 }

@@ -30,6 +30,8 @@ pub type Resolutions = Arc<Mutex<Vec<(String, Result<Vec<SocketAddr>, String>)>>
 pub struct SwarmNode {
     pub swarm: Swarm,
     pub router: Router,
+    /// Hole punching and relaying, for this node and for its peers.
+    pub nat: Nat,
     pub sources: Sources,
     /// What static peers and DNS seeds resolved to.
     pub resolved: Resolutions,
@@ -58,7 +60,11 @@ impl SwarmNode {
             &endpoint,
             NatConfig {
                 relay: RelayLimits {
-                    max_circuits: SWARM_RELAY_CIRCUITS,
+                    max_circuits: if args.no_relay {
+                        0
+                    } else {
+                        SWARM_RELAY_CIRCUITS
+                    },
                     max_circuits_per_node: 2,
                     ..RelayLimits::default()
                 },
@@ -95,9 +101,17 @@ impl SwarmNode {
         Ok(Self {
             swarm,
             router,
+            nat,
             sources,
             resolved,
         })
+    }
+
+    /// Stops the node: relayed connections hand over what they queued (their last acknowledgements
+    /// and close), then the endpoint closes.
+    pub async fn shutdown(self) {
+        self.nat.shutdown().await;
+        self.router.shutdown().await;
     }
 
     /// This node's ticket, for `--peer` on another node.

@@ -45,7 +45,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Re
     } else {
         receive(&node, topic, &shown, deadline).await
     };
-    node.router.shutdown().await;
+    node.shutdown().await;
     result
 }
 

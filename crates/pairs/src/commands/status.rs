@@ -133,7 +133,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
     } else {
         print_text(&report);
     }
-    node.router.shutdown().await;
+    node.shutdown().await;
     Ok(())
 }
 

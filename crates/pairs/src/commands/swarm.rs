@@ -89,7 +89,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: SwarmArgs) -> Re
     }
     drop(peers);
     output.finish().context("writing stdout failed")?;
-    node.router.shutdown().await;
+    node.shutdown().await;
     Ok(())
 }
 
