@@ -343,6 +343,8 @@ pub struct SwarmStats {
     pub peers: Vec<NodeId>,
     /// Topics joined.
     pub topics: usize,
+    /// Peers we are registered with as NAT helpers, and the address each sees us at.
+    pub helpers: Vec<(NodeId, SocketAddr)>,
 }
 
 /// What the connection tasks report back to the swarm task.
@@ -450,10 +452,17 @@ impl Actor {
                 let live = || self.conns.values().filter(|c| c.closing.is_none());
                 let mut peers: Vec<NodeId> = live().map(|c| c.node).collect();
                 peers.sort();
+                let mut helpers: Vec<(NodeId, SocketAddr)> = self
+                    .helpers
+                    .iter()
+                    .map(|(node, registration)| (*node, registration.observed()))
+                    .collect();
+                helpers.sort();
                 let _ = reply.send(SwarmStats {
                     connections: live().count(),
                     peers,
                     topics: self.topics.len(),
+                    helpers,
                 });
             }
         }

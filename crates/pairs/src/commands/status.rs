@@ -28,6 +28,15 @@ struct Report {
     resolved: Vec<Resolved>,
     topics: BTreeMap<String, Vec<String>>,
     connections: usize,
+    /// Peers this node registered with as NAT helpers (they introduce it to members behind NATs).
+    nat_helpers: Vec<NatHelper>,
+}
+
+#[derive(Debug, Serialize)]
+struct NatHelper {
+    node: String,
+    /// Our address as the helper sees it.
+    sees_us_at: SocketAddr,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +133,14 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
         resolved,
         topics: met.lock().expect("lock").clone(),
         connections: stats.connections,
+        nat_helpers: stats
+            .helpers
+            .iter()
+            .map(|(node, observed)| NatHelper {
+                node: node.to_string(),
+                sees_us_at: *observed,
+            })
+            .collect(),
     };
     for handle in handles {
         handle.abort();
@@ -209,4 +226,10 @@ fn print_text(r: &Report) {
         }
     }
     println!("connections  {}", r.connections);
+    if r.nat_helpers.is_empty() {
+        println!("nat helpers  none (no peer outside our private ranges that we dialed)");
+    }
+    for h in &r.nat_helpers {
+        println!("nat helper   {}  sees us at {}", h.node, h.sees_us_at);
+    }
 }
