@@ -47,7 +47,7 @@ use self::membership::{Change, Frame, MAX_FRAME, MembershipError, RemoteMembersh
 pub use self::peer::{TopicEvent, TopicPeer};
 use self::pex::Pex;
 use self::planner::{Action, CloseReason, ConnId, Planner, PlannerConfig};
-use self::traversal::{Traversal, TraversalConfig};
+use self::traversal::{Heard, LARGER_ID_WAITS, Traversal, TraversalConfig};
 use crate::connection::{Connection, ConnectionError};
 use crate::discovery::Discovered;
 use crate::discovery::dht::{DhtConfig, DhtDiscovery};
@@ -71,10 +71,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Streams a topic peer may have waiting to be accepted; more are refused.
 const INCOMING_STREAMS: usize = 16;
-/// How long the larger id of two members that heard of each other waits for the smaller one to
-/// arrange the introduction before it asks itself: longer than a punch that fails (3 s) followed
-/// by a relay circuit, so that the two do not both ask.
-const LARGER_ID_WAITS: Duration = Duration::from_secs(10);
 /// A connection replaced by its duplicate closes once no bytes moved on it for this long...
 const QUIET: Duration = Duration::from_secs(1);
 /// ...or after this long in any case.
@@ -196,7 +192,7 @@ impl Swarm {
             events_tx,
             dht: dht.clone(),
             nat: config.nat,
-            traversal: Traversal::new(config.traversal),
+            traversal: Traversal::new(endpoint.node_id(), config.traversal),
             helpers: HashMap::new(),
         };
         tokio::spawn(actor.run(command_rx, events_rx, discovered_rx));
@@ -623,10 +619,7 @@ impl Actor {
             self.close(close_id, reason);
         }
         debug!(peer = %node.short(), we_dialed, "connected");
-        if we_dialed {
-            // A peer that dialed us is reachable without help; one we dialed may be a helper.
-            self.maybe_register(node, connection.remote_addr());
-        }
+        self.maybe_register(node, connection.remote_addr(), we_dialed);
         let binding = connection.channel_binding(membership::BINDING_LABEL);
         let (control, control_rx) = mpsc::unbounded_channel();
         let hello = Frame::Hello {
@@ -760,26 +753,12 @@ impl Actor {
                 for peer in useful {
                     // Only news: a peer known from another source is dialed (or not) on that
                     // source's terms, so hearsay never adds a second, racing dial.
-                    // The relay tells both sides about each other, so only the smaller id dials:
-                    // no dial race between two peers that heard of each other at once.
+                    // The relay tells both sides about each other; `traversal` has only the
+                    // smaller id act at once, so the two do not race.
                     if self.planner.knows(&peer.node_id)
                         || self.conns.values().any(|c| c.node == peer.node_id)
                         || self.traversal.is_in_flight(&peer.node_id)
                     {
-                        continue;
-                    }
-                    if self.me > peer.node_id {
-                        // The teller tells the smaller id of us only with its next list, which
-                        // may be half a minute away: if the member has not reached us within
-                        // `LARGER_ID_WAITS`, we ask for the introduction ourselves.
-                        if self.traversal.remember_teller(peer.node_id, node) {
-                            let events = self.events_tx.clone();
-                            let member = peer.node_id;
-                            tokio::spawn(async move {
-                                tokio::time::sleep(LARGER_ID_WAITS).await;
-                                let _ = events.send(Event::IntroduceIfAlone(member));
-                            });
-                        }
                         continue;
                     }
                     trace!(from = %node.short(), peer = %peer.node_id.short(), "learned a peer");
@@ -787,8 +766,17 @@ impl Actor {
                     // peer that told us is connected to it and can arrange one. The punch dials
                     // that same address first, so a member that is reachable loses nothing.
                     match self.traversal.heard_of(peer.node_id, node) {
-                        Some(helper) => self.introduce(peer, helper),
-                        None => self.planner.discovered(&peer, now),
+                        Heard::Introduce(helper) => self.introduce(peer, helper),
+                        Heard::AskLater => {
+                            let events = self.events_tx.clone();
+                            let member = peer.node_id;
+                            tokio::spawn(async move {
+                                tokio::time::sleep(LARGER_ID_WAITS).await;
+                                let _ = events.send(Event::IntroduceIfAlone(member));
+                            });
+                        }
+                        Heard::Dial => self.planner.discovered(&peer, now),
+                        Heard::Leave => {}
                     }
                 }
             }
@@ -992,11 +980,11 @@ impl Actor {
     }
 
     /// Registers with a newly connected peer as a NAT helper, if traversal is on and it may help.
-    fn maybe_register(&mut self, node: NodeId, addr: SocketAddr) {
+    fn maybe_register(&mut self, node: NodeId, addr: SocketAddr, we_dialed: bool) {
         let Some(nat) = self.nat.clone() else {
             return;
         };
-        if !self.traversal.connected(node, addr) {
+        if !self.traversal.connected(node, addr, we_dialed) {
             return;
         }
         let events = self.events_tx.clone();
@@ -1031,12 +1019,9 @@ impl Actor {
             let _ = events.send(Event::HelperGone(helper, id));
         });
         self.helpers.insert(helper, registration);
-        // Members it told us of while we registered, and that no dial has reached yet; a larger
-        // id leaves it to the smaller one (its own turn comes after `LARGER_ID_WAITS`).
+        // Members it told us of while we registered, and that no dial has reached yet.
         for member in told {
-            if self.me < member {
-                self.maybe_introduce(member);
-            }
+            self.maybe_introduce(member);
         }
     }
 

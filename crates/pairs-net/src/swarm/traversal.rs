@@ -8,14 +8,36 @@
 //!   address that may lie outside our NAT (a peer on our own LAN cannot help across it);
 //! - whom to ask for an introduction to a member: the helper that told us of it, if we are
 //!   registered there;
+//! - who asks: the smaller node id at once (peer exchange tells both sides of each other), the
+//!   larger one only after [`LARGER_ID_WAITS`], in case the teller told the smaller id nothing;
 //! - how often: a bounded number of attempts per member, and of punches at once.
 //!
 //! The driver (the swarm task) runs the registrations and punches and reports back.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use pairs_base::NodeId;
+
+/// How long the larger id of two members that heard of each other waits for the smaller one to
+/// arrange the introduction before it asks itself: longer than a punch that fails (3 s) followed
+/// by a relay circuit, so that the two do not both ask. The teller tells the smaller id of us only
+/// with its next peer-exchange list, which may be half a minute away.
+pub const LARGER_ID_WAITS: Duration = Duration::from_secs(10);
+
+/// What to do about a member a connected peer told us of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard {
+    /// Ask this helper (the teller) for an introduction now.
+    Introduce(NodeId),
+    /// Wait [`LARGER_ID_WAITS`], then ask ([`Traversal::want_introduction`]) if still alone.
+    AskLater,
+    /// Dial its addresses directly: the teller is no helper of ours.
+    Dial,
+    /// Nothing: the smaller id dials, and the teller is no helper of ours.
+    Leave,
+}
 
 /// Limits for [`Traversal`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +74,7 @@ enum Helper {
 /// Which helpers to use and which members to reach through them.
 #[derive(Debug)]
 pub struct Traversal {
+    me: NodeId,
     config: TraversalConfig,
     helpers: HashMap<NodeId, Helper>,
     /// Member -> the connected peer that told us of it.
@@ -62,9 +85,10 @@ pub struct Traversal {
 }
 
 impl Traversal {
-    /// No helpers yet.
-    pub fn new(config: TraversalConfig) -> Self {
+    /// No helpers yet; `me` is this node.
+    pub fn new(me: NodeId, config: TraversalConfig) -> Self {
         Self {
+            me,
             config,
             helpers: HashMap::new(),
             tellers: HashMap::new(),
@@ -74,10 +98,12 @@ impl Traversal {
     }
 
     /// A swarm connection to `node` at `addr` is up. True: register with it now (then report
-    /// [`Traversal::registered`]).
-    pub fn connected(&mut self, node: NodeId, addr: SocketAddr) -> bool {
+    /// [`Traversal::registered`]). Only a peer we dialed can be a helper: one that dialed us is
+    /// reachable without help.
+    pub fn connected(&mut self, node: NodeId, addr: SocketAddr, we_dialed: bool) -> bool {
         self.attempts.remove(&node);
-        if !maybe_outside_our_nat(addr)
+        if !we_dialed
+            || !maybe_outside_our_nat(addr)
             || self.helpers.contains_key(&node)
             || self.helpers.len() >= self.config.max_helpers
         {
@@ -87,8 +113,9 @@ impl Traversal {
         true
     }
 
-    /// How registering with `helper` ended. On success, the members it told us of meanwhile: ask
-    /// for introductions to those not yet connected ([`Traversal::want_introduction`]).
+    /// How registering with `helper` ended. On success, the members it told us of meanwhile whose
+    /// introduction is ours to ask for (we are the smaller id): ask for those not yet connected
+    /// ([`Traversal::want_introduction`]).
     pub fn registered(&mut self, helper: NodeId, ok: bool) -> Vec<NodeId> {
         if !ok {
             self.helper_gone(&helper);
@@ -100,7 +127,7 @@ impl Traversal {
         }
         self.tellers
             .iter()
-            .filter(|(_, teller)| **teller == helper)
+            .filter(|(member, teller)| **teller == helper && self.me < **member)
             .map(|(member, _)| *member)
             .collect()
     }
@@ -120,27 +147,24 @@ impl Traversal {
         self.helpers.get(helper) == Some(&Helper::Registered)
     }
 
-    /// `teller` told us of `member`, which we are about to try. `Some(helper)`: ask that helper for
-    /// an introduction now (then report [`Traversal::attempt_ended`]); `None`: dial directly.
-    /// A teller we are still registering with is remembered, so the introduction can follow the
-    /// registration.
-    pub fn heard_of(&mut self, member: NodeId, teller: NodeId) -> Option<NodeId> {
-        if !self.remember_teller(member, teller) {
-            return None;
-        }
-        self.want_introduction(member)
-    }
-
-    /// Remembers that `teller` told us of `member`, without asking for anything yet. False if the
-    /// teller is no helper of ours (nor becoming one).
-    pub fn remember_teller(&mut self, member: NodeId, teller: NodeId) -> bool {
-        if !self.helpers.contains_key(&teller) {
-            return false;
-        }
-        if self.tellers.len() < self.config.max_tellers || self.tellers.contains_key(&member) {
+    /// `teller` told us of `member`, which no other source knows and we are not connected to.
+    /// On [`Heard::Introduce`], report [`Traversal::attempt_ended`] later. A teller we are still
+    /// registering with is remembered, so the introduction can follow the registration.
+    pub fn heard_of(&mut self, member: NodeId, teller: NodeId) -> Heard {
+        let helps = self.helpers.contains_key(&teller);
+        if helps
+            && (self.tellers.len() < self.config.max_tellers || self.tellers.contains_key(&member))
+        {
             self.tellers.insert(member, teller);
         }
-        true
+        match (self.me < member, helps) {
+            (true, true) => self
+                .want_introduction(member)
+                .map_or(Heard::Dial, Heard::Introduce),
+            (true, false) => Heard::Dial,
+            (false, true) => Heard::AskLater,
+            (false, false) => Heard::Leave,
+        }
     }
 
     /// `member` is not connected (a direct dial failed, or a helper just took our registration).
@@ -210,54 +234,82 @@ mod tests {
         "203.0.113.10:4000".parse().unwrap()
     }
 
-    fn with_helper() -> (Traversal, NodeId) {
-        let mut t = Traversal::new(TraversalConfig::default());
+    /// A node id larger than `me`: a member whose introduction `me` asks for.
+    fn larger_than(me: NodeId) -> NodeId {
+        loop {
+            let n = node();
+            if n > me {
+                return n;
+            }
+        }
+    }
+
+    fn smaller_than(me: NodeId) -> NodeId {
+        loop {
+            let n = node();
+            if n < me {
+                return n;
+            }
+        }
+    }
+
+    fn with_helper() -> (Traversal, NodeId, NodeId) {
+        let me = node();
+        let mut t = Traversal::new(me, TraversalConfig::default());
         let helper = node();
-        assert!(t.connected(helper, public()));
+        assert!(t.connected(helper, public(), true));
         assert!(t.registered(helper, true).is_empty());
-        (t, helper)
+        (t, helper, me)
     }
 
     #[test]
-    fn registers_only_with_peers_that_may_be_outside_our_nat() {
-        let mut t = Traversal::new(TraversalConfig::default());
+    fn registers_only_with_peers_we_dialed_that_may_be_outside_our_nat() {
+        let mut t = Traversal::new(node(), TraversalConfig::default());
         for lan in [
             "192.168.1.12:4000",
             "10.0.0.2:1",
             "100.64.0.1:1",
             "[fe80::1%2]:1",
         ] {
-            assert!(!t.connected(node(), lan.parse().unwrap()), "{lan}");
+            assert!(!t.connected(node(), lan.parse().unwrap(), true), "{lan}");
         }
         assert!(
-            !t.connected(node(), "[100::5]:1".parse().unwrap()),
+            !t.connected(node(), "[100::5]:1".parse().unwrap(), true),
             "relayed"
         );
-        assert!(t.connected(node(), public()));
-        assert!(t.connected(node(), "[2001:db8::1]:1".parse().unwrap()));
+        assert!(!t.connected(node(), public(), false), "it dialed us");
+        assert!(t.connected(node(), public(), true));
+        assert!(t.connected(node(), "[2001:db8::1]:1".parse().unwrap(), true));
     }
 
     #[test]
     fn helpers_are_bounded_and_a_failed_registration_frees_a_slot() {
-        let mut t = Traversal::new(TraversalConfig {
-            max_helpers: 2,
-            ..TraversalConfig::default()
-        });
+        let mut t = Traversal::new(
+            node(),
+            TraversalConfig {
+                max_helpers: 2,
+                ..TraversalConfig::default()
+            },
+        );
         let (a, b, c) = (node(), node(), node());
-        assert!(t.connected(a, public()));
-        assert!(t.connected(b, public()));
-        assert!(!t.connected(c, public()), "a third helper");
-        assert!(!t.connected(a, public()), "the same helper twice");
+        assert!(t.connected(a, public(), true));
+        assert!(t.connected(b, public(), true));
+        assert!(!t.connected(c, public(), true), "a third helper");
+        assert!(!t.connected(a, public(), true), "the same helper twice");
         assert!(t.registered(b, false).is_empty());
-        assert!(t.connected(c, public()));
+        assert!(t.connected(c, public(), true));
     }
 
     #[test]
     fn a_member_told_of_by_a_helper_is_introduced_through_it() {
-        let (mut t, helper) = with_helper();
-        let member = node();
-        assert_eq!(t.heard_of(member, helper), Some(helper));
-        assert_eq!(t.heard_of(member, helper), None, "one attempt at a time");
+        let (mut t, helper, me) = with_helper();
+        let member = larger_than(me);
+        assert_eq!(t.heard_of(member, helper), Heard::Introduce(helper));
+        assert_eq!(
+            t.heard_of(member, helper),
+            Heard::Dial,
+            "one attempt at a time"
+        );
         t.attempt_ended(member, false);
         assert_eq!(t.want_introduction(member), Some(helper), "second attempt");
         t.attempt_ended(member, false);
@@ -265,28 +317,43 @@ mod tests {
     }
 
     #[test]
+    fn the_larger_id_asks_later_and_only_when_told_by_a_helper() {
+        let (mut t, helper, me) = with_helper();
+        let member = smaller_than(me);
+        assert_eq!(t.heard_of(member, helper), Heard::AskLater);
+        assert_eq!(t.want_introduction(member), Some(helper), "its turn");
+        assert_eq!(t.heard_of(smaller_than(me), node()), Heard::Leave);
+    }
+
+    #[test]
     fn a_member_told_of_by_a_non_helper_is_dialed_directly() {
-        let (mut t, _) = with_helper();
+        let (mut t, _, me) = with_helper();
         let stranger = node();
-        assert_eq!(t.heard_of(node(), stranger), None);
+        assert_eq!(t.heard_of(larger_than(me), stranger), Heard::Dial);
     }
 
     #[test]
     fn members_told_of_while_registering_are_introduced_once_registered() {
-        let mut t = Traversal::new(TraversalConfig::default());
+        let me = node();
+        let mut t = Traversal::new(me, TraversalConfig::default());
         let helper = node();
-        assert!(t.connected(helper, public()));
-        let member = node();
-        assert_eq!(t.heard_of(member, helper), None, "not registered yet");
-        assert_eq!(t.registered(helper, true), vec![member]);
+        assert!(t.connected(helper, public(), true));
+        let (member, larger_id_asks) = (larger_than(me), smaller_than(me));
+        assert_eq!(
+            t.heard_of(member, helper),
+            Heard::Dial,
+            "not registered yet"
+        );
+        assert_eq!(t.heard_of(larger_id_asks, helper), Heard::AskLater);
+        assert_eq!(t.registered(helper, true), vec![member], "ours to ask only");
         assert_eq!(t.want_introduction(member), Some(helper));
     }
 
     #[test]
     fn a_helper_that_leaves_takes_its_introductions_with_it() {
-        let (mut t, helper) = with_helper();
-        let member = node();
-        assert_eq!(t.heard_of(member, helper), Some(helper));
+        let (mut t, helper, me) = with_helper();
+        let member = larger_than(me);
+        assert_eq!(t.heard_of(member, helper), Heard::Introduce(helper));
         t.attempt_ended(member, false);
         t.helper_gone(&helper);
         assert!(!t.is_helper(&helper));
@@ -295,14 +362,14 @@ mod tests {
 
     #[test]
     fn a_connection_resets_the_attempts() {
-        let (mut t, helper) = with_helper();
-        let member = node();
-        assert_eq!(t.heard_of(member, helper), Some(helper));
+        let (mut t, helper, me) = with_helper();
+        let member = larger_than(me);
+        assert_eq!(t.heard_of(member, helper), Heard::Introduce(helper));
         t.attempt_ended(member, false);
         assert_eq!(t.want_introduction(member), Some(helper));
         t.attempt_ended(member, false);
         assert_eq!(t.want_introduction(member), None);
-        assert!(!t.connected(member, "192.168.1.5:1".parse().unwrap()));
+        assert!(!t.connected(member, "192.168.1.5:1".parse().unwrap(), false));
         assert_eq!(
             t.want_introduction(member),
             Some(helper),
@@ -312,10 +379,13 @@ mod tests {
 
     #[test]
     fn punches_at_once_are_bounded() {
-        let (mut t, helper) = with_helper();
+        let (mut t, helper, me) = with_helper();
         for _ in 0..8 {
-            assert_eq!(t.heard_of(node(), helper), Some(helper));
+            assert_eq!(
+                t.heard_of(larger_than(me), helper),
+                Heard::Introduce(helper)
+            );
         }
-        assert_eq!(t.heard_of(node(), helper), None);
+        assert_eq!(t.heard_of(larger_than(me), helper), Heard::Dial);
     }
 }
