@@ -9,108 +9,12 @@ mod common;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write as _;
-use std::process::{ChildStdin, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::lab::{Lab, Running};
+use common::swarm_proc::{SwarmProc, WAIT};
 use common::{Home, lines_of, wait_output};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A running `pairs swarm`, with its stdin, stdout lines and stderr lines.
-struct SwarmProc {
-    _child: Running,
-    stdin: ChildStdin,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-    short: String,
-    _home: Home,
-}
-
-impl SwarmProc {
-    fn start(lab: &Lab, node: &str, topic: &str, extra: &[&str]) -> Self {
-        Self::start_with_home(lab, node, topic, extra, Home::new())
-    }
-
-    fn start_with_home(lab: &Lab, node: &str, topic: &str, extra: &[&str], home: Home) -> Self {
-        let mut args = vec!["swarm", topic];
-        args.extend_from_slice(extra);
-        let mut child = lab
-            .pairs(node, &home, &args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pairs swarm");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let first = stderr.recv_timeout(WAIT).expect("swarm started");
-        let short = first
-            .rsplit(" as ")
-            .next()
-            .filter(|_| first.contains("joined"))
-            .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-            .to_string();
-        Self {
-            _child: Running(child),
-            stdin,
-            stdout,
-            stderr,
-            short,
-            _home: home,
-        }
-    }
-
-    /// Waits until `n` peers joined; returns their short ids.
-    fn wait_joined(&self, n: usize) -> BTreeSet<String> {
-        let mut joined = BTreeSet::new();
-        let deadline = Instant::now() + WAIT;
-        while joined.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("{} saw only {joined:?} join", self.short));
-            if let Some(rest) = line.strip_prefix("pairs: + ") {
-                joined.insert(rest.trim_end_matches(" joined").to_string());
-            }
-        }
-        joined
-    }
-
-    fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn wait_line(&self, expected: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.stdout.recv_timeout(left).unwrap_or_else(|_| {
-                let stderr: Vec<String> = self.stderr.try_iter().collect();
-                panic!(
-                    "{} never printed {expected:?}; its stderr:\n{}",
-                    self.short,
-                    stderr.join("\n")
-                )
-            });
-            if line == expected {
-                return;
-            }
-        }
-    }
-
-    /// Everything printed so far, without waiting.
-    fn drain(&self) -> (Vec<String>, Vec<String>) {
-        (
-            self.stdout.try_iter().collect(),
-            self.stderr.try_iter().collect(),
-        )
-    }
-}
 
 #[test]
 fn three_hosts_on_a_lan_mesh_and_a_host_behind_a_router_is_not_found() {
@@ -340,17 +244,9 @@ fn avahi_lists_our_nodes_and_we_find_what_avahi_publishes() {
         .spawn()
         .unwrap();
     let _publish = Running(publish);
-    let finder = SwarmProc::start(&lab, "a3", "avahi-t", &[]);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let line = finder
-            .stderr
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("a3 joined the node published by avahi");
-        if line.contains(&format!("+ {} joined", hidden.short)) {
-            break;
-        }
-    }
+    let mut finder = SwarmProc::start(&lab, "a3", "avahi-t", &[]);
+    // a3 joins the node published by avahi.
+    finder.wait_joined_by(&hidden.short);
 }
 
 /// A rogue host on the LAN answers mDNS with its own address for the sender's id, runs a listener

@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::lab::{Lab, Running};
+use common::swarm_proc::SwarmProc;
 use common::{Home, lines_of, wait_output};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -381,124 +382,17 @@ fn turn_carries_ten_mib_between_two_symmetric_nats() {
     );
 }
 
-/// A running `pairs swarm` in the lab: its stdin, and its stdout and stderr lines.
-struct Member {
-    _child: Running,
-    stdin: std::process::ChildStdin,
-    stdout: std::sync::mpsc::Receiver<String>,
-    stderr: std::sync::mpsc::Receiver<String>,
-    short: String,
-    /// Everything read from stderr so far, for the checks and the failure messages.
-    said: Vec<String>,
-}
-
-impl Member {
-    fn start(lab: &Lab, node: &str, extra: &[&str]) -> Self {
-        let home = Home::new();
-        let mut args = vec!["swarm", "meet-through-nats"];
-        args.extend_from_slice(extra);
-        let mut child = lab
-            .pairs(node, &home, &args)
-            .env("RUST_LOG", "pairs_net::swarm=debug,pairs_net::nat=debug")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn pairs swarm");
-        std::mem::forget(home);
-        let stdin = child.stdin.take().unwrap();
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let mut said = Vec::new();
-        let short = loop {
-            let line = stderr.recv_timeout(WAIT).expect("swarm started");
-            if let Some((_, short)) = line.split_once("pairs: joined 'meet-through-nats' as ") {
-                break short.to_string();
-            }
-            said.push(line);
-        };
-        Self {
-            _child: Running(child),
-            stdin,
-            stdout,
-            stderr,
-            short,
-            said,
-        }
-    }
-
-    /// Waits until `peer` joined; panics with what this member said otherwise.
-    fn wait_joined(&mut self, peer: &str) {
-        let deadline = std::time::Instant::now() + WAIT;
-        let wanted = format!("pairs: + {peer} joined");
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line == wanted => return,
-                Ok(line) => self.said.push(line),
-                Err(_) => panic!(
-                    "{} never met {peer}; it said:\n{}",
-                    self.short,
-                    self.said.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for a stderr line containing `needle`; returns it.
-    fn wait_said(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => self.said.push(line),
-                Err(_) => panic!(
-                    "{} never said {needle:?}; it said:\n{}",
-                    self.short,
-                    self.said.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn say(&mut self, line: &str) {
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn wait_line(&self, expected: &str) {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self
-                .stdout
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("{} never printed {expected:?}", self.short));
-            if line == expected {
-                return;
-            }
-        }
-    }
-
-    /// The stderr lines so far that contain `needle`.
-    fn lines_with(&mut self, needle: &str) -> Vec<String> {
-        self.said.extend(self.stderr.try_iter());
-        self.said
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
-    }
-}
+/// The topic of the swarm tests, and what their members log.
+const TOPIC: &str = "meet-through-nats";
+const SWARM_LOG: &str = "pairs_net::swarm=debug,pairs_net::nat=debug";
 
 /// Two swarm members behind NATs, each knowing only a public member's address, meet: the public
 /// member tells each of the other (peer exchange) and introduces them. Returns how the member that
 /// asked for the introduction reached the other.
 fn swarm_members_meet(nat1: &str, nat2: &str) -> String {
     let (_lab, _public, mut a1, mut b1) = members_behind_nats(nat1, nat2, &[]);
-    a1.wait_joined(&b1.short.clone());
-    b1.wait_joined(&a1.short.clone());
+    a1.wait_joined_by(&b1.short.clone());
+    b1.wait_joined_by(&a1.short.clone());
     a1.say("across two NATs");
     b1.wait_line(&format!("{} across two NATs", a1.short));
     b1.say("and back");
@@ -515,16 +409,17 @@ fn members_behind_nats(
     nat1: &str,
     nat2: &str,
     public_args: &[&str],
-) -> (Lab, Member, Member, Member) {
+) -> (Lab, SwarmProc, SwarmProc, SwarmProc) {
     let lab = Lab::two_lans(&["a1"]);
     lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
     lab.run(&["nat", "r1", nat1]);
     lab.run(&["nat", "r2", nat2]);
     let mut args = vec!["--port", "4000"];
     args.extend_from_slice(public_args);
-    let public = Member::start(&lab, "pub", &args);
-    let a1 = Member::start(&lab, "a1", &["--peer", "203.0.113.10:4000"]);
-    let b1 = Member::start(&lab, "b1", &["--peer", "203.0.113.10:4000"]);
+    let public = SwarmProc::start_logged(&lab, "pub", TOPIC, &args, SWARM_LOG);
+    let peer = ["--peer", "203.0.113.10:4000"];
+    let a1 = SwarmProc::start_logged(&lab, "a1", TOPIC, &peer, SWARM_LOG);
+    let b1 = SwarmProc::start_logged(&lab, "b1", TOPIC, &peer, SWARM_LOG);
     (lab, public, a1, b1)
 }
 
