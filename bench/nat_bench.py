@@ -7,6 +7,8 @@ import subprocess
 import tempfile
 import time
 
+import two_nats
+
 BIN = os.path.abspath("target/release/pairs")
 LAB = ["lab/lab.sh", "-p", "natb"]
 DELAY_MS = 50
@@ -56,14 +58,7 @@ def cpu_seconds(pid):
 
 def setup():
     subprocess.run(LAB + ["down"], check=False, capture_output=True)
-    lab("switch", "wan")
-    lab("switch", "lan1")
-    lab("switch", "lan2")
-    lab("router", "r1", "lan1", "192.168.1.1/24", "wan", "203.0.113.1/24")
-    lab("router", "r2", "lan2", "192.168.2.1/24", "wan", "203.0.113.2/24")
-    lab("host", "a1", "lan1", "192.168.1.11/24", "192.168.1.1")
-    lab("host", "b1", "lan2", "192.168.2.11/24", "192.168.2.1")
-    lab("host", "pub", "wan", "203.0.113.10/24")
+    two_nats.build(lab)
     lab("turn", "pub", "start")
     helper = pairs("pub", "helper", ["serve", "--port", "4000", "--relay-rate", "1G",
                                      "--relay-bytes", "4G"])

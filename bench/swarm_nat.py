@@ -8,6 +8,8 @@ import tempfile
 import threading
 import time
 
+import two_nats
+
 BIN = os.path.abspath("target/release/pairs")
 LAB = ["lab/lab.sh", "-p", "swnb"]
 DELAY_MS = 50
@@ -78,14 +80,7 @@ def meet_once(nat1, nat2):
 
 def main():
     subprocess.run(LAB + ["down"], check=False, capture_output=True)
-    lab("switch", "wan")
-    lab("switch", "lan1")
-    lab("switch", "lan2")
-    lab("router", "r1", "lan1", "192.168.1.1/24", "wan", "203.0.113.1/24")
-    lab("router", "r2", "lan2", "192.168.2.1/24", "wan", "203.0.113.2/24")
-    lab("host", "a1", "lan1", "192.168.1.11/24", "192.168.1.1")
-    lab("host", "b1", "lan2", "192.168.2.11/24", "192.168.2.1")
-    lab("host", "pub", "wan", "203.0.113.10/24")
+    two_nats.build(lab)
     public = Member("pub", ["--port", "4000"])
     try:
         public.ready.wait(30)
