@@ -15,6 +15,10 @@ use crate::endpoint::Endpoint;
 /// Most handshakes in progress at once; more incoming attempts are refused rather than queued.
 const MAX_PENDING_HANDSHAKES: usize = 128;
 
+/// Most incoming connections established at once, every protocol together, unless the builder
+/// says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
 /// A protocol that serves incoming connections.
 pub trait ProtocolHandler: Send + Sync + 'static {
     /// Serves one authenticated connection whose ALPN is this protocol's. Runs in its own task.
@@ -40,6 +44,7 @@ impl ProtocolHandler for mpsc::Sender<Connection> {
 pub struct RouterBuilder {
     endpoint: Endpoint,
     handlers: HashMap<Vec<u8>, Arc<dyn ProtocolHandler>>,
+    max_connections: usize,
 }
 
 impl RouterBuilder {
@@ -50,13 +55,20 @@ impl RouterBuilder {
         self
     }
 
+    /// Caps the incoming connections established at once, every protocol together; attempts over
+    /// the cap are refused before their handshake.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
     /// Starts accepting connections for the registered protocols.
     pub fn spawn(self) -> Router {
         let alpns = self.handlers.keys().cloned().collect();
         self.endpoint.set_server_protocols(alpns);
         let endpoint = self.endpoint.clone();
         let handlers = Arc::new(self.handlers);
-        let task = tokio::spawn(accept_loop(endpoint, handlers));
+        let task = tokio::spawn(accept_loop(endpoint, handlers, self.max_connections));
         Router {
             endpoint: self.endpoint,
             task,
@@ -77,6 +89,7 @@ impl Router {
         RouterBuilder {
             endpoint,
             handlers: HashMap::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -101,9 +114,16 @@ impl Drop for Router {
 async fn accept_loop(
     endpoint: Endpoint,
     handlers: Arc<HashMap<Vec<u8>, Arc<dyn ProtocolHandler>>>,
+    max_connections: usize,
 ) {
     let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let established = Arc::new(Semaphore::new(max_connections));
     while let Some(incoming) = endpoint.quinn().accept().await {
+        let Ok(slot) = established.clone().try_acquire_owned() else {
+            debug!(from = %incoming.remote_address(), "refusing connection: too many connections");
+            incoming.refuse();
+            continue;
+        };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             debug!(from = %incoming.remote_address(), "refusing connection: too many handshakes");
             incoming.refuse();
@@ -124,6 +144,12 @@ async fn accept_loop(
                 warn!(%from, "handshake completed without a node key or protocol");
                 return;
             };
+            // The connection holds its slot until it closes, whatever its handler does with it.
+            let watched = connection.clone();
+            tokio::spawn(async move {
+                watched.closed().await;
+                drop(slot);
+            });
             match handlers.get(connection.alpn()) {
                 Some(handler) => {
                     debug!(peer = %connection.remote_node_id().short(), %from, "accepted");

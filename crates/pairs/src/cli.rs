@@ -47,6 +47,12 @@ pub enum Command {
     /// Diagnose connectivity: NAT type (RFC 5780), local, reflexive and mapped addresses, which
     /// port mapping protocol answered, whether peers can reach this node, the helper in use
     Doctor(DoctorArgs),
+    /// Run this node: own its logs, share them with the peers the swarm finds, and serve the other
+    /// commands (`log`, `kv`, `status`) on a control socket in the data directory
+    #[command(
+        after_help = "Examples:\n  pairs node                    # run in the foreground; Ctrl-C or SIGTERM stops it\n  pairs node status             # what the running node serves\n  pairs log new && pairs log sync TICKET   # the node shares the log from now on"
+    )]
+    Node(NodeArgs),
     /// Signed multi-writer logs that replicate over any stream
     #[command(subcommand)]
     Log(LogCommand),
@@ -86,17 +92,23 @@ pub enum LogCommand {
         /// The log ticket
         ticket: String,
     },
-    /// Sync with a peer over the network; without PEER, serve syncs and print this node's ticket
+    /// Share the log: replicate it live with every peer that has it (LAN, DHT, --peer); with
+    /// PEER, sync once with that node and exit
+    #[command(
+        after_help = "With a running `pairs node`, the node shares the log from then on and this returns at once;\notherwise this command runs a node until Ctrl-C.\n\nExamples:\n  pairs log sync TICKET                      # share it, live\n  pairs log sync TICKET NODE_TICKET          # sync once with that node\n  pairs log sync TICKET --peer HOST:PORT     # share it, and connect to that peer too"
+    )]
     Sync {
         /// The log ticket
         ticket: String,
-        /// The peer's node ticket (from `pairs log sync TICKET` on the peer)
+        /// A node ticket (printed by `pairs node` or `pairs log sync`): sync once with it
         peer: Option<String>,
-        /// Keep the session open, exchanging new entries as they are appended
+        /// With PEER: keep the session open, exchanging new entries as they are appended
         #[arg(long)]
         live: bool,
         #[command(flatten)]
         bind: BindArgs,
+        #[command(flatten)]
+        sources: SourceArgs,
     },
     /// Replicate over stdin/stdout (e.g. through ssh or socat); exits when both sides hold the union
     Replicate {
@@ -322,7 +334,7 @@ pub struct ConnectArgs {
 }
 
 /// Where peers come from, on top of the configuration file (`config.toml` in the data directory).
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct SourceArgs {
     /// Also connect to this peer: a node ticket or host:port; repeatable
     #[arg(long = "peer", value_name = "TICKET|HOST:PORT")]
@@ -351,6 +363,20 @@ pub struct SourceArgs {
     pub seeds: Vec<String>,
 }
 
+impl SourceArgs {
+    /// The flags as the library takes them.
+    pub fn options(&self) -> pairs::config::SourceOptions {
+        pairs::config::SourceOptions {
+            peers: self.peers.clone(),
+            no_dht: self.no_dht,
+            no_lan: self.no_lan,
+            lan_only: self.lan_only,
+            dht_bootstrap: self.dht_bootstrap.clone(),
+            seeds: self.seeds.clone(),
+        }
+    }
+}
+
 /// How a swarm command finds and reaches peers.
 #[derive(Debug, Args)]
 pub struct DiscoveryArgs {
@@ -369,6 +395,35 @@ pub struct DiscoveryArgs {
     /// still introduces them for hole punches, and still asks its peers for the same help)
     #[arg(long)]
     pub no_relay: bool,
+}
+
+/// `pairs node`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct NodeArgs {
+    #[command(subcommand)]
+    pub command: Option<NodeCommand>,
+
+    #[command(flatten)]
+    pub bind: BindArgs,
+
+    #[command(flatten)]
+    pub sources: SourceArgs,
+
+    /// Do not relay connections between peers that cannot reach each other directly
+    #[arg(long)]
+    pub no_relay: bool,
+}
+
+/// `pairs node ...`
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Show what the running node serves: its id, ticket, peers and logs
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `pairs paste`

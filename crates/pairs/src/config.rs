@@ -9,7 +9,6 @@ use pairs_base::{NodeAddr, Ticket as _};
 use pairs_net::discovery::dht::DhtConfig;
 use serde::Deserialize;
 
-use crate::cli::SourceArgs;
 use crate::home;
 
 /// File name of the configuration inside the data directory.
@@ -66,6 +65,24 @@ impl Config {
     }
 }
 
+/// Where peers come from, on top of the configuration file: what the command line's source flags
+/// (`--peer`, `--no-dht`, `--no-lan`, `--lan-only`, `--dht-bootstrap`, `--seed`) say.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    /// Peers to connect to as well: node tickets or `host:port`.
+    pub peers: Vec<String>,
+    /// No Mainline DHT.
+    pub no_dht: bool,
+    /// No mDNS on the LAN.
+    pub no_lan: bool,
+    /// The LAN and the peers only: no DHT, no DNS seeds.
+    pub lan_only: bool,
+    /// DHT bootstrap nodes, `host:port` (empty: the file's, else the public ones).
+    pub dht_bootstrap: Vec<String>,
+    /// DNS seeds, `name:port` or `name`.
+    pub seeds: Vec<String>,
+}
+
 /// The discovery sources a node runs, from the configuration file and the command line.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -88,8 +105,19 @@ pub struct Sources {
 impl Sources {
     /// Combines the file and the flags: flags add peers and switch sources off; `isolated` switches
     /// off everything that reaches the network on its own (mDNS, the public DHT, the file's seeds).
-    pub fn resolve(data_dir: Option<&Path>, isolated: bool, args: &SourceArgs) -> Result<Self> {
+    pub fn resolve(data_dir: Option<&Path>, isolated: bool, args: &SourceOptions) -> Result<Self> {
         let (config, config_path) = Config::load(data_dir)?;
+        Self::from_config(config, config_path, isolated, args)
+    }
+
+    /// Combines a configuration already read (from `config_path`) with the flags; see
+    /// [`Sources::resolve`].
+    pub fn from_config(
+        config: Config,
+        config_path: PathBuf,
+        isolated: bool,
+        args: &SourceOptions,
+    ) -> Result<Self> {
         let mut peers = Vec::new();
         let mut addrs = Vec::new();
         for (peer, origin) in config

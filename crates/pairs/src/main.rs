@@ -2,9 +2,6 @@
 
 mod cli;
 mod commands;
-mod config;
-mod home;
-mod seeds;
 mod stdio;
 
 use clap::Parser as _;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::home;
+use pairs::home;
 
 pub fn run(data_dir: Option<&Path>) -> Result<()> {
     let key = home::node_key(data_dir)?;

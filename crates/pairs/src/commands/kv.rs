@@ -3,56 +3,59 @@
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use pairs_log::{Op, Views};
+use pairs_log::Op;
 
 use crate::cli::KvCommand;
-use crate::commands::log::open;
-use crate::home;
+use crate::commands::log::parse_ticket;
 
-pub fn run(data_dir: Option<&Path>, command: KvCommand) -> Result<()> {
+pub async fn run(data_dir: Option<&Path>, command: KvCommand) -> Result<()> {
+    let mut client = super::control(data_dir).await?;
     match command {
-        KvCommand::Set { ticket, key, value } => write(
-            data_dir,
-            &ticket,
-            Op::MapSet {
+        KvCommand::Set { ticket, key, value } => {
+            let op = Op::MapSet {
                 key: key.into_bytes(),
                 value: value.into_bytes(),
-            },
-        ),
-        KvCommand::Del { ticket, key } => write(
-            data_dir,
-            &ticket,
-            Op::MapDelete {
+            };
+            client
+                .append(parse_ticket(&ticket)?.log, vec![op.to_payload()])
+                .await?;
+            Ok(())
+        }
+        KvCommand::Del { ticket, key } => {
+            let log = parse_ticket(&ticket)?.log;
+            // Deleting what is not there would still append an entry: say so instead.
+            if client
+                .map_get(log, key.clone().into_bytes())
+                .await?
+                .is_none()
+            {
+                bail!("no key {key:?} in this log: nothing deleted");
+            }
+            let op = Op::MapDelete {
                 key: key.into_bytes(),
-            },
-        ),
+            };
+            client.append(log, vec![op.to_payload()]).await?;
+            Ok(())
+        }
         KvCommand::Get { ticket, key } => {
-            let views = Views::of(&open(data_dir, &ticket)?)?;
-            match views.map.get(key.as_bytes()).and_then(|v| v.value.as_ref()) {
+            let log = parse_ticket(&ticket)?.log;
+            match client.map_get(log, key.clone().into_bytes()).await? {
                 Some(value) => {
-                    println!("{}", String::from_utf8_lossy(value));
+                    println!("{}", String::from_utf8_lossy(&value));
                     Ok(())
                 }
                 None => bail!("no key {key:?} in this log"),
             }
         }
         KvCommand::Ls { ticket } => {
-            let views = Views::of(&open(data_dir, &ticket)?)?;
-            for (key, value) in views.map_entries() {
+            for (key, value) in client.map_list(parse_ticket(&ticket)?.log).await? {
                 println!(
                     "{}\t{}",
-                    String::from_utf8_lossy(key),
-                    String::from_utf8_lossy(value)
+                    String::from_utf8_lossy(&key),
+                    String::from_utf8_lossy(&value)
                 );
             }
             Ok(())
         }
     }
-}
-
-fn write(data_dir: Option<&Path>, ticket: &str, op: Op) -> Result<()> {
-    let log = open(data_dir, ticket)?;
-    let key = home::writer_key(data_dir, &log.id())?;
-    log.append(&key, op.to_payload())?;
-    Ok(())
 }

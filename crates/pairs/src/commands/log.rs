@@ -1,38 +1,47 @@
-//! `pairs log ...`: create, append to, read and replicate logs.
+//! `pairs log ...`: create, append to, read and share logs, through the running node's control
+//! socket, or an offline node in this process when none runs.
 
+use std::fmt::Write as _;
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
-use pairs_base::{NodeAddr, NodeId, SecretKey, Ticket as _, keyfile};
-use pairs_log::{Entry, Log, LogTicket, Payload};
-use pairs_net::{Connection, Endpoint, EndpointConfig, Router};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use anyhow::{Context as _, Result};
+use pairs::control::Client;
+use pairs::control::client::ControlStream;
+use pairs_base::{NodeAddr, NodeId, Ticket as _};
+use pairs_log::{Entry, LogId, LogTicket, Payload};
 use tokio::sync::mpsc;
 
-use crate::cli::{BindArgs, LogCommand};
-use crate::home;
+use crate::cli::{BindArgs, LogCommand, SourceArgs};
 
-/// ALPN of log replication over pairs connections.
-const ALPN: &[u8] = b"pairs/log/1";
+/// Lines sent to the node in one append (one commit, one signature) at most...
+const BATCH_LINES: usize = 16 * 1024;
+/// ...and bytes, well under the control API's request limit.
+const BATCH_BYTES: usize = 4 << 20;
 
-pub async fn run(data_dir: Option<&Path>, command: LogCommand) -> Result<()> {
+pub async fn run(data_dir: Option<&Path>, isolated: bool, command: LogCommand) -> Result<()> {
     match command {
-        LogCommand::New => new(data_dir),
+        LogCommand::New => {
+            let log = super::control(data_dir).await?.log_new().await?;
+            println!("{}", LogTicket { log }.to_ticket());
+            Ok(())
+        }
         LogCommand::Append {
             ticket,
             data,
             lines,
-        } => append(data_dir, &ticket, &data, lines),
+        } => append(data_dir, parse_ticket(&ticket)?.log, &data, lines).await,
         LogCommand::Cat {
             ticket,
             follow,
             json,
-        } => cat(data_dir, &ticket, follow, json).await,
+        } => cat(data_dir, parse_ticket(&ticket)?.log, follow, json).await,
         LogCommand::Heads { ticket } => {
-            let log = open(data_dir, &ticket)?;
-            for head in log.heads() {
+            let heads = super::control(data_dir)
+                .await?
+                .heads(parse_ticket(&ticket)?.log)
+                .await?;
+            for head in heads {
                 println!("{head}");
             }
             Ok(())
@@ -42,25 +51,24 @@ pub async fn run(data_dir: Option<&Path>, command: LogCommand) -> Result<()> {
             peer,
             live,
             bind,
-        } => match peer {
-            Some(peer) => sync_with(data_dir, &ticket, &peer, live, &bind).await,
-            None => serve(data_dir, &ticket, live, &bind).await,
-        },
+            sources,
+        } => {
+            let log = parse_ticket(&ticket)?.log;
+            match peer {
+                Some(peer) if !live => sync_once(data_dir, log, &peer, &bind).await,
+                peer => share(data_dir, isolated, &ticket, log, peer, &bind, &sources).await,
+            }
+        }
         LogCommand::Replicate { ticket, live, .. } => {
-            let log = open(data_dir, &ticket)?;
-            let stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-            let stats = log.replicate(stdio, live).await?;
-            eprintln!(
-                "pairs: replicated: {} entries received, {} sent",
-                stats.entries_received, stats.entries_sent
-            );
-            Ok(())
+            replicate_stdio(data_dir, parse_ticket(&ticket)?.log, live).await
         }
-        LogCommand::AddWriter { ticket, node_id } => membership(data_dir, &ticket, &node_id, true),
+        LogCommand::AddWriter { ticket, node_id } => {
+            membership(data_dir, &ticket, &node_id, true).await
+        }
         LogCommand::RemoveWriter { ticket, node_id } => {
-            membership(data_dir, &ticket, &node_id, false)
+            membership(data_dir, &ticket, &node_id, false).await
         }
-        LogCommand::Info { ticket } => info(data_dir, &ticket),
+        LogCommand::Info { ticket } => info(data_dir, &ticket).await,
     }
 }
 
@@ -68,45 +76,78 @@ pub fn parse_ticket(ticket: &str) -> Result<LogTicket> {
     Ok(LogTicket::from_ticket(ticket)?)
 }
 
-pub fn open(data_dir: Option<&Path>, ticket: &str) -> Result<Log> {
-    home::open_log(data_dir, &parse_ticket(ticket)?.log)
-}
-
-fn new(data_dir: Option<&Path>) -> Result<()> {
-    let owner = SecretKey::generate();
-    let ticket = LogTicket {
-        log: owner.node_id(),
-    };
-    let dir = home::log_dir(data_dir, &ticket.log)?;
-    keyfile::create(&dir.join("owner.key"), &owner)?;
-    home::open_log(data_dir, &ticket.log)?;
-    println!("{}", ticket.to_ticket());
-    Ok(())
-}
-
-fn append(data_dir: Option<&Path>, ticket: &str, data: &str, lines: bool) -> Result<()> {
-    let log = open(data_dir, ticket)?;
-    let key = home::writer_key(data_dir, &log.id())?;
+async fn append(data_dir: Option<&Path>, log: LogId, data: &str, lines: bool) -> Result<()> {
+    let mut client = super::control(data_dir).await?;
     if data != "-" {
-        println!(
-            "{}",
-            log.append(&key, Payload::Data(data.as_bytes().to_vec()))?
-        );
+        let ids = client
+            .append(log, vec![Payload::Data(data.as_bytes().to_vec())])
+            .await?;
+        println!("{}", ids[0]);
         return Ok(());
     }
-    let stdin = std::io::stdin();
     if !lines {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut stdin.lock(), &mut bytes).context("reading stdin")?;
-        println!("{}", log.append(&key, Payload::Data(bytes))?);
+        let bytes = tokio::task::spawn_blocking(|| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map(|_| bytes)
+        })
+        .await?
+        .context("reading stdin")?;
+        let ids = client.append(log, vec![Payload::Data(bytes)]).await?;
+        println!("{}", ids[0]);
         return Ok(());
     }
-    // One committed entry per line; each id is printed only after its commit.
-    let mut out = std::io::stdout().lock();
-    for line in stdin.lock().lines() {
-        let line = line.context("reading stdin")?;
-        let id = log.append(&key, Payload::Data(line.into_bytes()))?;
-        writeln!(out, "{id}")?;
+    append_lines(&mut client, log).await
+}
+
+/// One entry per stdin line. Lines are committed in batches of whatever has arrived while the
+/// previous batch committed (group commit): a slow writer gets each line committed at once, a
+/// fast one gets large batches. Each id is printed only after its commit.
+async fn append_lines(client: &mut Client, log: LogId) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(BATCH_LINES);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            let mut line = Vec::new();
+            match stdin.read_until(b'\n', &mut line) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                        if line.last() == Some(&b'\r') {
+                            line.pop();
+                        }
+                    }
+                    if tx.blocking_send(Ok(line)).is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    let _ = tx.blocking_send(Err(err));
+                    return;
+                }
+            }
+        }
+    });
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![Payload::Data(first.context("reading stdin")?)];
+        let mut bytes = 0;
+        while batch.len() < BATCH_LINES && bytes < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(line) => {
+                    let line = line.context("reading stdin")?;
+                    bytes += line.len();
+                    batch.push(Payload::Data(line));
+                }
+                Err(_) => break,
+            }
+        }
+        let ids = client.append(log, batch).await?;
+        let mut text = String::with_capacity(ids.len() * 65);
+        for id in ids {
+            let _ = writeln!(text, "{id}");
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
         out.flush()?;
     }
     Ok(())
@@ -138,166 +179,159 @@ fn describe(entry: &Entry, json: bool) -> String {
     }
 }
 
-async fn cat(data_dir: Option<&Path>, ticket: &str, follow: bool, json: bool) -> Result<()> {
-    let log_id = parse_ticket(ticket)?.log;
-    let mut printed = std::collections::HashSet::new();
-    loop {
-        // Open per pass, so appenders and syncs in other processes get their turn with the store.
-        let log = home::open_log(data_dir, &log_id)?;
+async fn cat(data_dir: Option<&Path>, log: LogId, follow: bool, json: bool) -> Result<()> {
+    let mut client = super::control(data_dir).await?;
+    client.start_entries(log, follow).await?;
+    while let Some(entries) = client.next_entries().await? {
+        let mut text = String::new();
+        for entry in &entries {
+            text.push_str(&describe(entry, json));
+            text.push('\n');
+        }
         let mut out = std::io::stdout().lock();
-        for entry in log.entries()? {
-            if printed.insert(entry.id()) {
-                writeln!(out, "{}", describe(&entry, json))?;
-            }
-        }
+        out.write_all(text.as_bytes())?;
         out.flush()?;
-        drop(log);
-        if !follow {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-fn membership(data_dir: Option<&Path>, ticket: &str, node_id: &str, add: bool) -> Result<()> {
-    let log = open(data_dir, ticket)?;
-    let writer: NodeId = node_id.parse()?;
-    let key = home::writer_key(data_dir, &log.id())?;
-    if key.node_id() != log.id() {
-        bail!(
-            "only the log's owner can change its writers, and its owner key is not on this machine"
-        );
-    }
-    let payload = if add {
-        Payload::AddWriter(writer)
-    } else {
-        Payload::RemoveWriter {
-            writer,
-            keep_until: None,
-        }
-    };
-    println!("{}", log.append(&key, payload)?);
     Ok(())
 }
 
-fn info(data_dir: Option<&Path>, ticket: &str) -> Result<()> {
-    let log = open(data_dir, ticket)?;
-    println!("log      {}", log.id());
-    println!("entries  {}", log.len());
-    for head in log.heads() {
+async fn membership(data_dir: Option<&Path>, ticket: &str, node_id: &str, add: bool) -> Result<()> {
+    let log = parse_ticket(ticket)?.log;
+    let writer: NodeId = node_id.parse()?;
+    let id = super::control(data_dir)
+        .await?
+        .writer(log, writer, add)
+        .await?;
+    println!("{id}");
+    Ok(())
+}
+
+async fn info(data_dir: Option<&Path>, ticket: &str) -> Result<()> {
+    let info = super::control(data_dir)
+        .await?
+        .info(parse_ticket(ticket)?.log)
+        .await?;
+    println!("log      {}", info.log);
+    println!("entries  {}", info.entries);
+    for head in &info.heads {
         println!("head     {head}");
     }
-    for (writer, removed) in log.writers() {
+    for (writer, removed) in &info.writers {
         println!(
             "writer   {writer}{}",
-            if removed { " (removed)" } else { "" }
+            if *removed { " (removed)" } else { "" }
         );
     }
-    for fork in log.equivocations()? {
-        println!(
-            "fork     {} signed {} and {} as entry {}",
-            fork.author, fork.first, fork.second, fork.seq
-        );
+    for (author, seq, first, second) in &info.forks {
+        println!("fork     {author} signed {first} and {second} as entry {seq}");
     }
-    Ok(())
-}
-
-async fn endpoint(data_dir: Option<&Path>, bind: &BindArgs) -> Result<Endpoint> {
-    let mut config = EndpointConfig::new(home::node_key(data_dir)?);
-    config.bind = bind.bind;
-    config.port = bind.port.unwrap_or(0);
-    Ok(Endpoint::bind(config).await?)
-}
-
-async fn sync_with(
-    data_dir: Option<&Path>,
-    ticket: &str,
-    peer: &str,
-    live: bool,
-    bind: &BindArgs,
-) -> Result<()> {
-    let ticket = parse_ticket(ticket)?;
-    let peer = NodeAddr::from_ticket(peer)?;
-    let log = home::open_log(data_dir, &ticket.log)?;
-    let endpoint = endpoint(data_dir, bind).await?;
-    let connection = endpoint.connect(&peer, ALPN).await?;
-    let mut stream = connection.open_bi().await?;
-    stream.write_all(&ticket.discovery_key()).await?;
-    let stats = log
-        .replicate(&mut stream, live)
-        .await
-        .with_context(|| format!("syncing with {}", peer.node_id.short()))?;
-    finish(&connection, &mut stream).await;
-    eprintln!(
-        "pairs: synced with {}: {} entries received, {} sent; {} entries in the log",
-        peer.node_id.short(),
-        stats.entries_received,
-        stats.entries_sent,
-        log.len()
-    );
-    endpoint.close().await;
-    Ok(())
-}
-
-async fn serve(data_dir: Option<&Path>, ticket: &str, live: bool, bind: &BindArgs) -> Result<()> {
-    let log_ticket = parse_ticket(ticket)?;
-    let log = home::open_log(data_dir, &log_ticket.log)?;
-    let endpoint = endpoint(data_dir, bind).await?;
-    let (tx, mut incoming) = mpsc::channel::<Connection>(64);
-    let router = Router::builder(endpoint.clone()).accept(ALPN, tx).spawn();
-    eprintln!(
-        "pairs: serving log {}; on another node run:\n\n    pairs log sync {} {}\n",
-        log.id().short(),
-        ticket.trim(),
-        endpoint.node_addr().to_ticket()
-    );
-    loop {
-        tokio::select! {
-            _ = super::stop_requested() => break,
-            connection = incoming.recv() => {
-                let Some(connection) = connection else { break };
-                let log = log.clone();
-                let expected = log_ticket.discovery_key();
-                tokio::spawn(async move {
-                    let peer = connection.remote_node_id().short();
-                    match serve_one(&connection, &log, expected, live).await {
-                        Ok(stats) => eprintln!(
-                            "pairs: synced with {peer}: {} entries received, {} sent",
-                            stats.entries_received, stats.entries_sent
-                        ),
-                        Err(err) => {
-                            eprintln!("pairs: sync with {peer} failed: {err:#}");
-                            connection.close(1, b"sync failed");
-                        }
-                    }
-                });
-            }
+    if info.shared {
+        println!("shared   with {} peers now", info.peers.len());
+        for peer in &info.peers {
+            println!("peer     {peer}");
         }
     }
-    router.shutdown().await;
     Ok(())
 }
 
-async fn serve_one(
-    connection: &Connection,
-    log: &Log,
-    expected: [u8; 32],
-    live: bool,
-) -> Result<pairs_log::SyncStats> {
-    let mut stream = connection.accept_bi().await?;
-    let mut discovery = [0u8; 32];
-    stream.read_exact(&mut discovery).await?;
-    if discovery != expected {
-        bail!("the peer asked for a log this node does not serve");
-    }
-    let stats = log.replicate(&mut stream, live).await?;
-    finish(connection, &mut stream).await;
-    Ok(stats)
+/// Syncs once with the node `peer` names: through the running node, or from a node of our own.
+async fn sync_once(data_dir: Option<&Path>, log: LogId, peer: &str, bind: &BindArgs) -> Result<()> {
+    let addr = NodeAddr::from_ticket(peer)
+        .context("PEER must be a node ticket (printed by `pairs node` or `pairs log sync`)")?;
+    let dir = pairs::home::data_dir(data_dir)?;
+    let (received, sent, entries) = match Client::connect(&dir).await? {
+        Some(mut client) => client.sync_once(log, peer.to_owned()).await?,
+        None => {
+            // Only the peer named is dialed: no discovery.
+            let node = pairs::Node::builder()
+                .data_dir(&dir)
+                .isolated(true)
+                .bind(bind.bind)
+                .port(bind.port)
+                .spawn()
+                .await?;
+            let handle = node.log_by_id(log).await?;
+            let stats = handle.sync_with(&addr).await;
+            node.shutdown().await;
+            let stats = stats?;
+            (
+                stats.entries_received,
+                stats.entries_sent,
+                handle.len() as u64,
+            )
+        }
+    };
+    eprintln!(
+        "pairs: synced with {}: {received} entries received, {sent} sent; {entries} entries in the log",
+        addr.node_id.short()
+    );
+    Ok(())
 }
 
-/// Closes the connection only once the peer acknowledged everything we sent, so our last message is
-/// never cut off by the close.
-async fn finish(connection: &Connection, stream: &mut pairs_net::BiStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.send.stopped()).await;
-    connection.close(0, b"done");
+/// Shares the log: asks the running node to, or runs a node of our own until stopped.
+async fn share(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    ticket: &str,
+    log: LogId,
+    peer: Option<String>,
+    bind: &BindArgs,
+    sources: &SourceArgs,
+) -> Result<()> {
+    let dir = pairs::home::data_dir(data_dir)?;
+    let mut peers = sources.peers.clone();
+    peers.extend(peer);
+    if let Some(mut client) = Client::connect(&dir).await? {
+        client.share(log, peers).await?;
+        eprintln!(
+            "pairs: the running node shares log {} from now on (`pairs node status` shows its peers)",
+            log.short()
+        );
+        return Ok(());
+    }
+    let mut sources = SourceArgs {
+        peers,
+        ..sources.clone()
+    };
+    sources.peers.dedup();
+    let (node, control) = super::node::start(data_dir, isolated, bind, &sources, false).await?;
+    let handle = node.log_by_id(log).await?;
+    handle.share().await?;
+    eprintln!(
+        "pairs: sharing log {} ({} entries); on another node run:\n\n    pairs log sync {} {}\n",
+        log.short(),
+        handle.len(),
+        ticket.trim(),
+        node.ticket().unwrap_or_default()
+    );
+    super::stop_requested().await;
+    drop(control);
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Speaks the log protocol on stdin/stdout (through ssh, socat, a pipe).
+async fn replicate_stdio(data_dir: Option<&Path>, log: LogId, live: bool) -> Result<()> {
+    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    let dir = pairs::home::data_dir(data_dir)?;
+    match Client::connect(&dir).await? {
+        Some(client) => {
+            let mut stream: Box<dyn ControlStream> = client.replicate(log, live).await?;
+            tokio::io::copy_bidirectional(&mut stdio, &mut stream).await?;
+            eprintln!("pairs: replicated through the running node");
+        }
+        None => {
+            let node = pairs::Node::builder()
+                .data_dir(&dir)
+                .offline()
+                .spawn()
+                .await?;
+            let stats = node.log_by_id(log).await?.replicate(stdio, live).await?;
+            eprintln!(
+                "pairs: replicated: {} entries received, {} sent",
+                stats.entries_received, stats.entries_sent
+            );
+        }
+    }
+    Ok(())
 }

@@ -11,9 +11,44 @@ mod serve;
 mod status;
 mod swarm;
 
-use anyhow::Result;
+use std::path::Path;
 
-use crate::cli::{Cli, Command};
+use anyhow::Result;
+use pairs::Node;
+use pairs::control::Client;
+
+use crate::cli::{Cli, Command, DiscoveryArgs};
+
+/// A node for the swarm commands (`swarm`, `paste`, `status`): a fresh key unless `--node-key`,
+/// the data directory's configuration, and the discovery flags.
+pub(crate) async fn swarm_node(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    args: &DiscoveryArgs,
+) -> Result<Node> {
+    let mut builder = Node::builder()
+        .isolated(isolated)
+        .sources(args.sources.options())
+        .bind(args.bind.bind)
+        .port(args.bind.port)
+        .relay_circuits(if args.no_relay {
+            0
+        } else {
+            pairs::node::DEFAULT_RELAY_CIRCUITS
+        });
+    if let Some(dir) = data_dir {
+        builder = builder.data_dir(dir);
+    }
+    if !args.node_key {
+        builder = builder.fresh_key();
+    }
+    builder.spawn().await
+}
+
+/// The running node's control API, or an offline node in this process when none runs.
+pub(crate) async fn control(data_dir: Option<&Path>) -> Result<Client> {
+    Client::connect_or_embed(&pairs::home::data_dir(data_dir)?).await
+}
 
 /// Resolves when the process is asked to stop: Ctrl-C, or SIGTERM (service managers, containers),
 /// so that long-running commands close their connections and say goodbye either way.
@@ -44,7 +79,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Swarm(args) => swarm::run(data_dir, cli.isolated, args).await,
         Command::Status(args) => status::run(data_dir, cli.isolated, args).await,
         Command::Doctor(args) => doctor::run(data_dir, cli.isolated, args).await,
-        Command::Log(command) => log::run(data_dir, command).await,
-        Command::Kv(command) => kv::run(data_dir, command),
+        Command::Node(args) => node::run(data_dir, cli.isolated, args).await,
+        Command::Log(command) => log::run(data_dir, cli.isolated, command).await,
+        Command::Kv(command) => kv::run(data_dir, command).await,
     }
 }

@@ -1,168 +1,115 @@
-//! A node for the swarm commands: endpoint, swarm and router, set up from the configuration file
-//! and the command line.
+//! `pairs node`: run the node in the foreground, serving its logs and the control socket;
+//! `pairs node status`: ask the running node what it serves.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use anyhow::Result;
-use pairs_base::{SecretKey, Ticket as _};
-use pairs_net::nat::{self, Nat, NatConfig, RelayLimits};
-use pairs_net::swarm::{SWARM_ALPN, Swarm, SwarmConfig};
-use pairs_net::{Endpoint, EndpointConfig, Router};
+use anyhow::{Result, bail};
+use pairs::Node;
+use pairs::control::{Client, ControlServer, NodeStatus};
 
-use crate::cli::DiscoveryArgs;
-use crate::config::Sources;
-use crate::home;
-use crate::seeds::{self, SeedPeer};
+use crate::cli::{BindArgs, NodeArgs, NodeCommand, SourceArgs};
 
-/// Relay circuits a swarm node opens for its peers at once; `pairs serve` is the dedicated relay.
-const SWARM_RELAY_CIRCUITS: usize = 8;
-
-/// How often DNS seeds and named static peers are resolved again.
-const RESOLVE_EVERY: Duration = Duration::from_secs(5 * 60);
-
-/// What each name (static peer or DNS seed) last resolved to, or why it did not.
-pub type Resolutions = Arc<Mutex<Vec<(String, Result<Vec<SocketAddr>, String>)>>>;
-
-/// A running swarm node; shuts down when dropped.
-pub struct SwarmNode {
-    pub swarm: Swarm,
-    pub router: Router,
-    /// Hole punching and relaying, for this node and for its peers.
-    pub nat: Nat,
-    pub sources: Sources,
-    /// What static peers and DNS seeds resolved to.
-    pub resolved: Resolutions,
+pub async fn run(data_dir: Option<&Path>, isolated: bool, args: NodeArgs) -> Result<()> {
+    match args.command {
+        Some(NodeCommand::Status { json }) => status(data_dir, json).await,
+        None => {
+            let (node, control) =
+                start(data_dir, isolated, &args.bind, &args.sources, args.no_relay).await?;
+            let shared = node.reshare().await?;
+            eprintln!("pairs: node {} running", node.id());
+            eprintln!("pairs: ticket {}", node.ticket().unwrap_or_default());
+            eprintln!("pairs: control socket {}", control.path().display());
+            eprintln!("pairs: sharing {shared} logs; Ctrl-C or SIGTERM stops");
+            super::stop_requested().await;
+            eprintln!("pairs: stopping");
+            drop(control);
+            node.shutdown().await;
+            Ok(())
+        }
+    }
 }
 
-impl SwarmNode {
-    /// Binds, starts the discovery sources (only `--peer`s if `isolated`) and adds the peers.
-    pub async fn start(
-        data_dir: Option<&Path>,
-        isolated: bool,
-        args: &DiscoveryArgs,
-    ) -> Result<Self> {
-        let sources = Sources::resolve(data_dir, isolated, &args.sources)?;
-        let secret = if args.node_key {
-            home::node_key(data_dir)?
+/// Starts a node that owns the data directory: its stored key, its configuration, the control
+/// socket (so other commands use it rather than opening the stores themselves).
+pub(crate) async fn start(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    bind: &BindArgs,
+    sources: &SourceArgs,
+    no_relay: bool,
+) -> Result<(Node, ControlServer)> {
+    let mut builder = Node::builder()
+        .isolated(isolated)
+        .sources(sources.options())
+        .bind(bind.bind)
+        .port(bind.port)
+        .relay_circuits(if no_relay {
+            0
         } else {
-            SecretKey::generate()
-        };
-        let mut config = EndpointConfig::new(secret);
-        config.bind = args.bind.bind;
-        config.port = args.bind.port.or(sources.port).unwrap_or(0);
-        let endpoint = Endpoint::bind(config).await?;
-        // Every swarm node helps its peers through NATs (introductions for hole punches, a few
-        // relay circuits) and asks them for the same.
-        let nat = Nat::new(
-            &endpoint,
-            NatConfig {
-                relay: RelayLimits {
-                    max_circuits: if args.no_relay {
-                        0
-                    } else {
-                        SWARM_RELAY_CIRCUITS
-                    },
-                    max_circuits_per_node: 2,
-                    ..RelayLimits::default()
-                },
-                ..NatConfig::default()
-            },
+            pairs::node::DEFAULT_RELAY_CIRCUITS
+        });
+    if let Some(dir) = data_dir {
+        builder = builder.data_dir(dir);
+    }
+    let node = builder.spawn().await?;
+    let control = ControlServer::listen(&node)?;
+    Ok((node, control))
+}
+
+async fn status(data_dir: Option<&Path>, json: bool) -> Result<()> {
+    let dir = pairs::home::data_dir(data_dir)?;
+    let Some(mut client) = Client::connect(&dir).await? else {
+        bail!(
+            "no pairs node is running on {} (start one with `pairs node`)",
+            dir.display()
         );
-        let swarm = Swarm::new(
-            endpoint.clone(),
-            SwarmConfig {
-                mdns: sources.lan,
-                dht: sources.dht.clone(),
-                nat: Some(nat.clone()),
-                ..SwarmConfig::default()
-            },
-        )?;
-        let router = Router::builder(endpoint.clone())
-            .accept(SWARM_ALPN, swarm.handler())
-            .accept(nat::wire::ALPN, nat.handler())
-            .spawn();
-        for peer in &sources.peers {
-            swarm.add_peer(peer.clone())?;
-        }
-        let names: Vec<Name> = sources
-            .addrs
-            .iter()
-            .map(|a| Name::Peer(a.clone()))
-            .chain(sources.dns_seeds.iter().map(|s| Name::Seed(s.clone())))
-            .collect();
-        let resolved = Arc::new(Mutex::new(Vec::new()));
-        if !names.is_empty() {
-            tokio::spawn(resolve_names(names, swarm.clone(), resolved.clone()));
-        }
-        tracing::info!(ticket = %endpoint.node_addr().to_ticket(), "node up");
-        Ok(Self {
-            swarm,
-            router,
-            nat,
-            sources,
-            resolved,
-        })
+    };
+    let status = client.status().await?;
+    if json {
+        println!("{}", status_json(&status));
+    } else {
+        print_status(&status);
     }
-
-    /// Stops the node: relayed connections hand over what they queued (their last acknowledgements
-    /// and close), then the endpoint closes.
-    pub async fn shutdown(self) {
-        self.nat.shutdown().await;
-        self.router.shutdown().await;
-    }
-
-    /// This node's ticket, for `--peer` on another node.
-    pub fn ticket(&self) -> String {
-        self.router.endpoint().node_addr().to_ticket()
-    }
+    Ok(())
 }
 
-/// A name to look up: a static `host:port` peer, or a DNS seed (see [`seeds`]).
-enum Name {
-    Peer(String),
-    Seed(String),
+fn status_json(status: &NodeStatus) -> serde_json::Value {
+    let ids = |ids: &[pairs::base::NodeId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
+    serde_json::json!({
+        "node": status.id.to_string(),
+        "ticket": status.ticket,
+        "pid": status.pid,
+        "connections": status.connections,
+        "peers": ids(&status.peers),
+        "logs": status.logs.iter().map(|log| serde_json::json!({
+            "log": log.log.to_string(),
+            "entries": log.entries,
+            "shared": log.shared,
+            "peers": ids(&log.peers),
+        })).collect::<Vec<_>>(),
+    })
 }
 
-/// Resolves static `host:port` peers and DNS seeds now and every few minutes, handing every peer
-/// to the swarm (an address without an id: the handshake says whose it is).
-async fn resolve_names(names: Vec<Name>, swarm: Swarm, report: Resolutions) {
-    loop {
-        let mut results = Vec::new();
-        for name in &names {
-            let (name, found) = match name {
-                Name::Peer(host_port) => (
-                    host_port,
-                    tokio::net::lookup_host(host_port.as_str())
-                        .await
-                        .map(|addrs| addrs.map(SeedPeer::Addr).collect::<Vec<_>>())
-                        .map_err(|e| e.to_string()),
-                ),
-                Name::Seed(seed) => (seed, seeds::resolve(seed).await),
-            };
-            let result = match found {
-                Ok(peers) => {
-                    for peer in &peers {
-                        let added = match peer {
-                            SeedPeer::Node(node) => swarm.add_peer(node.clone()),
-                            SeedPeer::Addr(addr) => swarm.add_addr(*addr),
-                        };
-                        if added.is_err() {
-                            return; // the swarm stopped
-                        }
-                    }
-                    Ok(peers.iter().flat_map(SeedPeer::addrs).collect())
-                }
-                Err(err) => {
-                    tracing::warn!(%name, %err, "cannot resolve");
-                    Err(err)
-                }
-            };
-            results.push((name.clone(), result));
-        }
-        *report.lock().expect("report lock") = results;
-        tokio::time::sleep(RESOLVE_EVERY).await;
+fn print_status(status: &NodeStatus) {
+    println!("node         {}", status.id);
+    println!("pid          {}", status.pid);
+    if let Some(ticket) = &status.ticket {
+        println!("ticket       {ticket}");
+    }
+    println!(
+        "peers        {} ({} connections)",
+        status.peers.len(),
+        status.connections
+    );
+    for log in &status.logs {
+        let entries = log
+            .entries
+            .map_or_else(|| "not open".to_owned(), |n| format!("{n} entries"));
+        let sharing = if log.shared {
+            format!("shared, {} peers replicating", log.peers.len())
+        } else {
+            "not shared".to_owned()
+        };
+        println!("log          {}  {entries}, {sharing}", log.log);
     }
 }

@@ -14,9 +14,9 @@ use pairs_net::swarm::TopicEvent;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::node::SwarmNode;
 use crate::cli::PasteArgs;
 use crate::stdio::{StdoutSink, stdin_chunks};
+use pairs::Node;
 
 /// After the last copy is confirmed, how long the sender waits for more receivers before exiting.
 const LINGER: Duration = Duration::from_secs(2);
@@ -25,11 +25,11 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Re
     let sending = args.send || (!args.receive && !std::io::stdin().is_terminal());
     let name = args.name.clone().unwrap_or_default();
     let topic = Topic::from_name(&format!("pairs paste\0{name}"));
-    let node = SwarmNode::start(data_dir, isolated, &args.discovery).await?;
+    let node = super::swarm_node(data_dir, isolated, &args.discovery).await?;
     if isolated {
         eprintln!(
             "pairs: isolated; peers reach this node with --peer {}",
-            node.ticket()
+            node.ticket().unwrap_or_default()
         );
     }
     let deadline = args
@@ -50,14 +50,14 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Re
 }
 
 async fn send(
-    node: &SwarmNode,
+    node: &Node,
     topic: Topic,
     shown: &str,
     deadline: Option<Instant>,
     keep: bool,
 ) -> Result<()> {
     let spool = Spool::start(stdin_chunks().context("cannot read stdin")?)?;
-    let mut peers = node.swarm.join(topic).await?;
+    let mut peers = node.swarm()?.join(topic).await?;
     eprintln!("pairs: offering stdin as {shown} to this network");
     let (done_tx, mut done) = mpsc::unbounded_channel::<(NodeId, Result<u64, paste::PasteError>)>();
     let (started_tx, mut started) = mpsc::unbounded_channel::<()>();
@@ -121,13 +121,8 @@ async fn send(
     Ok(())
 }
 
-async fn receive(
-    node: &SwarmNode,
-    topic: Topic,
-    shown: &str,
-    deadline: Option<Instant>,
-) -> Result<()> {
-    let mut peers = node.swarm.join(topic).await?;
+async fn receive(node: &Node, topic: Topic, shown: &str, deadline: Option<Instant>) -> Result<()> {
+    let mut peers = node.swarm()?.join(topic).await?;
     eprintln!("pairs: waiting for {shown} on this network");
     let output = StdoutSink::start().context("cannot write stdout")?;
     // One copy at a time: a peer that offers waits its turn here. `true` once output was written,

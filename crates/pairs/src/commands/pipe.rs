@@ -12,9 +12,9 @@ use pairs_net::{Connection, Endpoint, EndpointConfig, Router};
 use tokio::sync::mpsc;
 
 use crate::cli::{BindArgs, ConnectArgs, ListenArgs, PortMapping};
-use crate::config::Sources;
-use crate::home;
 use crate::stdio::{StdoutSink, stdin_chunks};
+use pairs::config::Sources;
+use pairs::home;
 use pairs_portmap::{KeptMapping, MappingState};
 
 /// Peers that may wait for their turn under `--keep`; more are turned away as busy.
@@ -75,7 +75,7 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
         );
     }
     // With the DHT on, our signed address record makes the bare node id enough to connect.
-    let sources = Sources::resolve(data_dir, isolated, &args.sources)?;
+    let sources = Sources::resolve(data_dir, isolated, &args.sources.options())?;
     let _dht = match sources.dht {
         Some(config) => {
             let (found, _ignored) = mpsc::unbounded_channel();
@@ -253,7 +253,7 @@ async fn resolve_on_dht(
     endpoint: &Endpoint,
     node: NodeId,
 ) -> Result<NodeAddr> {
-    let sources = Sources::resolve(data_dir, isolated, &args.sources)?;
+    let sources = Sources::resolve(data_dir, isolated, &args.sources.options())?;
     let Some(config) = sources.dht else {
         bail!(
             "{node} is a node id without addresses: finding them needs the DHT, which --isolated, --no-dht or the configuration turned off; use the node's ticket instead"

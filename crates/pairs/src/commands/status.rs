@@ -12,7 +12,6 @@ use pairs_net::discovery::dht::DhtStatus;
 use pairs_net::swarm::TopicEvent;
 use serde::Serialize;
 
-use super::node::SwarmNode;
 use crate::cli::StatusArgs;
 
 /// Everything `pairs status` reports.
@@ -68,11 +67,15 @@ fn settled(dht: Option<&DhtStatus>, topics: usize, all_topics_met: bool, lan: bo
 }
 
 pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> Result<()> {
-    let node = SwarmNode::start(data_dir, isolated, &args.discovery).await?;
+    let node = super::swarm_node(data_dir, isolated, &args.discovery).await?;
+    let sources = node
+        .sources()
+        .expect("a networked node has sources")
+        .clone();
     let met: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
     let mut handles = Vec::new();
     for name in &args.topics {
-        let mut handle = node.swarm.join(Topic::from_name(name)).await?;
+        let mut handle = node.swarm()?.join(Topic::from_name(name)).await?;
         met.lock().expect("lock").insert(name.clone(), Vec::new());
         let (met, name) = (met.clone(), name.clone());
         handles.push(tokio::spawn(async move {
@@ -92,7 +95,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
     // Report once every source has had its say, or when --wait runs out.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
     let dht = loop {
-        let dht = match node.swarm.dht() {
+        let dht = match node.swarm()?.dht() {
             Some(dht) => Some(dht.status().await),
             None => None,
         };
@@ -101,7 +104,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
             .expect("lock")
             .values()
             .all(|peers| !peers.is_empty());
-        let lan = node.sources.lan;
+        let lan = sources.lan;
         if settled(dht.as_ref(), args.topics.len(), all_met, lan)
             || tokio::time::Instant::now() >= deadline
         {
@@ -109,9 +112,10 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
         }
         tokio::time::sleep(POLL).await;
     };
-    let stats = node.swarm.stats().await?;
+    let stats = node.swarm()?.stats().await?;
     let resolved = node
-        .resolved
+        .resolved()
+        .unwrap_or_default()
         .lock()
         .expect("lock")
         .iter()
@@ -121,15 +125,15 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> R
             error: result.clone().err(),
         })
         .collect();
-    let endpoint = node.router.endpoint();
+    let endpoint = node.endpoint()?;
     let report = Report {
         node: endpoint.node_id().to_string(),
         addrs: endpoint.node_addr().addrs,
-        config: node.sources.config_path.display().to_string(),
-        config_present: node.sources.config_path.exists(),
-        lan: node.sources.lan,
+        config: sources.config_path.display().to_string(),
+        config_present: sources.config_path.exists(),
+        lan: sources.lan,
         dht,
-        static_peers: node.sources.peers.len() + node.sources.addrs.len(),
+        static_peers: sources.peers.len() + sources.addrs.len(),
         resolved,
         topics: met.lock().expect("lock").clone(),
         connections: stats.connections,

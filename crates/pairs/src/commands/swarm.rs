@@ -11,7 +11,6 @@ use pairs_net::swarm::{TopicEvent, TopicPeer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::node::SwarmNode;
 use crate::cli::SwarmArgs;
 use crate::stdio::StdoutSink;
 
@@ -21,17 +20,17 @@ const MAX_LINE: usize = 64 * 1024;
 const PEER_QUEUE: usize = 1024;
 
 pub async fn run(data_dir: Option<&Path>, isolated: bool, args: SwarmArgs) -> Result<()> {
-    let node = SwarmNode::start(data_dir, isolated, &args.discovery).await?;
-    let mut topic = node.swarm.join(Topic::from_name(&args.topic)).await?;
+    let node = super::swarm_node(data_dir, isolated, &args.discovery).await?;
+    let mut topic = node.swarm()?.join(Topic::from_name(&args.topic)).await?;
     eprintln!(
         "pairs: joined '{}' as {}",
         args.topic,
-        node.swarm.node_id().short()
+        node.swarm()?.node_id().short()
     );
     if isolated {
         eprintln!(
             "pairs: isolated; peers reach this node with --peer {}",
-            node.ticket()
+            node.ticket().unwrap_or_default()
         );
     }
     let output = StdoutSink::start().context("cannot write stdout")?;

@@ -1,0 +1,219 @@
+//! The command's side of the control API.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use pairs_base::NodeId;
+use pairs_log::{Entry, EntryId, LogId, Payload};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixStream;
+
+use super::{
+    LogInfo, MAX_RESPONSE, NodeStatus, Request, Response, SOCKET_FILE, read_frame, write_frame,
+};
+use crate::node::Node;
+
+/// A duplex byte stream the client speaks over.
+pub trait ControlStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ControlStream for T {}
+
+/// A connection to a node's control API.
+pub struct Client {
+    stream: Box<dyn ControlStream>,
+    /// Whether a node process is on the other end (rather than one in this process).
+    remote: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("remote", &self.remote)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to the node running on `data_dir`; `None` when no node serves it.
+    pub async fn connect(data_dir: &Path) -> Result<Option<Self>> {
+        let path = data_dir.join(SOCKET_FILE);
+        match UnixStream::connect(&path).await {
+            Ok(stream) => Ok(Some(Self {
+                stream: Box::new(stream),
+                remote: true,
+            })),
+            // No socket, or one left by a node that is gone.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(err).with_context(|| format!("cannot connect to {}", path.display())),
+        }
+    }
+
+    /// Serves the control API of `node` in this process and connects to it.
+    pub fn in_process(node: Node) -> Self {
+        let (ours, theirs) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            if let Err(err) = super::server::serve_connection(node, theirs).await {
+                tracing::debug!("in-process control ended: {err:#}");
+            }
+        });
+        Self {
+            stream: Box::new(ours),
+            remote: false,
+        }
+    }
+
+    /// The running node on `data_dir` if there is one, else an offline node in this process.
+    pub async fn connect_or_embed(data_dir: &Path) -> Result<Self> {
+        if let Some(client) = Self::connect(data_dir).await? {
+            return Ok(client);
+        }
+        let node = Node::builder().data_dir(data_dir).offline().spawn().await?;
+        Ok(Self::in_process(node))
+    }
+
+    /// Whether a separate node process answers.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// Sends a request without waiting for its answer.
+    pub async fn send(&mut self, request: &Request) -> Result<()> {
+        write_frame(&mut self.stream, request)
+            .await
+            .context("the node closed the control connection")
+    }
+
+    /// The next response; an error response becomes an error.
+    pub async fn receive(&mut self) -> Result<Response> {
+        match read_frame(&mut self.stream, MAX_RESPONSE).await {
+            Ok(Some(Response::Error(message))) => Err(anyhow!(message)),
+            Ok(Some(response)) => Ok(response),
+            Ok(None) => bail!("the node closed the control connection"),
+            Err(err) => Err(anyhow!(err)).context("reading the node's answer"),
+        }
+    }
+
+    /// Sends a request and waits for its one response.
+    pub async fn call(&mut self, request: &Request) -> Result<Response> {
+        self.send(request).await?;
+        self.receive().await
+    }
+
+    /// The node's status.
+    pub async fn status(&mut self) -> Result<NodeStatus> {
+        match self.call(&Request::Status).await? {
+            Response::Status(status) => Ok(status),
+            other => unexpected(other),
+        }
+    }
+
+    /// Creates a log.
+    pub async fn log_new(&mut self) -> Result<LogId> {
+        match self.call(&Request::LogNew).await? {
+            Response::Log(id) => Ok(id),
+            other => unexpected(other),
+        }
+    }
+
+    /// Appends entries in one commit.
+    pub async fn append(&mut self, log: LogId, payloads: Vec<Payload>) -> Result<Vec<EntryId>> {
+        match self.call(&Request::Append { log, payloads }).await? {
+            Response::Appended(ids) => Ok(ids),
+            other => unexpected(other),
+        }
+    }
+
+    /// Starts streaming entries; read them with [`Client::next_entries`].
+    pub async fn start_entries(&mut self, log: LogId, follow: bool) -> Result<()> {
+        self.send(&Request::Entries { log, follow }).await
+    }
+
+    /// The next entries of a stream started with [`Client::start_entries`]; `None` at its end.
+    pub async fn next_entries(&mut self) -> Result<Option<Vec<Entry>>> {
+        match self.receive().await? {
+            Response::Entries(entries) => {
+                Ok(Some(entries.into_iter().map(|e| e.into_entry()).collect()))
+            }
+            Response::End => Ok(None),
+            other => unexpected(other),
+        }
+    }
+
+    /// The heads.
+    pub async fn heads(&mut self, log: LogId) -> Result<Vec<EntryId>> {
+        match self.call(&Request::Heads { log }).await? {
+            Response::Heads(heads) => Ok(heads),
+            other => unexpected(other),
+        }
+    }
+
+    /// Size, heads, writers, forks.
+    pub async fn info(&mut self, log: LogId) -> Result<LogInfo> {
+        match self.call(&Request::Info { log }).await? {
+            Response::Info(info) => Ok(info),
+            other => unexpected(other),
+        }
+    }
+
+    /// One key of the map view.
+    pub async fn map_get(&mut self, log: LogId, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        match self.call(&Request::MapGet { log, key }).await? {
+            Response::Value(value) => Ok(value),
+            other => unexpected(other),
+        }
+    }
+
+    /// The whole map view.
+    pub async fn map_list(&mut self, log: LogId) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match self.call(&Request::MapList { log }).await? {
+            Response::Map(map) => Ok(map),
+            other => unexpected(other),
+        }
+    }
+
+    /// Admits or removes a writer; the membership entry's id.
+    pub async fn writer(&mut self, log: LogId, writer: NodeId, add: bool) -> Result<EntryId> {
+        match self.call(&Request::Writer { log, writer, add }).await? {
+            Response::Appended(ids) if ids.len() == 1 => Ok(ids[0]),
+            other => unexpected(other),
+        }
+    }
+
+    /// Shares a log on the node's swarm.
+    pub async fn share(&mut self, log: LogId, peers: Vec<String>) -> Result<()> {
+        match self.call(&Request::Share { log, peers }).await? {
+            Response::Ok => Ok(()),
+            other => unexpected(other),
+        }
+    }
+
+    /// Syncs a log once with a node: (received, sent, entries now).
+    pub async fn sync_once(&mut self, log: LogId, peer: String) -> Result<(u64, u64, u64)> {
+        match self.call(&Request::SyncOnce { log, peer }).await? {
+            Response::Synced {
+                received,
+                sent,
+                entries,
+            } => Ok((received, sent, entries)),
+            other => unexpected(other),
+        }
+    }
+
+    /// Turns the connection into a log replication stream.
+    pub async fn replicate(mut self, log: LogId, live: bool) -> Result<Box<dyn ControlStream>> {
+        match self.call(&Request::Replicate { log, live }).await? {
+            Response::Replicating => Ok(self.stream),
+            other => unexpected(other),
+        }
+    }
+}
+
+fn unexpected<T>(response: Response) -> Result<T> {
+    bail!("unexpected answer from the node: {response:?}")
+}

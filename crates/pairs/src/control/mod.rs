@@ -1,0 +1,295 @@
+//! The local control API: how `pairs` commands talk to a running node.
+//!
+//! A node that owns a data directory listens on a Unix socket in it ([`SOCKET_FILE`], mode 0600,
+//! and only connections from the same user are served). Commands connect to it when it is there,
+//! and otherwise run an offline node in their own process and speak the same protocol to it over an
+//! in-memory pipe, so their output is the same either way.
+//!
+//! The protocol: frames of a 4-byte big-endian length, a version byte ([`VERSION`]) and a postcard
+//! body. The client sends a [`Request`]; the node answers with one [`Response`], or a stream of
+//! them for [`Request::Entries`] with `follow`. After [`Response::Replicating`] the connection
+//! carries the log protocol itself. Every frame is bounded ([`MAX_REQUEST`], [`MAX_RESPONSE`]);
+//! a malformed or oversized request gets a [`Response::Error`] and the connection closes.
+
+pub mod client;
+pub mod server;
+
+use pairs_base::NodeId;
+use pairs_log::entry::EntrySignature;
+use pairs_log::{Entry, EntryBody, EntryId, LogId, Payload};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+pub use client::Client;
+pub use server::ControlServer;
+
+/// The control socket's file name in the data directory.
+pub const SOCKET_FILE: &str = "node.sock";
+/// The lock a node serving the control socket holds, so two never serve one data directory.
+pub const LOCK_FILE: &str = "node.lock";
+/// The protocol version, first byte of every frame body.
+pub const VERSION: u8 = 1;
+/// Largest request frame (an append batch): 16 MiB.
+pub const MAX_REQUEST: usize = 16 << 20;
+/// Largest response frame: 64 MiB.
+pub const MAX_RESPONSE: usize = 64 << 20;
+/// Entries sent in one [`Response::Entries`] frame at most.
+pub const ENTRIES_PER_FRAME: usize = 1024;
+
+/// What a command asks of the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// The node's id, ticket, connections and logs.
+    Status,
+    /// Create a log owned by a fresh key; answered with [`Response::Log`].
+    LogNew,
+    /// Append entries in one commit; answered with [`Response::Appended`] once committed.
+    Append {
+        /// The log.
+        log: LogId,
+        /// The entries.
+        payloads: Vec<Payload>,
+    },
+    /// Every entry, then [`Response::End`]; with `follow`, new entries as they commit, until the
+    /// client hangs up.
+    Entries {
+        /// The log.
+        log: LogId,
+        /// Keep sending new entries.
+        follow: bool,
+    },
+    /// The log's heads.
+    Heads {
+        /// The log.
+        log: LogId,
+    },
+    /// Size, heads, writers and forks.
+    Info {
+        /// The log.
+        log: LogId,
+    },
+    /// One key of the log's map view.
+    MapGet {
+        /// The log.
+        log: LogId,
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Every key and value of the log's map view.
+    MapList {
+        /// The log.
+        log: LogId,
+    },
+    /// Admit (`add`) or remove a writer.
+    Writer {
+        /// The log.
+        log: LogId,
+        /// The writer.
+        writer: NodeId,
+        /// Admit, or remove.
+        add: bool,
+    },
+    /// Share the log on the swarm (and remember it across restarts); also connect to these peers.
+    Share {
+        /// The log.
+        log: LogId,
+        /// Node tickets or `host:port`.
+        peers: Vec<String>,
+    },
+    /// Stop sharing the log.
+    Unshare {
+        /// The log.
+        log: LogId,
+    },
+    /// Dial a node (its ticket) and sync the log with it once.
+    SyncOnce {
+        /// The log.
+        log: LogId,
+        /// The peer's node ticket.
+        peer: String,
+    },
+    /// Replicate the log over this connection: after [`Response::Replicating`], both directions
+    /// carry the log protocol.
+    Replicate {
+        /// The log.
+        log: LogId,
+        /// Keep going after the initial sync, until the stream ends.
+        live: bool,
+    },
+}
+
+/// What the node answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    /// The request failed; the text says why and what to do.
+    Error(String),
+    /// Done.
+    Ok,
+    /// The node's state.
+    Status(NodeStatus),
+    /// A log (the one created).
+    Log(LogId),
+    /// The new entries' ids, committed.
+    Appended(Vec<EntryId>),
+    /// Entries, in causal order (then in commit order, when following).
+    Entries(Vec<WireEntry>),
+    /// No more entries (without `follow`).
+    End,
+    /// Heads.
+    Heads(Vec<EntryId>),
+    /// Size, heads, writers, forks.
+    Info(LogInfo),
+    /// A map value, if the key is set.
+    Value(Option<Vec<u8>>),
+    /// Map keys and values.
+    Map(Vec<(Vec<u8>, Vec<u8>)>),
+    /// A sync ended.
+    Synced {
+        /// Entries received from the peer.
+        received: u64,
+        /// Entries sent to it.
+        sent: u64,
+        /// Entries in the log now.
+        entries: u64,
+    },
+    /// From now on the connection carries the log protocol.
+    Replicating,
+}
+
+/// An entry as the control API carries it: its body and signature (the id is recomputed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// The body.
+    pub body: EntryBody,
+    /// The signature, unless a later entry seals it.
+    pub signature: Option<EntrySignature>,
+}
+
+impl From<&Entry> for WireEntry {
+    fn from(entry: &Entry) -> Self {
+        Self {
+            body: entry.body().clone(),
+            signature: entry.signature(),
+        }
+    }
+}
+
+impl WireEntry {
+    /// The entry (its id recomputed from the body).
+    pub fn into_entry(self) -> Entry {
+        Entry::from_parts(self.body, self.signature)
+    }
+}
+
+/// What [`Request::Info`] answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogInfo {
+    /// The log.
+    pub log: LogId,
+    /// Entries held.
+    pub entries: u64,
+    /// Heads.
+    pub heads: Vec<EntryId>,
+    /// Writers besides the owner, and whether each was removed.
+    pub writers: Vec<(NodeId, bool)>,
+    /// Forks: (author, sequence number, first entry, second entry).
+    pub forks: Vec<(NodeId, u64, EntryId, EntryId)>,
+    /// Shared on the swarm.
+    pub shared: bool,
+    /// Peers replicating it now.
+    pub peers: Vec<NodeId>,
+}
+
+/// What [`Request::Status`] answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its ticket (`None` offline).
+    pub ticket: Option<String>,
+    /// The process id.
+    pub pid: u32,
+    /// Connected peers.
+    pub peers: Vec<NodeId>,
+    /// Live connections.
+    pub connections: u64,
+    /// Every log held: id, entries, shared, peers replicating it.
+    pub logs: Vec<LogStatus>,
+}
+
+/// One log in [`NodeStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogStatus {
+    /// The log.
+    pub log: LogId,
+    /// Entries held (`None` when not open in the node).
+    pub entries: Option<u64>,
+    /// Shared on the swarm.
+    pub shared: bool,
+    /// Peers replicating it now.
+    pub peers: Vec<NodeId>,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The length prefix is over the limit.
+    #[error("a frame of {0} bytes is over the limit of {1} bytes")]
+    TooLarge(usize, usize),
+    /// The version byte is not ours.
+    #[error(
+        "control protocol version {0} is not supported (this is version {VERSION}): is the running node another pairs version?"
+    )]
+    Version(u8),
+    /// The body does not decode.
+    #[error("malformed frame: {0}")]
+    Malformed(postcard::Error),
+}
+
+/// Writes one frame.
+pub async fn write_frame<W, T>(writer: &mut W, message: &T) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let body = postcard::to_allocvec(message).map_err(std::io::Error::other)?;
+    let len = u32::try_from(body.len() + 1).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(5 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.push(VERSION);
+    frame.extend_from_slice(&body);
+    writer.write_all(&frame).await?;
+    writer.flush().await
+}
+
+/// Reads one frame of at most `max` bytes; `None` at a clean end of stream.
+pub async fn read_frame<R, T>(reader: &mut R, max: usize) -> Result<Option<T>, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: serde::de::DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match reader.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(err) => return Err(err.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge(len, max));
+    }
+    if len == 0 {
+        return Err(FrameError::Version(0));
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await?;
+    if body[0] != VERSION {
+        return Err(FrameError::Version(body[0]));
+    }
+    postcard::from_bytes(&body[1..])
+        .map(Some)
+        .map_err(FrameError::Malformed)
+}

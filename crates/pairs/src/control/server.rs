@@ -1,0 +1,346 @@
+//! The node's side of the control API: the Unix socket, who may use it, and the requests.
+
+use std::fs::File;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use pairs_base::{NodeAddr, Ticket as _};
+use pairs_log::{Entry, EntryId, LogId};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+
+use super::{
+    ENTRIES_PER_FRAME, FrameError, LOCK_FILE, LogInfo, LogStatus, MAX_REQUEST, NodeStatus, Request,
+    Response, SOCKET_FILE, WireEntry, read_frame, write_frame,
+};
+use crate::node::{LogHandle, Node};
+
+/// Control connections served at once; more wait in the socket's backlog.
+const MAX_CLIENTS: usize = 64;
+/// How long a connection may sit without sending its next request.
+const IDLE: Duration = Duration::from_secs(300);
+
+/// The control socket of a running node. Dropping it stops serving and removes the socket.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+    /// Held while serving: one node per data directory.
+    _lock: File,
+}
+
+impl ControlServer {
+    /// Serves the control API for `node` on `SOCKET_FILE` in its data directory. Fails if another
+    /// node serves that directory already.
+    pub fn listen(node: &Node) -> Result<Self> {
+        let dir = node
+            .data_dir()
+            .context("an in-memory node has no data directory for a control socket")?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .with_context(|| format!("cannot open {}", dir.join(LOCK_FILE).display()))?;
+        if lock.try_lock().is_err() {
+            bail!(
+                "another pairs node is running on {} (stop it, or give this one another --data-dir)",
+                dir.display()
+            );
+        }
+        let path = dir.join(SOCKET_FILE);
+        // A socket left by a node that was killed: we hold the lock, so nobody serves it.
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("cannot listen on {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+        let owner = std::fs::metadata(&path)?.uid();
+        let task = tokio::spawn(accept_loop(listener, node.clone(), owner));
+        Ok(Self {
+            path,
+            task,
+            _lock: lock,
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, node: Node, owner: u32) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(%err, "control socket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // The file mode keeps other users out; the peer's credentials make sure of it.
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == owner || cred.uid() == 0 => {}
+            Ok(cred) => {
+                tracing::warn!(
+                    uid = cred.uid(),
+                    "control connection from another user refused"
+                );
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "control connection without credentials refused");
+                continue;
+            }
+        }
+        let node = node.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve_connection(node, stream).await {
+                tracing::debug!("control connection ended: {err:#}");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Serves one control connection over any duplex stream (the Unix socket, or an in-process pipe).
+pub async fn serve_connection<S>(node: Node, mut stream: S) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let request = match tokio::time::timeout(IDLE, read_frame(&mut stream, MAX_REQUEST)).await {
+            Err(_) => return Ok(()),
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(Some(request))) => request,
+            Ok(Err(FrameError::Io(err))) => return Err(err.into()),
+            Ok(Err(err)) => {
+                // Say what was wrong, then hang up: the stream's framing cannot be trusted now.
+                let _ = write_frame(&mut stream, &Response::Error(err.to_string())).await;
+                return Ok(());
+            }
+        };
+        match request {
+            Request::Entries { log, follow } => {
+                if let Err(err) = send_entries(&node, log, follow, &mut stream).await {
+                    write_frame(&mut stream, &Response::Error(format!("{err:#}"))).await?;
+                }
+            }
+            Request::Replicate { log, live } => {
+                let log = match readable(&node, log).await {
+                    Ok(log) => log,
+                    Err(err) => {
+                        write_frame(&mut stream, &Response::Error(format!("{err:#}"))).await?;
+                        continue;
+                    }
+                };
+                write_frame(&mut stream, &Response::Replicating).await?;
+                log.replicate(&mut stream, live).await?;
+                return Ok(());
+            }
+            request => {
+                let response = match answer(&node, request).await {
+                    Ok(response) => response,
+                    Err(err) => Response::Error(format!("{err:#}")),
+                };
+                write_frame(&mut stream, &response).await?;
+            }
+        }
+    }
+}
+
+/// A log this node holds, or an error that says how to get one.
+async fn readable(node: &Node, log: LogId) -> Result<LogHandle> {
+    node.existing_log(log).await?.with_context(|| {
+        format!(
+            "this node holds no replica of log {}: sync it first (pairs log sync TICKET)",
+            log.short()
+        )
+    })
+}
+
+async fn answer(node: &Node, request: Request) -> Result<Response> {
+    Ok(match request {
+        Request::Status => Response::Status(status(node).await),
+        Request::LogNew => Response::Log(node.create_log().await?.id()),
+        Request::Append { log, payloads } => {
+            let handle = match node.existing_log(log).await? {
+                Some(handle) => handle,
+                None if node.owns_log(&log) => node.log_by_id(log).await?,
+                None => bail!(
+                    "node {} is not a writer of log {} (no replica of it here: ask its owner to add this node, then sync it)",
+                    node.id().short(),
+                    log.short()
+                ),
+            };
+            Response::Appended(handle.append_payloads(payloads).await?)
+        }
+        Request::Heads { log } => Response::Heads(readable(node, log).await?.store().heads()),
+        Request::Info { log } => {
+            let handle = readable(node, log).await?;
+            let store = handle.store();
+            Response::Info(LogInfo {
+                log,
+                entries: store.len() as u64,
+                heads: store.heads(),
+                writers: store.writers(),
+                forks: store
+                    .equivocations()?
+                    .into_iter()
+                    .map(|f| (f.author, f.seq, f.first, f.second))
+                    .collect(),
+                shared: handle.is_shared(),
+                peers: handle.peers(),
+            })
+        }
+        Request::MapGet { log, key } => {
+            let views = readable(node, log).await?.views()?;
+            Response::Value(views.map.get(&key).and_then(|v| v.value.clone()))
+        }
+        Request::MapList { log } => {
+            let views = readable(node, log).await?.views()?;
+            Response::Map(
+                views
+                    .map_entries()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )
+        }
+        Request::Writer { log, writer, add } => {
+            let handle = readable(node, log).await?;
+            let id = if add {
+                handle.add_writer(writer).await?
+            } else {
+                handle.remove_writer(writer).await?
+            };
+            Response::Appended(vec![id])
+        }
+        Request::Share { log, peers } => {
+            let handle = node.log_by_id(log).await?;
+            handle.share().await?;
+            for peer in &peers {
+                node.add_peer(peer).await?;
+            }
+            Response::Ok
+        }
+        Request::Unshare { log } => {
+            readable(node, log).await?.unshare();
+            Response::Ok
+        }
+        Request::SyncOnce { log, peer } => {
+            let peer = NodeAddr::from_ticket(&peer)
+                .context("the peer must be a node ticket (as printed by `pairs node`)")?;
+            let handle = node.log_by_id(log).await?;
+            let stats = handle.sync_with(&peer).await?;
+            Response::Synced {
+                received: stats.entries_received,
+                sent: stats.entries_sent,
+                entries: handle.len() as u64,
+            }
+        }
+        Request::Entries { .. } | Request::Replicate { .. } => {
+            unreachable!("streams are served by serve_connection")
+        }
+    })
+}
+
+async fn status(node: &Node) -> NodeStatus {
+    let shared = node.shared_logs();
+    let logs = node
+        .logs()
+        .into_iter()
+        .map(|log| {
+            let peers = shared
+                .iter()
+                .find(|(id, _)| *id == log)
+                .map(|(_, peers)| peers.clone());
+            LogStatus {
+                log,
+                entries: node.open_log_len(&log),
+                shared: peers.is_some(),
+                peers: peers.unwrap_or_default(),
+            }
+        })
+        .collect();
+    let (connections, peers) = node.connection_summary().await;
+    NodeStatus {
+        id: node.id(),
+        ticket: node.ticket(),
+        pid: std::process::id(),
+        peers,
+        connections,
+        logs,
+    }
+}
+
+/// Sends every entry, then `End`; with `follow`, then every entry committed later, until the
+/// client hangs up.
+async fn send_entries<S>(node: &Node, log: LogId, follow: bool, stream: &mut S) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handle = readable(node, log).await?;
+    // Subscribe first, so nothing committed between the read and the subscription is missed.
+    let mut updates = handle.subscribe();
+    let entries = {
+        let handle = handle.clone();
+        tokio::task::spawn_blocking(move || handle.entries()).await??
+    };
+    let mut sent: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
+    send_new(stream, entries, follow.then_some(&mut sent)).await?;
+    if !follow {
+        write_frame(stream, &Response::End).await?;
+        return Ok(());
+    }
+    while let Some(update) = updates.next().await {
+        let entries = match update {
+            Ok(entries) => entries,
+            // Announcements were missed: read the log again and send what was not sent.
+            Err(_) => {
+                updates = handle.subscribe();
+                let handle = handle.clone();
+                tokio::task::spawn_blocking(move || handle.entries()).await??
+            }
+        };
+        send_new(stream, entries, Some(&mut sent)).await?;
+    }
+    Ok(())
+}
+
+async fn send_new<S>(
+    stream: &mut S,
+    entries: Vec<Entry>,
+    mut sent: Option<&mut std::collections::HashSet<EntryId>>,
+) -> Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let fresh: Vec<WireEntry> = entries
+        .iter()
+        .filter(|e| sent.as_mut().is_none_or(|sent| sent.insert(e.id())))
+        .map(WireEntry::from)
+        .collect();
+    for chunk in fresh.chunks(ENTRIES_PER_FRAME) {
+        write_frame(stream, &Response::Entries(chunk.to_vec())).await?;
+    }
+    Ok(())
+}
