@@ -18,6 +18,8 @@ use crate::cli::{BindArgs, LogCommand, SourceArgs};
 const BATCH_LINES: usize = 16 * 1024;
 /// ...and bytes, well under the control API's request limit.
 const BATCH_BYTES: usize = 4 << 20;
+/// Ids (52 characters and a newline each) per write to stdout: under PIPE_BUF (4096 bytes).
+const ATOMIC_IDS: usize = 64;
 
 pub async fn run(data_dir: Option<&Path>, isolated: bool, command: LogCommand) -> Result<()> {
     match command {
@@ -142,13 +144,17 @@ async fn append_lines(client: &mut Client, log: LogId) -> Result<()> {
             }
         }
         let ids = client.append(log, batch).await?;
-        let mut text = String::with_capacity(ids.len() * 65);
-        for id in ids {
-            let _ = writeln!(text, "{id}");
-        }
         let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()?;
+        // Writes of at most PIPE_BUF bytes to a pipe are atomic, so a reader never sees half an id,
+        // even if we are killed mid-batch.
+        for chunk in ids.chunks(ATOMIC_IDS) {
+            let mut text = String::with_capacity(chunk.len() * 53);
+            for id in chunk {
+                let _ = writeln!(text, "{id}");
+            }
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+        }
     }
     Ok(())
 }

@@ -444,6 +444,12 @@ impl Node {
     /// Stops the node: sharing ends, relayed connections hand over what they queued (their last
     /// acknowledgements and close), then the endpoint closes.
     pub async fn shutdown(&self) {
+        // Close the connections before leaving the topics: leaving first would tell every peer
+        // "no shared topic", and a peer told that does not dial again when we come back.
+        if let Some(net) = &self.inner.net {
+            net.nat.shutdown().await;
+            net.router.endpoint().close().await;
+        }
         let sharing: Vec<_> = self
             .inner
             .shared
@@ -452,10 +458,6 @@ impl Node {
             .drain()
             .collect();
         drop(sharing);
-        if let Some(net) = &self.inner.net {
-            net.nat.shutdown().await;
-            net.router.endpoint().close().await;
-        }
     }
 
     pub(crate) fn registry(&self) -> &LogRegistry {

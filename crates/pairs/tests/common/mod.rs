@@ -12,6 +12,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 pub mod lab;
+pub mod node_proc;
 pub mod swarm_proc;
 
 /// Generous bound for anything that should take well under a second.
