@@ -1,16 +1,26 @@
 //! Entries that arrived before they can be stored: waiting for parents, or (unsigned) for the signed
 //! entry that seals them.
 //!
+//! A *vouched* entry carries a signature that was not checked because a later entry of its author in
+//! the same batch was, and that one's signature covers it through the chain (see
+//! [`crate::session`]): here it is treated like an unsigned entry sealed by that later one.
+//!
 //! Work is incremental, O(1) amortized per entry: each entry keeps a count of parents not yet
 //! available, each missing parent a list of the entries waiting for it, and a seal propagates back along
-//! its author's chain as the links arrive. An entry is *released* once all its parents are available and
-//! it is sealed; releasing makes it available to its waiters in turn, so releases come out in an order
+//! its author's chain as the links arrive. A signed entry is *released* once all its parents are
+//! available; releasing makes it available to its waiters in turn, so releases come out in an order
 //! where parents precede children, ready to be stored in one transaction.
+//!
+//! An entry sealed by a later one is *held* once its parents are available: available to the next links
+//! of its chain only, and released together with its seal, just before it. So a sealed entry is never
+//! stored without its seal, even when the seal waits for a parent by another author (as it does when
+//! entries appended one by one, each with the other writers' heads as parents, were stored as sealed).
 
 use pairs_base::NodeId;
 
 use crate::entry::{Entry, EntryId};
 use crate::fast::{Map as HashMap, Set as HashSet};
+use crate::session::Link;
 use crate::store::Verified;
 
 /// The waiting room.
@@ -22,6 +32,12 @@ pub(crate) struct Pending {
     seals: HashMap<EntryId, EntryId>,
     /// Waiting entries by (author, seq); several when an author forked.
     by_author_seq: HashMap<(NodeId, u64), Vec<EntryId>>,
+    /// Waiting entries whose signature was not checked: they count as unsigned.
+    vouched: HashSet<EntryId>,
+    /// Seal -> the entries it seals that are held for it, parents first.
+    held: HashMap<EntryId, Vec<EntryId>>,
+    /// Entries held (still waiting, but no longer counted as missing by their chain's next links).
+    held_ids: HashSet<EntryId>,
     /// Released but not yet stored: available to waiters already.
     released: HashSet<EntryId>,
     bytes: usize,
@@ -48,6 +64,14 @@ impl Pending {
         self.entries.contains_key(id) || self.released.contains(id)
     }
 
+    /// A waiting entry as [`crate::session::vouched`] sees it.
+    pub(crate) fn link(&self, id: &EntryId) -> Option<Link> {
+        let entry = self.entries.get(id)?;
+        let unsealed = (entry.signature().is_none() || self.vouched.contains(id))
+            && !self.seals.contains_key(id);
+        Some(Link::of(entry, unsealed))
+    }
+
     /// Whether some waiting entry needs `id` as a parent.
     pub(crate) fn waits_for(&self, id: &EntryId) -> bool {
         self.waiters.contains_key(id)
@@ -60,11 +84,14 @@ impl Pending {
             .filter(|id| !self.entries.contains_key(*id))
     }
 
-    /// Adds an entry (whose signature, if any, was verified). `stored` says whether an id is in the
+    /// Adds an entry whose signature, if any, was verified, unless `vouched`: then it waits like an
+    /// unsigned entry for the later entry that vouches for it, and is released still carrying its
+    /// unchecked signature, with that entry as its seal. `stored` says whether an id is in the
     /// store. Entries that become storable are appended to `out` in a parents-first order.
     pub(crate) fn insert(
         &mut self,
         entry: Entry,
+        vouched: bool,
         stored: impl Fn(&EntryId) -> bool,
         out: &mut Vec<Verified>,
     ) {
@@ -82,7 +109,10 @@ impl Pending {
             .entry((body.author, body.seq))
             .or_default()
             .push(id);
-        let signed = entry.signature().is_some();
+        let signed = entry.signature().is_some() && !vouched;
+        if vouched {
+            self.vouched.insert(id);
+        }
         // A sealed successor already waiting (one that names this entry as its parent) seals it.
         let inherited = body.seq.checked_add(1).and_then(|next| {
             self.by_author_seq
@@ -104,12 +134,19 @@ impl Pending {
     }
 
     /// `id` reached the store by another way (another session, a local append): if it was waiting it
-    /// no longer does, and its waiters may go on.
+    /// no longer does, what it held can be stored now that their seal is, and its waiters may go on.
     pub(crate) fn now_stored(&mut self, id: &EntryId, out: &mut Vec<Verified>) {
         if let Some(entry) = self.entries.remove(id) {
             self.forget(id, &entry);
         }
-        self.make_available(*id, out);
+        let mut candidates = Vec::new();
+        for member in self.held.remove(id).unwrap_or_default() {
+            if self.take(member, out) {
+                self.notify_waiters(member, &mut candidates);
+            }
+        }
+        self.notify_waiters(*id, &mut candidates);
+        self.advance(candidates, out);
     }
 
     /// Ids of the waiting entries.
@@ -120,7 +157,13 @@ impl Pending {
     /// Drops the bookkeeping of an entry that left the waiting room.
     fn forget(&mut self, id: &EntryId, entry: &Entry) {
         self.missing.remove(id);
-        self.seals.remove(id);
+        self.vouched.remove(id);
+        if let Some(seal) = self.seals.remove(id)
+            && self.held_ids.remove(id)
+            && let Some(group) = self.held.get_mut(&seal)
+        {
+            group.retain(|x| x != id);
+        }
         self.bytes -= size(entry);
         let key = (entry.body().author, entry.body().seq);
         if let Some(ids) = self.by_author_seq.get_mut(&key) {
@@ -156,7 +199,7 @@ impl Pending {
             let waiting_unsealed = self
                 .entries
                 .get(&previous)
-                .is_some_and(|p| p.signature().is_none())
+                .is_some_and(|p| p.signature().is_none() || self.vouched.contains(&previous))
                 && !self.seals.contains_key(&previous);
             if !waiting_unsealed {
                 return;
@@ -166,16 +209,72 @@ impl Pending {
     }
 
     fn ready(&self, id: &EntryId) -> bool {
-        self.missing.get(id) == Some(&0) && self.seals.contains_key(id)
+        self.missing.get(id) == Some(&0)
+            && self.seals.contains_key(id)
+            && !self.held_ids.contains(id)
     }
 
     fn try_release(&mut self, id: EntryId, out: &mut Vec<Verified>) {
-        if self.ready(&id) && self.take(id, out) {
-            self.make_available(id, out);
+        self.advance(vec![id], out);
+    }
+
+    /// Moves on every candidate that is ready, and whatever that makes ready in turn (iteratively, so
+    /// long chains cannot overflow the stack). A ready entry sealed by another is held for it, which
+    /// lets the next links of its chain go on; a ready signed entry is released with what it holds.
+    fn advance(&mut self, mut candidates: Vec<EntryId>, out: &mut Vec<Verified>) {
+        while let Some(id) = candidates.pop() {
+            if !self.ready(&id) {
+                continue;
+            }
+            let seal = self.seals[&id];
+            if seal != id {
+                self.held_ids.insert(id);
+                self.held.entry(seal).or_default().push(id);
+                // Only the entries on the way to the same seal count it as available now; the others
+                // wait until it is released.
+                if let Some(waiters) = self.waiters.get_mut(&id) {
+                    let seals = &self.seals;
+                    let mut links = Vec::new();
+                    waiters.retain(|w| {
+                        let same = seals.get(w) == Some(&seal);
+                        if same {
+                            links.push(*w);
+                        }
+                        !same
+                    });
+                    if waiters.is_empty() {
+                        self.waiters.remove(&id);
+                    }
+                    for link in links {
+                        if let Some(count) = self.missing.get_mut(&link) {
+                            *count -= 1;
+                        }
+                        candidates.push(link);
+                    }
+                }
+                continue;
+            }
+            // Held entries became held parents first: released in that order, then their seal.
+            let group = self.held.remove(&id).unwrap_or_default();
+            for member in group.into_iter().chain(std::iter::once(id)) {
+                if self.take(member, out) {
+                    self.notify_waiters(member, &mut candidates);
+                }
+            }
         }
     }
 
-    /// Moves a ready entry from the waiting room to `out`.
+    /// Counts released `id` as available to the entries waiting for it.
+    fn notify_waiters(&mut self, id: EntryId, candidates: &mut Vec<EntryId>) {
+        for waiter in self.waiters.remove(&id).unwrap_or_default() {
+            if let Some(count) = self.missing.get_mut(&waiter) {
+                *count -= 1;
+            }
+            candidates.push(waiter);
+        }
+    }
+
+    /// Moves an entry from the waiting room to `out`.
     fn take(&mut self, id: EntryId, out: &mut Vec<Verified>) -> bool {
         let Some(&seal) = self.seals.get(&id) else {
             return false;
@@ -190,22 +289,6 @@ impl Pending {
         });
         self.released.insert(id);
         true
-    }
-
-    /// Counts `id` as available to its waiters, releasing those that waited only for it (iteratively,
-    /// so long chains cannot overflow the stack).
-    fn make_available(&mut self, id: EntryId, out: &mut Vec<Verified>) {
-        let mut stack = vec![id];
-        while let Some(available) = stack.pop() {
-            for waiter in self.waiters.remove(&available).unwrap_or_default() {
-                if let Some(count) = self.missing.get_mut(&waiter) {
-                    *count -= 1;
-                }
-                if self.ready(&waiter) && self.take(waiter, out) {
-                    stack.push(waiter);
-                }
-            }
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 //!    the side with the larger nonce starts range-based reconciliation ([`crate::reconcile`]).
 //! 3. Entries flow in compact batches as differences are found; entries whose parents are missing, or
 //!    unsigned entries awaiting their seal, wait in a bounded buffer; missing parents are asked for by id.
+//!    Of each author's chain in a batch only the newest signature is checked ([`vouched`]).
 //! 4. Each side sends `Done` when it needs nothing more; the session is complete when both have.
 //!    In live mode it continues: entries stored later are pushed, never back to the session they came from.
 //!
@@ -15,10 +16,10 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::entry::{Entry, EntryId, OrderKey};
-use crate::fast::Set as HashSet;
+use crate::fast::{Map as HashMap, Set as HashSet};
 use crate::pending::{self, Pending};
 use crate::reconcile;
-use crate::store::{Applied, Log, StoreError, Verified};
+use crate::store::{Applied, Log, SEAL_SPAN, StoreError, Verified};
 use crate::wire::{MAX_HEADS, MAX_IDS, Message, VERSION, WireBatch};
 
 /// Most entries waiting for parents or seals.
@@ -421,6 +422,9 @@ impl Session {
             return Err(violation("empty batch"));
         }
         let mut released = Vec::new();
+        // The batch's new entries, and where each is in it.
+        let mut fresh: Vec<Entry> = Vec::with_capacity(entries.len());
+        let mut position: HashMap<EntryId, usize> = HashMap::default();
         for entry in entries {
             let id = entry.id();
             // Only what this peer already sent us, or we sent it, is its fault when it comes again;
@@ -428,7 +432,7 @@ impl Session {
             let repeated = !self.peer_has.insert(id);
             self.wanted.remove(&id);
             let known = self.log.contains(&id);
-            if known || self.pending.contains(&id) {
+            if known || self.pending.contains(&id) || position.contains_key(&id) {
                 self.stats.duplicates_received += 1;
                 self.repeats_received += u64::from(repeated);
                 if known {
@@ -437,15 +441,42 @@ impl Session {
                 continue;
             }
             entry.body().check_limits().map_err(violation)?;
-            if entry.signature().is_some() && !entry.verify_signature() {
+            position.insert(id, fresh.len());
+            fresh.push(entry);
+        }
+        let log = &self.log;
+        let pending = &self.pending;
+        let vouched = vouched(&fresh, &position, |id| match pending.link(id) {
+            Some(link) => Elsewhere::Waiting(link),
+            None if log.contains(id) => Elsewhere::Stored,
+            None => Elsewhere::Unknown,
+        });
+        // Every signature that vouches for something, or stands alone, is checked before anything of
+        // the batch goes further: a forged one ends the session with nothing of the batch stored.
+        for (entry, vouched) in fresh.iter().zip(&vouched) {
+            if !vouched && entry.signature().is_some() && !entry.verify_signature() {
                 return Err(violation(format!(
                     "forged signature on entry {}",
-                    id.short()
+                    entry.id().short()
                 )));
             }
-            let log = &self.log;
-            self.pending
-                .insert(entry, |p| log.contains(p), &mut released);
+        }
+        let mut direct = Vec::new();
+        match sealed_within(&fresh, &position, &vouched, |p| log.contains(p)) {
+            // The usual bulk batch: complete in itself, so it skips the waiting room.
+            Some(seals) => {
+                direct = fresh.iter().map(Entry::id).collect();
+                released.extend(fresh.into_iter().zip(seals).map(|(entry, seal)| {
+                    let seal = seal.map(|s| direct[s]).filter(|s| *s != entry.id());
+                    Verified { entry, seal }
+                }));
+            }
+            None => {
+                for (entry, vouched) in fresh.into_iter().zip(vouched) {
+                    self.pending
+                        .insert(entry, vouched, |p| log.contains(p), &mut released);
+                }
+            }
         }
         if self.repeats_received > DUPLICATE_ALLOWANCE + 2 * self.stats.entries_received {
             return Err(violation("peer keeps sending entries we have"));
@@ -453,17 +484,32 @@ impl Session {
         if self.pending.len() > MAX_PENDING || self.pending.bytes() > MAX_PENDING_BYTES {
             return Err(violation("too many entries waiting for their parents"));
         }
+        self.store(released)?;
+        // Entries of an earlier batch may have waited for what was just stored directly.
+        let mut released = Vec::new();
+        for id in direct {
+            if self.pending.waits_for(&id) {
+                self.pending.now_stored(&id, &mut released);
+            }
+        }
         self.store(released)
     }
 
     /// Stores entries the waiting room released, parents first, in one transaction: a sealed chain is
     /// never split from its seal, and a rejected entry leaves nothing of the release stored.
-    fn store(&mut self, released: Vec<Verified>) -> Result<(), SyncError> {
+    fn store(&mut self, mut released: Vec<Verified>) -> Result<(), SyncError> {
         if !released.is_empty() {
-            let stored = self.log.apply(released, self.origin).map_err(|e| match e {
-                StoreError::Rejected { .. } | StoreError::NotAWriter(_) => violation(e.to_string()),
-                other => SyncError::Store(other),
-            })?;
+            settle_vouched(&mut released)?;
+            // Every signature in the release was checked: on arrival, or just now.
+            let stored = self
+                .log
+                .apply_checked(released, self.origin)
+                .map_err(|e| match e {
+                    StoreError::Rejected { .. } | StoreError::NotAWriter(_) => {
+                        violation(e.to_string())
+                    }
+                    other => SyncError::Store(other),
+                })?;
             self.stats.entries_received += stored.len() as u64;
         }
         self.pending.stored();
@@ -563,4 +609,190 @@ impl Session {
         self.queue(&Message::Done);
         Ok(())
     }
+}
+
+/// What [`vouched`] needs to know of a parent outside the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elsewhere {
+    /// Stored already.
+    Stored,
+    /// Waiting in the pending room.
+    Waiting(Link),
+    /// Not known here.
+    Unknown,
+}
+
+/// A parent as far as vouching is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Link {
+    author: pairs_base::NodeId,
+    seq: u64,
+    /// Unsigned (or vouched) and not sealed yet: the next signed entry of its chain will seal it.
+    unsealed: bool,
+}
+
+impl Link {
+    pub(crate) fn of(entry: &Entry, unsealed: bool) -> Self {
+        Self {
+            author: entry.body().author,
+            seq: entry.body().seq,
+            unsealed,
+        }
+    }
+}
+
+/// Which of a batch's new entries are vouched for by a later one, so that their signatures need no
+/// check.
+///
+/// An entry's id hashes its body, which names the author's previous entry as a direct parent; so a
+/// valid signature on an author's newest entry authenticates every earlier link of that author's
+/// chain as surely as their own signatures would. Walking the batch from its end, each signed entry
+/// that nothing vouches for is checked (the caller does that), and it vouches for its predecessor in
+/// the batch (same author, previous sequence number, a direct parent), which vouches for its own, and
+/// so on. A run of entries appended one by one, each signed, thus costs one signature check per
+/// batch.
+///
+/// A vouched entry is stored as sealed by the entry that vouched for it, so vouching keeps the shape
+/// of a batch append's sealed chain, which every replica can store whatever order the entries reach
+/// it in (the waiting room holds a sealed entry until its seal can be stored with it):
+/// - only the lowest entry of a sealed run may have parents that are not stored already: a link
+///   vouches for its predecessor only if all its other parents are stored. (Were another writer's
+///   answer to the predecessor a parent of the link, predecessor, answer and seal could only be
+///   stored together.) Writers taking turns thus cost a check per entry, as before;
+/// - only signed entries are vouched for, and an entry whose predecessor waits unsigned for its seal
+///   is checked itself, so the unsigned entries of a batch append stay sealed by their own seal;
+/// - one entry vouches for at most `SEAL_SPAN - 1` predecessors, as in a batch append.
+///
+/// Only new entries are given (a duplicate vouches for nothing). `elsewhere` describes parents
+/// outside the batch.
+pub(crate) fn vouched(
+    batch: &[Entry],
+    position: &HashMap<EntryId, usize>,
+    elsewhere: impl Fn(&EntryId) -> Elsewhere,
+) -> Vec<bool> {
+    // Links from each entry up to the checked signature that vouches for it, if one does.
+    let mut reached: Vec<Option<usize>> = vec![None; batch.len()];
+    for i in (0..batch.len()).rev() {
+        let entry = &batch[i];
+        let links = match reached[i] {
+            Some(links) => links,
+            None if entry.signature().is_some() => 0,
+            None => continue,
+        };
+        let body = entry.body();
+        // The chain predecessor (its index if in the batch), and whether every other parent is stored.
+        let mut previous: Option<(Option<usize>, Link)> = None;
+        let mut others_stored = true;
+        for parent in &body.parents {
+            let (index, link) = match position.get(parent) {
+                Some(&j) => (Some(j), Link::of(&batch[j], batch[j].signature().is_none())),
+                None => match elsewhere(parent) {
+                    Elsewhere::Waiting(link) => (None, link),
+                    Elsewhere::Stored => continue,
+                    Elsewhere::Unknown => {
+                        others_stored = false;
+                        continue;
+                    }
+                },
+            };
+            if previous.is_none() && link.author == body.author && link.seq + 1 == body.seq {
+                previous = Some((index, link));
+            } else {
+                others_stored = false;
+            }
+        }
+        match previous {
+            // This entry is what seals its predecessor: its signature must be checked.
+            Some((_, link)) if link.unsealed => reached[i] = None,
+            Some((Some(j), _))
+                if j < i && reached[j].is_none() && others_stored && links + 1 < SEAL_SPAN =>
+            {
+                reached[j] = Some(links + 1);
+            }
+            _ => {}
+        }
+    }
+    reached
+        .iter()
+        .map(|r| r.is_some_and(|links| links > 0))
+        .collect()
+}
+
+/// For a batch that can be stored as it is, the entry that seals each one (its own index for one
+/// whose signature was checked); None if some entry needs a parent from elsewhere that is not stored, or
+/// waits for a seal the batch does not hold: then the batch goes through the waiting room. Seals are
+/// found as the waiting room finds them: the nearest checked signature up the author's chain, through
+/// unsigned and vouched links.
+fn sealed_within(
+    batch: &[Entry],
+    position: &HashMap<EntryId, usize>,
+    vouched: &[bool],
+    stored: impl Fn(&EntryId) -> bool,
+) -> Option<Vec<Option<usize>>> {
+    let mut seals: Vec<Option<usize>> = vec![None; batch.len()];
+    for i in (0..batch.len()).rev() {
+        let entry = &batch[i];
+        if entry.signature().is_some() && !vouched[i] {
+            seals[i] = Some(i);
+        }
+        let seal = seals[i]?;
+        let body = entry.body();
+        let previous = body.parents.iter().filter_map(|p| position.get(p)).find(|&&j| {
+            let p = batch[j].body();
+            p.author == body.author && p.seq + 1 == body.seq
+        });
+        if let Some(&j) = previous
+            && j < i
+            && seals[j].is_none()
+            && (batch[j].signature().is_none() || vouched[j])
+        {
+            seals[j] = Some(seal);
+        }
+    }
+    for (i, entry) in batch.iter().enumerate() {
+        let complete = entry.body().parents.iter().all(|p| match position.get(p) {
+            Some(&j) => j < i,
+            None => stored(p),
+        });
+        if !complete {
+            return None;
+        }
+    }
+    Some(seals)
+}
+
+/// Settles the vouched entries of a release (those that still carry an unchecked signature next to
+/// their seal). Stored in the same transaction as the entry that vouched for them, they are stored as
+/// sealed by it, without the unchecked signature. Released without it (it waits for another parent),
+/// they cannot be sealed by an entry not yet stored, so their own signature is checked now and they
+/// are stored with it; a forged one ends the session.
+fn settle_vouched(released: &mut [Verified]) -> Result<(), SyncError> {
+    if !released
+        .iter()
+        .any(|v| v.seal.is_some() && v.entry.signature().is_some())
+    {
+        return Ok(());
+    }
+    let signed: HashSet<EntryId> = released
+        .iter()
+        .filter(|v| v.seal.is_none())
+        .map(|v| v.entry.id())
+        .collect();
+    for v in released.iter_mut() {
+        let Some(seal) = v.seal else { continue };
+        if v.entry.signature().is_none() {
+            continue;
+        }
+        if signed.contains(&seal) {
+            v.entry.drop_signature();
+        } else if v.entry.verify_signature() {
+            v.seal = None;
+        } else {
+            return Err(violation(format!(
+                "forged signature on entry {}",
+                v.entry.id().short()
+            )));
+        }
+    }
+    Ok(())
 }

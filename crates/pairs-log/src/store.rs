@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pairs_base::{NodeId, SecretKey};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 
 use crate::entry::{Entry, EntryBody, EntryId, LogId, MAX_PARENTS, OrderKey, Payload, now_millis};
@@ -96,6 +96,16 @@ pub struct Verified {
     pub seal: Option<EntryId>,
 }
 
+/// Whether [`Log::apply`] checks signatures itself or its caller already did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signatures {
+    /// Check every signature (entries from outside the crate).
+    Check,
+    /// Every signed entry's signature was checked, or made, by the caller: a replication session
+    /// verified it on arrival, or an append just signed it.
+    Checked,
+}
+
 struct State {
     index: OrderIndex,
     clocks: HashMap<EntryId, u64>,
@@ -104,6 +114,9 @@ struct State {
     writers: HashMap<NodeId, EntryId>,
     /// Writer -> last sequence number that still counts (None: none count).
     removed: HashMap<NodeId, Option<u64>>,
+    /// Author -> their highest sequence number and the first entry stored with it: where their next
+    /// append links, and proof that a higher number is new (no `author_seq` lookup needed).
+    tips: HashMap<NodeId, (u64, EntryId)>,
 }
 
 /// A log replica: the store plus the live announcement channel. Cheap to clone.
@@ -115,6 +128,8 @@ pub struct Log {
 struct Inner {
     id: LogId,
     db: Database,
+    /// False for a store in memory, whose commits skip what only matters for surviving a crash.
+    durable: bool,
     state: Mutex<State>,
     live: broadcast::Sender<Applied>,
 }
@@ -137,7 +152,7 @@ impl Log {
             }
             other => db_err(other),
         })?;
-        Self::init(db, id)
+        Self::init(db, id, true)
     }
 
     /// A replica held in memory only (tests, one-off pipes).
@@ -145,10 +160,10 @@ impl Log {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .expect("in-memory database");
-        Self::init(db, id).expect("fresh in-memory log")
+        Self::init(db, id, false).expect("fresh in-memory log")
     }
 
-    fn init(db: Database, id: LogId) -> Result<Self, StoreError> {
+    fn init(db: Database, id: LogId, durable: bool) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(db_err)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
@@ -182,6 +197,7 @@ impl Log {
             inner: Arc::new(Inner {
                 id,
                 db,
+                durable,
                 state: Mutex::new(state),
                 live,
             }),
@@ -198,15 +214,31 @@ impl Log {
             heads: BTreeSet::new(),
             writers: HashMap::default(),
             removed: HashMap::default(),
+            tips: HashMap::default(),
         };
         let mut parents = HashSet::default();
+        let mut top_seqs: HashMap<NodeId, u64> = HashMap::default();
         for row in entries.iter().map_err(db_err)? {
             let (key, value) = row.map_err(db_err)?;
             let (key, entry) = decode_row(log, key.value(), value.value())?;
-            parents.extend(entry.body().parents.iter().copied());
+            let body = entry.body();
+            parents.extend(body.parents.iter().copied());
+            let top = top_seqs.entry(body.author).or_insert(body.seq);
+            *top = (*top).max(body.seq);
             note_membership(&mut state, &entry);
             state.clocks.insert(key.id, key.clock);
             keys.push(key);
+        }
+        // With a fork at the top, the entry stored first with that number is the tip, as it was
+        // before the store was closed.
+        let author_seq = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
+        for (author, seq) in top_seqs {
+            let id = author_seq
+                .get(author_seq_key(&author, seq).as_slice())
+                .map_err(db_err)?
+                .and_then(|v| Some(EntryId(v.value().try_into().ok()?)))
+                .ok_or_else(|| db_err("author_seq does not match the entries"))?;
+            state.tips.insert(author, (seq, id));
         }
         state.heads = keys
             .iter()
@@ -373,8 +405,15 @@ impl Log {
             return Ok(Vec::new());
         }
         let author = key.node_id();
-        let (mut parents, prev_seq) = self.chain_start(&author)?;
-        let first_clock = self.max_clock(&parents)?.map_or(0, |c| c + 1);
+        // One lock from reading the author's tip to committing: two appends by one key from two
+        // threads cannot both take the same sequence number.
+        let mut state = self.state();
+        let (mut parents, prev_seq) = self.chain_start(&state, &author)?;
+        let first_clock = parents
+            .iter()
+            .filter_map(|id| state.clocks.get(id))
+            .max()
+            .map_or(0, |c| c + 1);
         let first_seq = prev_seq.map_or(0, |s| s + 1);
         let timestamp = now_millis();
         // Each body is hashed once: its id links the next entry and names the entry itself.
@@ -408,36 +447,28 @@ impl Log {
         }
         batch.reverse();
         let ids = batch.iter().map(|v| v.entry.id()).collect();
-        self.apply(batch, 0)?;
+        // Signed just now with the author's own key: checking the signatures again would only
+        // cost time.
+        let added = self.apply_locked(&mut state, batch, Signatures::Checked)?;
+        drop(state);
+        self.announce(added, 0);
         Ok(ids)
     }
 
     /// Parents for `author`'s next entry: the heads plus what the chain rule requires, and the
     /// author's last sequence number.
-    fn chain_start(&self, author: &NodeId) -> Result<(Vec<EntryId>, Option<u64>), StoreError> {
-        let mut parents: BTreeSet<EntryId> = self.state().heads.iter().copied().collect();
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
-        let last = table
-            .range(
-                author_seq_key(author, 0).as_slice()..=author_seq_key(author, u64::MAX).as_slice(),
-            )
-            .map_err(db_err)?
-            .next_back()
-            .transpose()
-            .map_err(db_err)?
-            .and_then(|(k, v)| {
-                Some((
-                    u64::from_be_bytes(k.value().get(32..)?.try_into().ok()?),
-                    EntryId(v.value().try_into().ok()?),
-                ))
-            });
+    fn chain_start(
+        &self,
+        state: &State,
+        author: &NodeId,
+    ) -> Result<(Vec<EntryId>, Option<u64>), StoreError> {
+        let mut parents: BTreeSet<EntryId> = state.heads.iter().copied().collect();
+        let last = state.tips.get(author).copied();
         let required = match last {
             Some((_, id)) => Some(id),
             None if *author == self.id() => None,
             None => Some(
-                *self
-                    .state()
+                *state
                     .writers
                     .get(author)
                     .ok_or(StoreError::NotAWriter(*author))?,
@@ -454,21 +485,57 @@ impl Log {
         Ok((parents.into_iter().collect(), last.map(|(seq, _)| seq)))
     }
 
-    fn max_clock(&self, ids: &[EntryId]) -> Result<Option<u64>, StoreError> {
-        let state = self.state();
-        Ok(ids
-            .iter()
-            .filter_map(|id| state.clocks.get(id))
-            .max()
-            .copied())
+    /// Validates and stores entries, given in an order where parents come first, in one transaction.
+    /// Entries already stored are skipped. Every signature is checked. Returns the ids newly stored.
+    pub fn apply(&self, batch: Vec<Verified>, origin: u64) -> Result<Vec<EntryId>, StoreError> {
+        self.apply_with(batch, origin, Signatures::Check)
     }
 
-    /// Validates and stores entries, given in an order where parents come first, in one transaction.
-    /// Entries already stored are skipped. Returns the ids newly stored.
-    pub fn apply(&self, batch: Vec<Verified>, origin: u64) -> Result<Vec<EntryId>, StoreError> {
+    /// [`Log::apply`] for entries whose signatures the caller has verified (a replication session
+    /// checks them on arrival); every other rule is still checked here.
+    pub(crate) fn apply_checked(
+        &self,
+        batch: Vec<Verified>,
+        origin: u64,
+    ) -> Result<Vec<EntryId>, StoreError> {
+        self.apply_with(batch, origin, Signatures::Checked)
+    }
+
+    fn apply_with(
+        &self,
+        batch: Vec<Verified>,
+        origin: u64,
+        signatures: Signatures,
+    ) -> Result<Vec<EntryId>, StoreError> {
         let mut state = self.state();
-        let txn = self.inner.db.begin_write().map_err(db_err)?;
+        let added = self.apply_locked(&mut state, batch, signatures)?;
+        drop(state);
+        let ids = added.to_vec();
+        self.announce(added, origin);
+        Ok(ids)
+    }
+
+    /// Tells live sessions about stored entries.
+    fn announce(&self, ids: Arc<[EntryId]>, origin: u64) {
+        if !ids.is_empty() {
+            let _ = self.inner.live.send(Applied { ids, origin });
+        }
+    }
+
+    fn apply_locked(
+        &self,
+        state: &mut State,
+        batch: Vec<Verified>,
+        signatures: Signatures,
+    ) -> Result<Arc<[EntryId]>, StoreError> {
+        let mut txn = self.inner.db.begin_write().map_err(db_err)?;
+        if !self.inner.durable {
+            // In memory there is no crash to survive: a durable commit would only cost time.
+            txn.set_durability(Durability::None).map_err(db_err)?;
+        }
         let mut added: Vec<Entry> = Vec::new();
+        // Tips this batch moves, applied to the state once committed.
+        let mut tips: HashMap<NodeId, (u64, EntryId)> = HashMap::default();
         {
             let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
             let mut author_seq = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
@@ -483,7 +550,7 @@ impl Log {
                 .filter(|v| v.entry.signature().is_some())
                 .map(|v| (v.entry.id(), v.entry.body().author))
                 .collect();
-            for Verified { entry, seal } in batch {
+            for Verified { entry, mut seal } in batch {
                 let id = entry.id();
                 if fresh.contains_key(&id) || state.clocks.contains_key(&id) {
                     continue;
@@ -495,14 +562,18 @@ impl Log {
                     return Err(reject("entry of another log"));
                 }
                 match (entry.signature(), seal) {
-                    (Some(_), None) if entry.verify_signature() => {}
-                    (None, Some(seal)) => {
-                        // The seal must be a signed entry of the same author, stored already or
-                        // committed with this one (it is validated in its own turn below).
-                        let author = Some(body.author);
-                        let sealed = batch_signers.get(&seal).copied() == author
-                            || self.stored_author(&entries, &state, &seal)? == author;
-                        if !sealed {
+                    (Some(_), None)
+                        if signatures == Signatures::Checked || entry.verify_signature() => {}
+                    (None, Some(sealing)) => {
+                        // The seal must be a signed entry of the same author, committed with this one
+                        // (it is validated in its own turn below) or stored already.
+                        let author = body.author;
+                        seal = if batch_signers.get(&sealing) == Some(&author) {
+                            Some(sealing)
+                        } else {
+                            self.stored_seal(&entries, state, &sealing, &author)?
+                        };
+                        if seal.is_none() {
                             return Err(reject("unsigned entry without its seal"));
                         }
                     }
@@ -538,10 +609,18 @@ impl Log {
                     writers.entry(*writer).or_insert(id);
                 }
                 let seq_key = author_seq_key(&body.author, body.seq);
-                let first: Option<Vec<u8>> = author_seq
-                    .get(seq_key.as_slice())
-                    .map_err(db_err)?
-                    .map(|v| v.value().to_vec());
+                let tip = tips
+                    .get(&body.author)
+                    .or_else(|| state.tips.get(&body.author))
+                    .copied();
+                // Above the author's highest number the slot is free without looking.
+                let first: Option<Vec<u8>> = match tip {
+                    Some((top, _)) if body.seq <= top => author_seq
+                        .get(seq_key.as_slice())
+                        .map_err(db_err)?
+                        .map(|v| v.value().to_vec()),
+                    _ => None,
+                };
                 match first {
                     Some(first) => {
                         if evidence.get(seq_key.as_slice()).map_err(db_err)?.is_none() {
@@ -555,6 +634,9 @@ impl Log {
                         author_seq
                             .insert(seq_key.as_slice(), id.0.as_slice())
                             .map_err(db_err)?;
+                        if tip.is_none_or(|(top, _)| body.seq > top) {
+                            tips.insert(body.author, (body.seq, id));
+                        }
                     }
                 }
                 entries
@@ -568,7 +650,7 @@ impl Log {
             }
         }
         if added.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Arc::new([]));
         }
         txn.commit().map_err(db_err)?;
         for entry in &added {
@@ -578,26 +660,25 @@ impl Log {
             state.heads.insert(entry.id());
             state.clocks.insert(entry.id(), entry.body().clock);
             state.index.insert(entry.order_key());
-            note_membership(&mut state, entry);
+            note_membership(state, entry);
         }
-        drop(state);
-        let ids: Arc<[EntryId]> = added.iter().map(Entry::id).collect();
-        let _ = self.inner.live.send(Applied {
-            ids: ids.clone(),
-            origin,
-        });
-        Ok(ids.to_vec())
+        state.tips.extend(tips);
+        Ok(added.iter().map(Entry::id).collect())
     }
 }
 
 impl Log {
-    /// The author of a stored entry, if stored.
-    fn stored_author(
+    /// The signed entry that vouches for `author`'s entries below stored entry `id` on their chain:
+    /// `id` itself if it is signed, else the seal it was stored with (sealed in its turn, it is
+    /// covered by that seal's signature, and so is everything below it). None if `id` is not stored
+    /// or is another author's.
+    fn stored_seal(
         &self,
         entries: &redb::Table<'_, &[u8], &[u8]>,
         state: &State,
         id: &EntryId,
-    ) -> Result<Option<NodeId>, StoreError> {
+        author: &NodeId,
+    ) -> Result<Option<EntryId>, StoreError> {
         let Some(clock) = state.clocks.get(id) else {
             return Ok(None);
         };
@@ -606,8 +687,11 @@ impl Log {
             .get(key.as_slice())
             .map_err(db_err)?
             .and_then(|b| Entry::from_stored(self.id(), *id, b.value()))
-            .filter(|(e, _)| e.signature().is_some())
-            .map(|(e, _)| e.body().author))
+            .filter(|(e, _)| e.body().author == *author)
+            .and_then(|(e, seal)| match e.signature() {
+                Some(_) => Some(*id),
+                None => seal,
+            }))
     }
 }
 
