@@ -796,3 +796,150 @@ fn settle_vouched(released: &mut [Verified]) -> Result<(), SyncError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use pairs_base::SecretKey;
+
+    use super::*;
+    use crate::entry::{EntryBody, Payload};
+
+    /// Builds entries on top of each other as `Log::append` would, for several authors.
+    struct History {
+        log: crate::entry::LogId,
+        entries: Vec<Entry>,
+    }
+
+    impl History {
+        fn new() -> Self {
+            Self {
+                log: SecretKey::generate().node_id(),
+                entries: Vec::new(),
+            }
+        }
+
+        /// A signed entry by `key` with these parents (indices into the history).
+        fn add(&mut self, key: &SecretKey, seq: u64, parents: &[usize]) -> usize {
+            let mut ids: Vec<EntryId> = parents.iter().map(|&p| self.entries[p].id()).collect();
+            ids.sort();
+            let clock = parents
+                .iter()
+                .map(|&p| self.entries[p].body().clock + 1)
+                .max()
+                .unwrap_or(0);
+            let body = EntryBody {
+                log: self.log,
+                author: key.node_id(),
+                seq,
+                clock,
+                parents: ids,
+                timestamp: 0,
+                payload: Payload::Data(vec![self.entries.len() as u8]),
+            };
+            self.entries.push(Entry::signed(body, key));
+            self.entries.len() - 1
+        }
+
+        fn vouched(&self, elsewhere: impl Fn(&EntryId) -> Elsewhere) -> Vec<bool> {
+            let position = self
+                .entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.id(), i))
+                .collect();
+            vouched(&self.entries, &position, elsewhere)
+        }
+    }
+
+    #[test]
+    fn the_newest_of_a_run_vouches_for_the_rest() {
+        let a = SecretKey::generate();
+        let mut h = History::new();
+        let mut previous = h.add(&a, 0, &[]);
+        for seq in 1..5 {
+            previous = h.add(&a, seq, &[previous]);
+        }
+        assert_eq!(
+            h.vouched(|_| Elsewhere::Unknown),
+            [true, true, true, true, false]
+        );
+    }
+
+    #[test]
+    fn writers_taking_turns_are_each_checked() {
+        // a0 <- b0 <- a1 <- b1: each link's other parent is new, and answers its predecessor.
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let mut h = History::new();
+        let a0 = h.add(&a, 0, &[]);
+        let b0 = h.add(&b, 0, &[a0]);
+        let a1 = h.add(&a, 1, &[a0, b0]);
+        h.add(&b, 1, &[b0, a1]);
+        assert_eq!(h.vouched(|_| Elsewhere::Unknown), [false; 4]);
+    }
+
+    #[test]
+    fn a_run_stops_at_a_link_with_a_parent_not_stored() {
+        // b0 is new: a1 may not vouch for a0. a2 and a3 have only their predecessor.
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let mut h = History::new();
+        let a0 = h.add(&a, 0, &[]);
+        let b0 = h.add(&b, 0, &[]);
+        let a1 = h.add(&a, 1, &[a0, b0]);
+        let a2 = h.add(&a, 2, &[a1]);
+        h.add(&a, 3, &[a2]);
+        assert_eq!(
+            h.vouched(|_| Elsewhere::Unknown),
+            [false, false, true, true, false]
+        );
+        // A parent that is stored does not stop it.
+        let stored = h.entries[b0].id();
+        let mut h2 = History::new();
+        h2.log = h.log;
+        h2.entries = h.entries.clone();
+        h2.entries.remove(b0);
+        assert_eq!(
+            h2.vouched(|id| if *id == stored {
+                Elsewhere::Stored
+            } else {
+                Elsewhere::Unknown
+            }),
+            [true, true, true, false]
+        );
+    }
+
+    #[test]
+    fn the_seal_of_waiting_unsigned_entries_is_checked_itself() {
+        let a = SecretKey::generate();
+        let mut h = History::new();
+        let a0 = h.add(&a, 0, &[]);
+        let a1 = h.add(&a, 1, &[a0]);
+        h.add(&a, 2, &[a1]);
+        // a0 arrived earlier, unsigned, and waits for its seal: a1 seals it and must be checked.
+        let first = h.entries.remove(0);
+        let waiting = Link::of(&first, true);
+        let id = first.id();
+        let vouched = h.vouched(|p| {
+            if *p == id {
+                Elsewhere::Waiting(waiting)
+            } else {
+                Elsewhere::Unknown
+            }
+        });
+        assert_eq!(vouched, [false, false]);
+    }
+
+    #[test]
+    fn one_signature_vouches_for_at_most_a_seal_span() {
+        let a = SecretKey::generate();
+        let mut h = History::new();
+        let mut previous = h.add(&a, 0, &[]);
+        let n = SEAL_SPAN + 10;
+        for seq in 1..n as u64 {
+            previous = h.add(&a, seq, &[previous]);
+        }
+        let vouched = h.vouched(|_| Elsewhere::Unknown);
+        let checked: Vec<usize> = (0..n).filter(|&i| !vouched[i]).collect();
+        // The newest covers SEAL_SPAN - 1 predecessors; the next one down is checked itself.
+        assert_eq!(checked, [n - 1 - SEAL_SPAN, n - 1]);
+    }
+}
