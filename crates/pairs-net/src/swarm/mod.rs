@@ -247,6 +247,14 @@ impl Swarm {
         self.send(Command::Discovered(Discovered::Found(addr)))
     }
 
+    /// The addresses the swarm knows for `node` from any source (LAN, peer exchange, static peers,
+    /// a connection with it), newest first; empty if none.
+    pub async fn addrs_of(&self, node: NodeId) -> Result<Vec<SocketAddr>, SwarmError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::AddrsOf(node, reply))?;
+        rx.await.map_err(|_| SwarmError::Closed)
+    }
+
     /// Live connections and joined topics, as the swarm task sees them now.
     pub async fn stats(&self) -> Result<SwarmStats, SwarmError> {
         let (reply, rx) = oneshot::channel();
@@ -328,6 +336,7 @@ enum Command {
     Discovered(Discovered),
     Incoming(Connection),
     Stats(oneshot::Sender<SwarmStats>),
+    AddrsOf(NodeId, oneshot::Sender<Vec<SocketAddr>>),
 }
 
 /// A snapshot of a swarm, from [`Swarm::stats`].
@@ -443,6 +452,20 @@ impl Actor {
             Command::Leave(topic) => self.leave(topic),
             Command::Discovered(found) => self.on_discovered(found),
             Command::Incoming(connection) => self.add_connection(connection, false),
+            Command::AddrsOf(node, reply) => {
+                let mut addrs: Vec<SocketAddr> = self
+                    .conns
+                    .values()
+                    .filter(|c| c.node == node && c.closing.is_none())
+                    .map(|c| c.connection.remote_addr())
+                    .collect();
+                for addr in self.planner.addrs_of(&node) {
+                    if !addrs.contains(&addr) {
+                        addrs.push(addr);
+                    }
+                }
+                let _ = reply.send(addrs);
+            }
             Command::Stats(reply) => {
                 // Connections on their way out (a replaced one's grace period) no longer count.
                 let live = || self.conns.values().filter(|c| c.closing.is_none());

@@ -175,6 +175,14 @@ impl Planner {
         self.peers.contains_key(node)
     }
 
+    /// The addresses known for `node`, newest first.
+    pub fn addrs_of(&self, node: &NodeId) -> Vec<SocketAddr> {
+        self.peers
+            .get(node)
+            .map(|peer| peer.addrs.clone())
+            .unwrap_or_default()
+    }
+
     /// A discovery source reported `addr`. Addresses merge, newest first, bounded.
     pub fn discovered(&mut self, addr: &NodeAddr, now: Instant) {
         if addr.node_id == self.me || addr.addrs.is_empty() {

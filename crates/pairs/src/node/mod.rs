@@ -491,6 +491,33 @@ impl Node {
         }
     }
 
+    /// Connects to node `id` with protocol `alpn`, finding its addresses wherever the node can: the
+    /// swarm's sources (LAN, static peers, peer exchange, a connection it already has), then the
+    /// node's signed address record on the DHT.
+    pub async fn connect(&self, id: NodeId, alpn: &[u8]) -> Result<pairs_net::Connection> {
+        let swarm = self.swarm()?;
+        let mut addrs = swarm.addrs_of(id).await?;
+        if addrs.is_empty()
+            && let Some(dht) = swarm.dht()
+        {
+            addrs = dht
+                .resolve(id)
+                .await
+                .with_context(|| format!("cannot find {} on the DHT", id.short()))?
+                .addrs;
+        }
+        if addrs.is_empty() {
+            anyhow::bail!(
+                "no address known for {} (not on the LAN, not a static peer, no DHT): use its ticket",
+                id.short()
+            );
+        }
+        Ok(self
+            .endpoint()?
+            .connect(&NodeAddr::new(id, addrs), alpn)
+            .await?)
+    }
+
     /// Also connects to this peer: a node ticket, or `host:port` (whose id the handshake tells).
     pub async fn add_peer(&self, peer: &str) -> Result<()> {
         let swarm = self.swarm()?;
