@@ -195,10 +195,10 @@ fn port_mapping_makes_a_node_reachable(protocol: &str) {
             )
         });
         seen.push(line.clone());
-        if seen.iter().any(|l| l.contains("port mapped with")) {
-            if let Some(ticket) = line.trim().strip_prefix("pairs connect ") {
-                break ticket.to_string();
-            }
+        if seen.iter().any(|l| l.contains("port mapped with"))
+            && let Some(ticket) = line.trim().strip_prefix("pairs connect ")
+        {
+            break ticket.to_string();
         }
     };
     let mapped_line = seen
@@ -344,10 +344,9 @@ fn turn_carries_ten_mib_between_two_symmetric_nats() {
         if seen
             .iter()
             .any(|l| l.contains("TURN relay at 203.0.113.10:"))
+            && let Some(rest) = line.trim().strip_prefix("pairs connect ")
         {
-            if let Some(rest) = line.trim().strip_prefix("pairs connect ") {
-                break rest.split_whitespace().next().unwrap().to_string();
-            }
+            break rest.split_whitespace().next().unwrap().to_string();
         }
     };
     let data: Vec<u8> = (0..10 << 20)

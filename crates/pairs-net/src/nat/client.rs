@@ -386,10 +386,10 @@ async fn run_punch(
                     debug!(%to, %err, "probe not sent");
                 }
             }
-            if let Some(outcome) = punch.outcome() {
-                if let Some(tx) = outcome_tx.take() {
-                    let _ = tx.send(outcome);
-                }
+            if let Some(outcome) = punch.outcome()
+                && let Some(tx) = outcome_tx.take()
+            {
+                let _ = tx.send(outcome);
             }
             let now = Instant::now();
             if punch.is_finished(now) {

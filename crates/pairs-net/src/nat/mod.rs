@@ -460,9 +460,7 @@ fn on_success(nat: &Inner, datagram: RawDatagram, message: stun::Parsed) {
         .stun_waiters
         .get(&message.transaction)
         .is_some_and(|w| w.server.is_none_or(|server| server == datagram.from));
-    if expected {
-        if let Some(waiter) = state.stun_waiters.remove(&message.transaction) {
-            let _ = waiter.answer.send(message);
-        }
+    if expected && let Some(waiter) = state.stun_waiters.remove(&message.transaction) {
+        let _ = waiter.answer.send(message);
     }
 }

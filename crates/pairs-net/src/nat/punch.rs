@@ -147,10 +147,11 @@ impl Punch {
             from,
             stun::binding_success(&request.transaction, from, Some(&self.key)),
         ));
-        if self.outcome.is_none() && !self.candidates.iter().any(|c| c.addr == from) {
-            if let Some(i) = self.add_candidate(from) {
-                self.probe(i);
-            }
+        if self.outcome.is_none()
+            && !self.candidates.iter().any(|c| c.addr == from)
+            && let Some(i) = self.add_candidate(from)
+        {
+            self.probe(i);
         }
     }
 

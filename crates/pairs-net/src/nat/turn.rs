@@ -222,11 +222,11 @@ impl Driver {
         if self.routed.insert(peer) {
             self.socket.route_to(peer, self.to_peers_tx.clone());
         }
-        if self.channels.insert(peer) {
-            if let Err(err) = self.client.bind_channel(TransportType::Udp, peer, now) {
-                debug!(%peer, %err, "no TURN channel");
-                self.channels.remove(&peer);
-            }
+        if self.channels.insert(peer)
+            && let Err(err) = self.client.bind_channel(TransportType::Udp, peer, now)
+        {
+            debug!(%peer, %err, "no TURN channel");
+            self.channels.remove(&peer);
         }
     }
 
@@ -336,11 +336,10 @@ async fn drive(mut d: Driver) {
                 }
             }
             Some((peer, datagram)) = d.to_peers.recv(), if shutdown.is_none() => {
-                if let Some(wrapped) = d.relay_out(peer, &datagram, now()) {
-                    if let Err(err) = d.socket.send_raw(d.server, &wrapped).await {
+                if let Some(wrapped) = d.relay_out(peer, &datagram, now())
+                    && let Err(err) = d.socket.send_raw(d.server, &wrapped).await {
                         debug!(%err, "relayed datagram not sent");
                     }
-                }
             }
             command = d.commands.recv(), if shutdown.is_none() => match command {
                 Some(Command::Route(peer)) => d.route(peer, now()),

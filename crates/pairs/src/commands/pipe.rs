@@ -215,10 +215,10 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     let dialing = std::time::Instant::now();
     let (connection, mut how) = reach(&endpoint, &target, &helpers, nat.as_ref()).await?;
     let took = dialing.elapsed();
-    if let Some(allocation) = &turn {
-        if connection.remote_addr().ip() == allocation.relayed().ip() {
-            how = format!("relayed by TURN server {}", allocation.server());
-        }
+    if let Some(allocation) = &turn
+        && connection.remote_addr().ip() == allocation.relayed().ip()
+    {
+        how = format!("relayed by TURN server {}", allocation.server());
     }
     eprintln!(
         "pairs: connected to {} at {} ({how}) in {} ms",

@@ -55,7 +55,7 @@ enum KeyChoice {
     /// A fresh key for this run.
     Fresh,
     /// This one.
-    Given(SecretKey),
+    Given(Box<SecretKey>),
 }
 
 type AddProtocol = Box<dyn FnOnce(RouterBuilder) -> RouterBuilder + Send>;
@@ -127,7 +127,7 @@ impl NodeBuilder {
 
     /// Uses this key.
     pub fn secret_key(mut self, key: SecretKey) -> Self {
-        self.key = KeyChoice::Given(key);
+        self.key = KeyChoice::Given(Box::new(key));
         self
     }
 
@@ -204,7 +204,7 @@ impl NodeBuilder {
             Storage::Memory => None,
         };
         let secret = match (&self.key, &data_dir) {
-            (KeyChoice::Given(key), _) => key.clone(),
+            (KeyChoice::Given(key), _) => (**key).clone(),
             (KeyChoice::Stored, Some(dir)) => home::node_key(Some(dir))?,
             (KeyChoice::Stored | KeyChoice::Fresh, _) => SecretKey::generate(),
         };
