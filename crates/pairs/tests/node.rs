@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::lab::{Lab, Running};
 use common::node_proc::NodeProc;
 use common::{Home, SHORT, lines_of, stderr_text, wait_output};
 use pairs::control::Response;
@@ -340,4 +341,120 @@ fn shared_logs_replicate_live_between_nodes_and_catch_up() {
     let _ = follower.kill();
     let _ = follower.wait();
     drop(node_a);
+}
+
+/// `pairs log cat TICKET --follow` in a lab host, with its stdout lines.
+fn lab_follow(
+    lab: &Lab,
+    host: &str,
+    home: &Home,
+    ticket: &str,
+) -> (Running, mpsc::Receiver<String>) {
+    let mut child = lab
+        .pairs(host, home, &["log", "cat", ticket, "--follow"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stdout.take().unwrap());
+    (Running(child), lines)
+}
+
+fn lab_ok(lab: &Lab, host: &str, home: &Home, args: &[&str]) -> String {
+    let child = lab
+        .pairs(host, home, args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ok(wait_output(child, SHORT))
+}
+
+/// Two nodes behind different NATs that know only a log ticket and one public member's address
+/// replicate the log live, directly (a hole punched through the member), keep going across a
+/// restart, and a third node that comes 10,000 entries later catches up.
+#[test]
+fn nodes_behind_nats_share_a_log_through_a_public_member() {
+    let lab = Lab::two_lans(&["a1", "c1"]);
+    lab.run(&["host", "pub", "wan", "203.0.113.10/24"]);
+    lab.run(&["nat", "r1", "portrestricted"]);
+    lab.run(&["nat", "r2", "portrestricted"]);
+    let (a, b, c, public) = (Home::new(), Home::new(), Home::new(), Home::new());
+    let peer = ["--peer", "203.0.113.10:4000"];
+    let _public = NodeProc::spawn(lab.pairs("pub", &public, &["node", "--port", "4000"]));
+    let _a = NodeProc::spawn(lab.pairs("a1", &a, &["node", peer[0], peer[1]]));
+    let b_node = NodeProc::spawn(lab.pairs("b1", &b, &["node", peer[0], peer[1]]));
+    let ticket = lab_ok(&lab, "a1", &a, &["log", "new"]).trim().to_owned();
+    for (host, home) in [("a1", &a), ("pub", &public), ("b1", &b)] {
+        lab_ok(&lab, host, home, &["log", "sync", &ticket]);
+    }
+    let (_follower, lines) = lab_follow(&lab, "b1", &b, &ticket);
+    lab_ok(
+        &lab,
+        "a1",
+        &a,
+        &["log", "append", &ticket, "across two NATs"],
+    );
+    collect_until(&lines, Duration::from_secs(60), |seen| {
+        seen.iter().any(|l| l == "across two NATs")
+    });
+    // a1 and b1 replicate with each other, not only through the public member.
+    let a_id = lab_ok(&lab, "a1", &a, &["id"]).trim().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = lab_ok(&lab, "b1", &b, &["node", "status", "--json"]);
+        let json: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let peers = json["logs"][0]["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if peers.iter().any(|p| p.as_str() == Some(a_id.as_str())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "b1 never replicated with a1 directly: {status}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+
+    // b1 restarts: it shares the log again by itself and entries keep flowing.
+    drop(_follower);
+    assert!(b_node.stop().success());
+    let _b = NodeProc::spawn(lab.pairs("b1", &b, &["node", peer[0], peer[1]]));
+    let (_follower, lines) = lab_follow(&lab, "b1", &b, &ticket);
+    lab_ok(
+        &lab,
+        "a1",
+        &a,
+        &["log", "append", &ticket, "after the restart"],
+    );
+    collect_until(&lines, Duration::from_secs(60), |seen| {
+        seen.iter().any(|l| l == "after the restart")
+    });
+
+    // 10,000 entries later, c1 joins with only the ticket and the public member, and catches up.
+    let mut appender = lab
+        .pairs("a1", &a, &["log", "append", &ticket, "-", "--lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = appender.stdin.take().unwrap();
+    for i in 0..10_000 {
+        writeln!(stdin, "bulk {i}").unwrap();
+    }
+    drop(stdin);
+    assert!(common::wait_status(appender, SHORT).success());
+    let _c = NodeProc::spawn(lab.pairs("c1", &c, &["node", peer[0], peer[1]]));
+    lab_ok(&lab, "c1", &c, &["log", "sync", &ticket]);
+    let (_c_follower, c_lines) = lab_follow(&lab, "c1", &c, &ticket);
+    let caught_up = collect_until(&c_lines, Duration::from_secs(60), |seen| {
+        seen.len() >= 10_002
+    });
+    assert!(caught_up.iter().any(|l| l == "bulk 9999"));
+    collect_until(&lines, SHORT, |seen| seen.iter().any(|l| l == "bulk 9999"));
 }

@@ -19,8 +19,12 @@ impl NodeProc {
     pub fn start(home: &Home, bind: &str, extra: &[&str]) -> Self {
         let mut args = vec!["node", "--bind", bind];
         args.extend_from_slice(extra);
-        let mut child = home
-            .pairs(&args)
+        Self::spawn(home.pairs(&args))
+    }
+
+    /// Runs `command` (a `pairs node …` command line) and waits until its control socket answers.
+    pub fn spawn(mut command: std::process::Command) -> Self {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
