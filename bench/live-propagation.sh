@@ -7,8 +7,12 @@
 #   - NAT: A and B behind two port-restricted NAT routers, a public member both know
 #     (a `pairs node` sharing the log; the hyperdht testnet), with DELAYS ms per WAN link each way.
 #
-#   bench/live-propagation.sh                      N=300 GAP_MS=20, DELAYS=0,50, CASES=lan,nat
-#   N=100 DELAYS=0 CASES=lan bench/live-propagation.sh   shorter
+#   bench/live-propagation.sh                           N=300 GAP_MS=20 DELAYS=0,50 CASES=lan,nat
+#   N=100 DELAYS=0 CASES=lan bench/live-propagation.sh  shorter
+#   GAP_MS=500 N=40 CASES=nat DELAYS=50 bench/live-propagation.sh   appends slower than 2 RTT
+# Also: IMPLS=pairs|hypercore (one of them), N_ONESHOT (one `pairs log append` process per entry,
+# default 100), WARM_S (seconds of appends before measuring, 5), RAW=FILE (every latency as JSON),
+# PAIRS_BIN=PATH (a built pairs binary instead of building).
 #
 # Needs root (network namespaces). Everything runs inside lab namespaces; hyperswarm never sees a
 # public bootstrap node. Installs the pinned npm packages (bench/live/js) on first use.

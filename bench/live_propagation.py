@@ -4,6 +4,7 @@ node B, pairs (`pairs node` + `pairs log`) side by side with npm hypercore over 
 Every entry carries its send time (CLOCK_MONOTONIC, which every network namespace shares); this
 driver writes it to the appender on A and takes the arrival time when B's follower prints it.
 """
+import json
 import os
 import queue
 import shutil
@@ -27,6 +28,8 @@ GAP = float(os.environ.get("GAP_MS", "20")) / 1000
 WARM = float(os.environ.get("WARM_S", "5"))    # appends keep flowing this long before measuring
 DELAYS = [int(d) for d in os.environ.get("DELAYS", "0,50").split(",") if d != ""]
 CASES = os.environ.get("CASES", "lan,nat").split(",")
+IMPLS = os.environ.get("IMPLS", "pairs,hypercore").split(",")
+RAW = os.environ.get("RAW")                    # a file for every latency, as JSON
 HOMES = tempfile.mkdtemp(prefix="pairs-live-bench-")
 DHT_PORT = 49737
 PAIRS_PORT = 4000
@@ -147,7 +150,7 @@ def timed(send, arrivals, tag, n):
         slot = max(slot + GAP, time.monotonic())
     got = {}
     take(arrivals, tag, got, n, 30)
-    return sent, [v / 1e6 for v in got.values()], n - len(got)
+    return sent, [got[i] / 1e6 for i in sorted(got)], n - len(got)
 
 
 class Feed:
@@ -251,12 +254,15 @@ def pairs_measure(lab, a_host, b_host, a_args, b_args, public=None):
         # namespace (lab.sh exec's own start-up is not part of it), each waited for.
         ns = "/run/netns/%s-%s" % (lab.prefix, a_host)
 
+        returned = []
+
         def oneshot(line):
             subprocess.run(["nsenter", "--net=" + ns, BIN, "log", "append", ticket, line],
                            env=a.env, check=True, stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            returned.append((now_ns() - int(line.split()[2])) / 1e6)
         _, o_to_b, o_lost = timed(oneshot, arrivals, "o", N_ONESHOT)
-        return {"lines": (to_b, committed, lost), "oneshot": (o_to_b, None, o_lost)}
+        return {"lines": (to_b, committed, lost), "oneshot": (o_to_b, returned, o_lost)}
     finally:
         for p in procs:
             stop(p)
@@ -315,9 +321,13 @@ ROWS = []
 def record(case, impl, how, res):
     to_b, committed, lost = res
     ROWS.append((case, impl, how, to_b, committed, lost))
+    if RAW:
+        with open(RAW, "w") as f:
+            json.dump([dict(zip(["case", "impl", "how", "to_b", "committed", "lost"], r))
+                       for r in ROWS], f)
     b50, b99, bmax = fmt(to_b)
     c50 = fmt(committed)[0] if committed else "–"
-    print("  %-34s %-44s visible on B p50 %7s p99 %7s max %7s ms | committed on A p50 %6s ms | lost %d"
+    print("  %-24s %-36s A to B p50 %7s p99 %7s max %7s ms | returned on A p50 %6s ms | lost %d"
           % (impl, how, b50, b99, bmax, c50, lost), flush=True)
 
 
@@ -328,11 +338,13 @@ def run_lan():
         lab("lan", "3")   # h1 10.0.1.11 (A), h2 .12 (B), h3 .13 (hyperswarm's DHT)
         case = "LAN"
         print("%s: A = h1, B = h2 on one switch; the hyperdht testnet on h3" % case, flush=True)
-        r = pairs_measure(lab, "h1", "h2", [], [])
-        record(case, "pairs", "append - --lines (one process)", r["lines"])
-        record(case, "pairs", "append DATA (one process per entry)", r["oneshot"])
-        r = hypercore_measure(lab, "h3", "10.0.1.13", "h1", "h2")
-        record(case, "hypercore + hyperswarm", "append per stdin line (one process)", r["lines"])
+        if "pairs" in IMPLS:
+            r = pairs_measure(lab, "h1", "h2", [], [])
+            record(case, "pairs", "one process, a line each", r["lines"])
+            record(case, "pairs", "one process per entry", r["oneshot"])
+        if "hypercore" in IMPLS:
+            r = hypercore_measure(lab, "h3", "10.0.1.13", "h1", "h2")
+            record(case, "hypercore + hyperswarm", "one process, a line each", r["lines"])
     finally:
         lab.down()
 
@@ -353,21 +365,25 @@ def run_nat():
             elif delayed:
                 for host in ["a1", "b1", "pub"]:
                     lab("delay", host, "off")
-            case = "NAT, %d ms per WAN link" % ms
+            case = "NAT, %d ms per WAN link (A to B: %d ms one way)" % (ms, 2 * ms)
             print("%s: A = a1 behind r1, B = b1 behind r2 (port-restricted NATs); pairs member and "
                   "hyperdht testnet on pub" % case, flush=True)
-            r = pairs_measure(lab, "a1", "b1", peer, peer, public=pub)
-            record(case, "pairs", "append - --lines (one process)", r["lines"])
-            record(case, "pairs", "append DATA (one process per entry)", r["oneshot"])
-            r = hypercore_measure(lab, "pub", "203.0.113.10", "a1", "b1")
-            record(case, "hypercore + hyperswarm", "append per stdin line (one process)", r["lines"])
+            if "pairs" in IMPLS:
+                r = pairs_measure(lab, "a1", "b1", peer, peer, public=pub)
+                record(case, "pairs", "one process, a line each", r["lines"])
+                record(case, "pairs", "one process per entry", r["oneshot"])
+            if "hypercore" in IMPLS:
+                r = hypercore_measure(lab, "pub", "203.0.113.10", "a1", "b1")
+                record(case, "hypercore + hyperswarm", "one process, a line each",
+                       r["lines"])
     finally:
         lab.down()
 
 
 def table():
     print()
-    print("| network | implementation | appender | n | p50 (ms) | p99 (ms) | max (ms) | committed on A, p50 (ms) |")
+    print("| network | implementation | appender | n | A to B p50 (ms) | p99 (ms) | max (ms) | "
+          "append returned on A, p50 (ms) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for case, impl, how, to_b, committed, lost in ROWS:
         b50, b99, bmax = fmt(to_b)
@@ -375,19 +391,20 @@ def table():
         n = "%d" % len(to_b) + (" (%d lost)" % lost if lost else "")
         print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (case, impl, how, n, b50, b99, bmax, c50))
     print()
-    print("| network | p50 pairs / hypercore | p99 pairs / hypercore |")
-    print("|---|---:|---:|")
+    print("| network | pairs appender | p50 pairs / hypercore | p99 pairs / hypercore |")
+    print("|---|---|---:|---:|")
     cases = []
     for row in ROWS:
         if row[0] not in cases:
             cases.append(row[0])
     for case in cases:
-        p = [r for r in ROWS if r[0] == case and r[1] == "pairs" and "--lines" in r[2]]
-        h = [r for r in ROWS if r[0] == case and r[1].startswith("hypercore")]
-        if p and h and p[0][3] and h[0][3]:
-            sp, sh = stats(p[0][3]), stats(h[0][3])
-            print("| %s | %.2f× (%.1f / %.1f ms) | %.2f× (%.1f / %.1f ms) |"
-                  % (case, sp["p50"] / sh["p50"], sp["p50"], sh["p50"],
+        h = [r for r in ROWS if r[0] == case and r[1].startswith("hypercore") and r[3]]
+        for p in [r for r in ROWS if r[0] == case and r[1] == "pairs" and r[3]]:
+            if not h:
+                continue
+            sp, sh = stats(p[3]), stats(h[0][3])
+            print("| %s | %s | %.2f× (%.1f / %.1f ms) | %.2f× (%.1f / %.1f ms) |"
+                  % (case, p[2], sp["p50"] / sh["p50"], sp["p50"], sh["p50"],
                      sp["p99"] / sh["p99"], sp["p99"], sh["p99"]))
 
 
