@@ -301,3 +301,96 @@ pub(crate) fn size(entry: &Entry) -> usize {
     // Each parent may also cost a waiter record.
     payload + entry.body().parents.len() * 250 + 200
 }
+
+#[cfg(test)]
+mod tests {
+    use pairs_base::SecretKey;
+
+    use super::*;
+    use crate::entry::{EntryBody, Payload};
+
+    fn entry(key: &SecretKey, seq: u64, parents: &[&Entry], signed: bool) -> Entry {
+        let mut ids: Vec<EntryId> = parents.iter().map(|p| p.id()).collect();
+        ids.sort();
+        let body = EntryBody {
+            log: SecretKey::from_bytes(&[1; 32]).node_id(),
+            author: key.node_id(),
+            seq,
+            clock: parents.iter().map(|p| p.body().clock + 1).max().unwrap_or(0),
+            parents: ids,
+            timestamp: 0,
+            payload: Payload::Data(vec![seq as u8]),
+        };
+        if signed {
+            Entry::signed(body, key)
+        } else {
+            Entry::unsigned(body)
+        }
+    }
+
+    fn ids(out: &[Verified]) -> Vec<EntryId> {
+        out.iter().map(|v| v.entry.id()).collect()
+    }
+
+    /// a0, a1 unsigned, sealed by a2, which also names b0 of another writer, arriving last.
+    fn sealed_chain_with_a_late_parent() -> (Vec<Entry>, Entry) {
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let b0 = entry(&b, 0, &[], true);
+        let a0 = entry(&a, 0, &[], false);
+        let a1 = entry(&a, 1, &[&a0], false);
+        let a2 = entry(&a, 2, &[&a1, &b0], true);
+        (vec![a0, a1, a2], b0)
+    }
+
+    #[test]
+    fn a_sealed_chain_waits_for_its_seal_to_be_storable() {
+        let (chain, b0) = sealed_chain_with_a_late_parent();
+        let mut pending = Pending::default();
+        let mut out = Vec::new();
+        for e in &chain {
+            pending.insert(e.clone(), false, |_| false, &mut out);
+        }
+        // a0 and a1 are sealed and have their parents, but a2 cannot be stored yet: they wait.
+        assert!(out.is_empty());
+        assert_eq!(pending.len(), 3);
+        pending.insert(b0.clone(), false, |_| false, &mut out);
+        assert_eq!(
+            ids(&out),
+            [b0.id(), chain[0].id(), chain[1].id(), chain[2].id()]
+        );
+        let seal = Some(chain[2].id());
+        assert_eq!(
+            out.iter().map(|v| v.seal).collect::<Vec<_>>(),
+            [None, seal, seal, None]
+        );
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn held_entries_go_when_their_seal_is_stored_elsewhere() {
+        let (chain, _) = sealed_chain_with_a_late_parent();
+        let mut pending = Pending::default();
+        let mut out = Vec::new();
+        for e in &chain {
+            pending.insert(e.clone(), false, |_| false, &mut out);
+        }
+        pending.now_stored(&chain[2].id(), &mut out);
+        assert_eq!(ids(&out), [chain[0].id(), chain[1].id()]);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_vouched_entry_waits_like_an_unsigned_one_and_keeps_its_signature() {
+        let a = SecretKey::generate();
+        let a0 = entry(&a, 0, &[], true);
+        let a1 = entry(&a, 1, &[&a0], true);
+        let mut pending = Pending::default();
+        let mut out = Vec::new();
+        pending.insert(a0.clone(), true, |_| false, &mut out);
+        assert!(out.is_empty(), "a vouched entry waits for what vouches for it");
+        pending.insert(a1.clone(), false, |_| false, &mut out);
+        assert_eq!(ids(&out), [a0.id(), a1.id()]);
+        assert!(out[0].entry.signature().is_some());
+        assert_eq!(out[0].seal, Some(a1.id()));
+    }
+}
