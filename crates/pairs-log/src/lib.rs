@@ -11,6 +11,7 @@ pub mod index;
 mod pending;
 pub mod reconcile;
 mod replicate;
+mod rows;
 pub mod session;
 pub mod store;
 pub mod view;

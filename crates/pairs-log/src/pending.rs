@@ -316,7 +316,11 @@ mod tests {
             log: SecretKey::from_bytes(&[1; 32]).node_id(),
             author: key.node_id(),
             seq,
-            clock: parents.iter().map(|p| p.body().clock + 1).max().unwrap_or(0),
+            clock: parents
+                .iter()
+                .map(|p| p.body().clock + 1)
+                .max()
+                .unwrap_or(0),
             parents: ids,
             timestamp: 0,
             payload: Payload::Data(vec![seq as u8]),
@@ -387,7 +391,10 @@ mod tests {
         let mut pending = Pending::default();
         let mut out = Vec::new();
         pending.insert(a0.clone(), true, |_| false, &mut out);
-        assert!(out.is_empty(), "a vouched entry waits for what vouches for it");
+        assert!(
+            out.is_empty(),
+            "a vouched entry waits for what vouches for it"
+        );
         pending.insert(a1.clone(), false, |_| false, &mut out);
         assert_eq!(ids(&out), [a0.id(), a1.id()]);
         assert!(out[0].entry.signature().is_some());

@@ -737,10 +737,14 @@ fn sealed_within(
         }
         let seal = seals[i]?;
         let body = entry.body();
-        let previous = body.parents.iter().filter_map(|p| position.get(p)).find(|&&j| {
-            let p = batch[j].body();
-            p.author == body.author && p.seq + 1 == body.seq
-        });
+        let previous = body
+            .parents
+            .iter()
+            .filter_map(|p| position.get(p))
+            .find(|&&j| {
+                let p = batch[j].body();
+                p.author == body.author && p.seq + 1 == body.seq
+            });
         if let Some(&j) = previous
             && j < i
             && seals[j].is_none()

@@ -13,19 +13,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pairs_base::{NodeId, SecretKey};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::broadcast;
 
 use crate::entry::{Entry, EntryBody, EntryId, LogId, MAX_PARENTS, OrderKey, Payload, now_millis};
 use crate::fast::{Map as HashMap, Set as HashSet};
 use crate::index::OrderIndex;
+use crate::rows::{AUTHOR_SEQ, ENTRIES, EVIDENCE, Key, MemoryRows, MemoryTxn, RedbRows, Rows};
 
-/// (Lamport clock ‖ id) -> entry: the log's order *is* this table's order, and appends, whose clocks
-/// grow, land on the right edge of the tree instead of dirtying a random page per entry.
-const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("entries");
-/// (author ‖ sequence number) -> id of the first entry seen with it.
-const AUTHOR_SEQ: TableDefinition<&[u8], &[u8]> = TableDefinition::new("author_seq");
-const EVIDENCE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("evidence");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Errors of the store.
@@ -61,7 +56,7 @@ pub enum StoreError {
 /// Most entries one signature seals in a batch append.
 pub const SEAL_SPAN: usize = 4096;
 
-fn db_err(err: impl std::fmt::Display) -> StoreError {
+pub(crate) fn db_err(err: impl std::fmt::Display) -> StoreError {
     StoreError::Db(err.to_string())
 }
 
@@ -106,6 +101,9 @@ enum Signatures {
     Checked,
 }
 
+/// Author -> highest sequence number and the first entry stored with it.
+type Tips = HashMap<NodeId, (u64, EntryId)>;
+
 struct State {
     index: OrderIndex,
     clocks: HashMap<EntryId, u64>,
@@ -116,7 +114,23 @@ struct State {
     removed: HashMap<NodeId, Option<u64>>,
     /// Author -> their highest sequence number and the first entry stored with it: where their next
     /// append links, and proof that a higher number is new (no `author_seq` lookup needed).
-    tips: HashMap<NodeId, (u64, EntryId)>,
+    tips: Tips,
+    /// The rows of a store in memory (empty for a file store).
+    memory: MemoryRows,
+}
+
+impl State {
+    fn new() -> Self {
+        Self {
+            index: OrderIndex::new(),
+            clocks: HashMap::default(),
+            heads: BTreeSet::new(),
+            writers: HashMap::default(),
+            removed: HashMap::default(),
+            tips: HashMap::default(),
+            memory: MemoryRows::default(),
+        }
+    }
 }
 
 /// A log replica: the store plus the live announcement channel. Cheap to clone.
@@ -127,9 +141,8 @@ pub struct Log {
 
 struct Inner {
     id: LogId,
-    db: Database,
-    /// False for a store in memory, whose commits skip what only matters for surviving a crash.
-    durable: bool,
+    /// The database of a file store; None for a store in memory, whose rows are in the state.
+    db: Option<Database>,
     state: Mutex<State>,
     live: broadcast::Sender<Applied>,
 }
@@ -152,18 +165,28 @@ impl Log {
             }
             other => db_err(other),
         })?;
-        Self::init(db, id, true)
+        Self::init(db, id)
     }
 
-    /// A replica held in memory only (tests, one-off pipes).
+    /// A replica held in memory only (tests, one-off pipes). Its rows are plain maps, with the same
+    /// rules and encoding as a file store's.
     pub fn in_memory(id: LogId) -> Self {
-        let db = Database::builder()
-            .create_with_backend(redb::backends::InMemoryBackend::new())
-            .expect("in-memory database");
-        Self::init(db, id, false).expect("fresh in-memory log")
+        Self::with(None, id, State::new())
     }
 
-    fn init(db: Database, id: LogId, durable: bool) -> Result<Self, StoreError> {
+    fn with(db: Option<Database>, id: LogId, state: State) -> Self {
+        let (live, _) = broadcast::channel(1024);
+        Self {
+            inner: Arc::new(Inner {
+                id,
+                db,
+                state: Mutex::new(state),
+                live,
+            }),
+        }
+    }
+
+    fn init(db: Database, id: LogId) -> Result<Self, StoreError> {
         let txn = db.begin_write().map_err(db_err)?;
         {
             let mut meta = txn.open_table(META).map_err(db_err)?;
@@ -192,30 +215,14 @@ impl Log {
         }
         txn.commit().map_err(db_err)?;
         let state = Self::load_state(&db, id)?;
-        let (live, _) = broadcast::channel(1024);
-        Ok(Self {
-            inner: Arc::new(Inner {
-                id,
-                db,
-                durable,
-                state: Mutex::new(state),
-                live,
-            }),
-        })
+        Ok(Self::with(Some(db), id, state))
     }
 
     fn load_state(db: &Database, log: LogId) -> Result<State, StoreError> {
         let txn = db.begin_read().map_err(db_err)?;
         let entries = txn.open_table(ENTRIES).map_err(db_err)?;
         let mut keys = Vec::new();
-        let mut state = State {
-            index: OrderIndex::new(),
-            clocks: HashMap::default(),
-            heads: BTreeSet::new(),
-            writers: HashMap::default(),
-            removed: HashMap::default(),
-            tips: HashMap::default(),
-        };
+        let mut state = State::new();
         let mut parents = HashSet::default();
         let mut top_seqs: HashMap<NodeId, u64> = HashMap::default();
         for row in entries.iter().map_err(db_err)? {
@@ -301,16 +308,33 @@ impl Log {
     }
 
     fn get_with_seals(&self, ids: &[EntryId]) -> Result<Vec<(Entry, Option<EntryId>)>, StoreError> {
-        let keys = self.order_keys(ids);
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ENTRIES).map_err(db_err)?;
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some(bytes) = table.get(key.to_bytes().as_slice()).map_err(db_err)? {
-                out.push(
-                    Entry::from_stored(self.id(), key.id, bytes.value())
-                        .ok_or_else(|| db_err("corrupt entry"))?,
-                );
+        let state = self.state();
+        let keys = ids
+            .iter()
+            .filter_map(|id| state.clocks.get(id).map(|c| OrderKey::new(*c, *id)));
+        let decode = |key: OrderKey, bytes: &[u8]| {
+            Entry::from_stored(self.id(), key.id, bytes).ok_or_else(|| db_err("corrupt entry"))
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        match &self.inner.db {
+            Some(db) => {
+                let keys: Vec<OrderKey> = keys.collect();
+                // Reading needs no lock: a read transaction is a snapshot.
+                drop(state);
+                let txn = db.begin_read().map_err(db_err)?;
+                let table = txn.open_table(ENTRIES).map_err(db_err)?;
+                for key in keys {
+                    if let Some(bytes) = table.get(key.to_bytes().as_slice()).map_err(db_err)? {
+                        out.push(decode(key, bytes.value())?);
+                    }
+                }
+            }
+            None => {
+                for key in keys {
+                    if let Some(bytes) = state.memory.entries.get(&key.to_bytes()) {
+                        out.push(decode(key, bytes)?);
+                    }
+                }
             }
         }
         Ok(out)
@@ -318,12 +342,21 @@ impl Log {
 
     /// Every entry in (Lamport, id) order: parents always before children.
     pub fn entries(&self) -> Result<Vec<Entry>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(ENTRIES).map_err(db_err)?;
         let mut out = Vec::new();
-        for row in table.iter().map_err(db_err)? {
-            let (key, value) = row.map_err(db_err)?;
-            out.push(decode_row(self.id(), key.value(), value.value())?.1);
+        match &self.inner.db {
+            Some(db) => {
+                let txn = db.begin_read().map_err(db_err)?;
+                let table = txn.open_table(ENTRIES).map_err(db_err)?;
+                for row in table.iter().map_err(db_err)? {
+                    let (key, value) = row.map_err(db_err)?;
+                    out.push(decode_row(self.id(), key.value(), value.value())?.1);
+                }
+            }
+            None => {
+                for (key, value) in &self.state().memory.entries {
+                    out.push(decode_row(self.id(), key, value)?.1);
+                }
+            }
         }
         Ok(out)
     }
@@ -338,22 +371,21 @@ impl Log {
 
     /// Recorded forks.
     pub fn equivocations(&self) -> Result<Vec<Equivocation>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(EVIDENCE).map_err(db_err)?;
         let mut out = Vec::new();
-        for row in table.iter().map_err(db_err)? {
-            let (key, value) = row.map_err(db_err)?;
-            let (key, value) = (key.value(), value.value());
-            let corrupt = || db_err("corrupt evidence");
-            let (author, seq) = key.split_at_checked(32).ok_or_else(corrupt)?;
-            let (first, second) = value.split_at_checked(32).ok_or_else(corrupt)?;
-            out.push(Equivocation {
-                author: NodeId::from_bytes(&author.try_into().map_err(|_| corrupt())?)
-                    .map_err(db_err)?,
-                seq: u64::from_be_bytes(seq.try_into().map_err(|_| corrupt())?),
-                first: EntryId(first.try_into().map_err(|_| corrupt())?),
-                second: EntryId(second.try_into().map_err(|_| corrupt())?),
-            });
+        match &self.inner.db {
+            Some(db) => {
+                let txn = db.begin_read().map_err(db_err)?;
+                let table = txn.open_table(EVIDENCE).map_err(db_err)?;
+                for row in table.iter().map_err(db_err)? {
+                    let (key, value) = row.map_err(db_err)?;
+                    out.push(decode_evidence(key.value(), value.value())?);
+                }
+            }
+            None => {
+                for (key, value) in &self.state().memory.evidence {
+                    out.push(decode_evidence(key, value)?);
+                }
+            }
         }
         Ok(out)
     }
@@ -528,131 +560,28 @@ impl Log {
         batch: Vec<Verified>,
         signatures: Signatures,
     ) -> Result<Arc<[EntryId]>, StoreError> {
-        let mut txn = self.inner.db.begin_write().map_err(db_err)?;
-        if !self.inner.durable {
-            // In memory there is no crash to survive: a durable commit would only cost time.
-            txn.set_durability(Durability::None).map_err(db_err)?;
-        }
-        let mut added: Vec<Entry> = Vec::new();
-        // Tips this batch moves, applied to the state once committed.
-        let mut tips: HashMap<NodeId, (u64, EntryId)> = HashMap::default();
-        {
-            let mut entries = txn.open_table(ENTRIES).map_err(db_err)?;
-            let mut author_seq = txn.open_table(AUTHOR_SEQ).map_err(db_err)?;
-            let mut evidence = txn.open_table(EVIDENCE).map_err(db_err)?;
-            // What rule checks need of this batch's entries, before they are committed.
-            let mut fresh: HashMap<EntryId, ParentFacts> = HashMap::default();
-            let mut writers = state.writers.clone();
-            // Signed entries of this batch and their authors, for checking seals before the
-            // sealing entry's own turn comes.
-            let batch_signers: HashMap<EntryId, NodeId> = batch
-                .iter()
-                .filter(|v| v.entry.signature().is_some())
-                .map(|v| (v.entry.id(), v.entry.body().author))
-                .collect();
-            for Verified { entry, mut seal } in batch {
-                let id = entry.id();
-                if fresh.contains_key(&id) || state.clocks.contains_key(&id) {
-                    continue;
-                }
-                let reject = |why| StoreError::Rejected { id, why };
-                let body = entry.body();
-                body.check_limits().map_err(reject)?;
-                if body.log != self.id() {
-                    return Err(reject("entry of another log"));
-                }
-                match (entry.signature(), seal) {
-                    (Some(_), None)
-                        if signatures == Signatures::Checked || entry.verify_signature() => {}
-                    (None, Some(sealing)) => {
-                        // The seal must be a signed entry of the same author, committed with this one
-                        // (it is validated in its own turn below) or stored already.
-                        let author = body.author;
-                        seal = if batch_signers.get(&sealing) == Some(&author) {
-                            Some(sealing)
-                        } else {
-                            self.stored_seal(&entries, state, &sealing, &author)?
-                        };
-                        if seal.is_none() {
-                            return Err(reject("unsigned entry without its seal"));
-                        }
-                    }
-                    _ => return Err(reject("bad signature")),
-                }
-                let mut parents = Vec::with_capacity(body.parents.len());
-                for parent in &body.parents {
-                    let facts = match fresh.get(parent) {
-                        Some(facts) => facts.clone(),
-                        None => {
-                            let clock = *state
-                                .clocks
-                                .get(parent)
-                                .ok_or_else(|| reject("missing parent"))?;
-                            let key = OrderKey::new(clock, *parent).to_bytes();
-                            let stored = entries.get(key.as_slice()).map_err(db_err)?;
-                            let (parent_entry, _) = stored
-                                .and_then(|b| Entry::from_stored(self.id(), *parent, b.value()))
-                                .ok_or_else(|| db_err("corrupt entry"))?;
-                            ParentFacts::of(&parent_entry)
-                        }
-                    };
-                    parents.push(facts);
-                }
-                let expected_clock = parents.iter().map(|p| p.clock + 1).max().unwrap_or(0);
-                if body.clock != expected_clock {
-                    return Err(reject("Lamport clock is not one more than its parents'"));
-                }
-                authorize(self.id(), body, &parents, &writers).map_err(reject)?;
-                if let (true, Payload::AddWriter(writer)) =
-                    (body.author == self.id(), &body.payload)
-                {
-                    writers.entry(*writer).or_insert(id);
-                }
-                let seq_key = author_seq_key(&body.author, body.seq);
-                let tip = tips
-                    .get(&body.author)
-                    .or_else(|| state.tips.get(&body.author))
-                    .copied();
-                // Above the author's highest number the slot is free without looking.
-                let first: Option<Vec<u8>> = match tip {
-                    Some((top, _)) if body.seq <= top => author_seq
-                        .get(seq_key.as_slice())
-                        .map_err(db_err)?
-                        .map(|v| v.value().to_vec()),
-                    _ => None,
+        let (added, tips) = match &self.inner.db {
+            Some(db) => {
+                let txn = db.begin_write().map_err(db_err)?;
+                let checked = {
+                    let mut rows = RedbRows::open(&txn)?;
+                    self.check_and_write(state, &mut rows, batch, signatures)?
                 };
-                match first {
-                    Some(first) => {
-                        if evidence.get(seq_key.as_slice()).map_err(db_err)?.is_none() {
-                            let proof = [first.as_slice(), id.0.as_slice()].concat();
-                            evidence
-                                .insert(seq_key.as_slice(), proof.as_slice())
-                                .map_err(db_err)?;
-                        }
-                    }
-                    None => {
-                        author_seq
-                            .insert(seq_key.as_slice(), id.0.as_slice())
-                            .map_err(db_err)?;
-                        if tip.is_none_or(|(top, _)| body.seq > top) {
-                            tips.insert(body.author, (body.seq, id));
-                        }
-                    }
+                if checked.0.is_empty() {
+                    return Ok(Arc::new([]));
                 }
-                entries
-                    .insert(
-                        entry.order_key().to_bytes().as_slice(),
-                        entry.to_stored(seal).as_slice(),
-                    )
-                    .map_err(db_err)?;
-                fresh.insert(id, ParentFacts::of(&entry));
-                added.push(entry);
+                // Durable when it returns: an append is committed once `append` returns.
+                txn.commit().map_err(db_err)?;
+                checked
             }
-        }
-        if added.is_empty() {
-            return Ok(Arc::new([]));
-        }
-        txn.commit().map_err(db_err)?;
+            None => {
+                let mut rows = MemoryTxn::new(&state.memory);
+                let checked = self.check_and_write(state, &mut rows, batch, signatures)?;
+                let writes = rows.into_writes();
+                state.memory.commit(writes);
+                checked
+            }
+        };
         for entry in &added {
             for parent in &entry.body().parents {
                 state.heads.remove(parent);
@@ -665,16 +594,125 @@ impl Log {
         state.tips.extend(tips);
         Ok(added.iter().map(Entry::id).collect())
     }
-}
 
-impl Log {
+    /// Validates a batch against the rules and writes its new entries to `rows`; the first error
+    /// leaves the caller to drop the writes. Returns the new entries and the authors' tips they move.
+    fn check_and_write(
+        &self,
+        state: &State,
+        rows: &mut impl Rows,
+        batch: Vec<Verified>,
+        signatures: Signatures,
+    ) -> Result<(Vec<Entry>, Tips), StoreError> {
+        let mut added: Vec<Entry> = Vec::new();
+        let mut tips = Tips::default();
+        // What rule checks need of this batch's entries, before they are committed.
+        let mut fresh: HashMap<EntryId, ParentFacts> = HashMap::default();
+        // Writers this batch admits.
+        let mut admitted: HashSet<NodeId> = HashSet::default();
+        // Signed entries of this batch and their authors, for checking seals before the sealing
+        // entry's own turn comes.
+        let batch_signers: HashMap<EntryId, NodeId> = batch
+            .iter()
+            .filter(|v| v.entry.signature().is_some())
+            .map(|v| (v.entry.id(), v.entry.body().author))
+            .collect();
+        for Verified { entry, mut seal } in batch {
+            let id = entry.id();
+            if fresh.contains_key(&id) || state.clocks.contains_key(&id) {
+                continue;
+            }
+            let reject = |why| StoreError::Rejected { id, why };
+            let body = entry.body();
+            body.check_limits().map_err(reject)?;
+            if body.log != self.id() {
+                return Err(reject("entry of another log"));
+            }
+            match (entry.signature(), seal) {
+                (Some(_), None)
+                    if signatures == Signatures::Checked || entry.verify_signature() => {}
+                (None, Some(sealing)) => {
+                    // The seal must be a signed entry of the same author, committed with this one
+                    // (it is validated in its own turn below) or stored already.
+                    let author = body.author;
+                    seal = if batch_signers.get(&sealing) == Some(&author) {
+                        Some(sealing)
+                    } else {
+                        self.stored_seal(rows, state, &sealing, &author)?
+                    };
+                    if seal.is_none() {
+                        return Err(reject("unsigned entry without its seal"));
+                    }
+                }
+                _ => return Err(reject("bad signature")),
+            }
+            let mut parents = Vec::with_capacity(body.parents.len());
+            for parent in &body.parents {
+                let facts = match fresh.get(parent) {
+                    Some(facts) => facts.clone(),
+                    None => {
+                        let clock = *state
+                            .clocks
+                            .get(parent)
+                            .ok_or_else(|| reject("missing parent"))?;
+                        let key = OrderKey::new(clock, *parent).to_bytes();
+                        rows.entry(&key, |b| Entry::from_stored(self.id(), *parent, b))?
+                            .flatten()
+                            .map(|(parent_entry, _)| ParentFacts::of(&parent_entry))
+                            .ok_or_else(|| db_err("corrupt entry"))?
+                    }
+                };
+                parents.push(facts);
+            }
+            let expected_clock = parents.iter().map(|p| p.clock + 1).max().unwrap_or(0);
+            if body.clock != expected_clock {
+                return Err(reject("Lamport clock is not one more than its parents'"));
+            }
+            let is_writer = |w: &NodeId| state.writers.contains_key(w) || admitted.contains(w);
+            authorize(self.id(), body, &parents, is_writer).map_err(reject)?;
+            if let (true, Payload::AddWriter(writer)) = (body.author == self.id(), &body.payload) {
+                admitted.insert(*writer);
+            }
+            let seq_key = author_seq_key(&body.author, body.seq);
+            let tip = tips
+                .get(&body.author)
+                .or_else(|| state.tips.get(&body.author))
+                .copied();
+            // Above the author's highest number the slot is free without looking.
+            let first = match tip {
+                Some((top, _)) if body.seq <= top => rows.author_seq(&seq_key)?,
+                _ => None,
+            };
+            match first {
+                Some(first) => {
+                    if !rows.has_evidence(&seq_key)? {
+                        let mut proof = [0u8; 64];
+                        proof[..32].copy_from_slice(&first.0);
+                        proof[32..].copy_from_slice(&id.0);
+                        rows.insert_evidence(&seq_key, &proof)?;
+                    }
+                }
+                None => {
+                    rows.insert_author_seq(&seq_key, &id)?;
+                    if tip.is_none_or(|(top, _)| body.seq > top) {
+                        tips.insert(body.author, (body.seq, id));
+                    }
+                }
+            }
+            rows.insert_entry(&entry.order_key().to_bytes(), &entry.to_stored(seal))?;
+            fresh.insert(id, ParentFacts::of(&entry));
+            added.push(entry);
+        }
+        Ok((added, tips))
+    }
+
     /// The signed entry that vouches for `author`'s entries below stored entry `id` on their chain:
     /// `id` itself if it is signed, else the seal it was stored with (sealed in its turn, it is
     /// covered by that seal's signature, and so is everything below it). None if `id` is not stored
     /// or is another author's.
     fn stored_seal(
         &self,
-        entries: &redb::Table<'_, &[u8], &[u8]>,
+        rows: &impl Rows,
         state: &State,
         id: &EntryId,
         author: &NodeId,
@@ -683,10 +721,9 @@ impl Log {
             return Ok(None);
         };
         let key = OrderKey::new(*clock, *id).to_bytes();
-        Ok(entries
-            .get(key.as_slice())
-            .map_err(db_err)?
-            .and_then(|b| Entry::from_stored(self.id(), *id, b.value()))
+        Ok(rows
+            .entry(&key, |b| Entry::from_stored(self.id(), *id, b))?
+            .flatten()
             .filter(|(e, _)| e.body().author == *author)
             .and_then(|(e, seal)| match e.signature() {
                 Some(_) => Some(*id),
@@ -725,7 +762,7 @@ fn authorize(
     owner: LogId,
     body: &EntryBody,
     parents: &[ParentFacts],
-    writers: &HashMap<NodeId, EntryId>,
+    is_writer: impl Fn(&NodeId) -> bool,
 ) -> Result<(), &'static str> {
     let is_owner = body.author == owner;
     if !is_owner && !matches!(body.payload, Payload::Data(_)) {
@@ -740,7 +777,7 @@ fn authorize(
         0 if is_owner => Ok(()),
         0 => {
             let admitted = parents.iter().any(|p| p.admits == Some(body.author));
-            if admitted && writers.contains_key(&body.author) {
+            if admitted && is_writer(&body.author) {
                 Ok(())
             } else {
                 Err("author is not a writer of this log")
@@ -779,9 +816,159 @@ fn decode_row(log: LogId, key: &[u8], value: &[u8]) -> Result<(OrderKey, Entry),
     Ok((key, entry))
 }
 
-fn author_seq_key(author: &NodeId, seq: u64) -> [u8; 40] {
+/// Decodes one row of the evidence table.
+fn decode_evidence(key: &[u8], value: &[u8]) -> Result<Equivocation, StoreError> {
+    let corrupt = || db_err("corrupt evidence");
+    let (author, seq) = key.split_at_checked(32).ok_or_else(corrupt)?;
+    let (first, second) = value.split_at_checked(32).ok_or_else(corrupt)?;
+    Ok(Equivocation {
+        author: NodeId::from_bytes(&author.try_into().map_err(|_| corrupt())?).map_err(db_err)?,
+        seq: u64::from_be_bytes(seq.try_into().map_err(|_| corrupt())?),
+        first: EntryId(first.try_into().map_err(|_| corrupt())?),
+        second: EntryId(second.try_into().map_err(|_| corrupt())?),
+    })
+}
+
+fn author_seq_key(author: &NodeId, seq: u64) -> Key {
     let mut key = [0u8; 40];
     key[..32].copy_from_slice(author.as_bytes());
     key[32..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sealed and single appends, a writer, and a fork by that writer (recorded as evidence).
+    fn history(log: &Log, owner: &SecretKey, writer: &SecretKey) {
+        log.append_batch(owner, (0..3u8).map(|i| Payload::Data(vec![i])).collect())
+            .unwrap();
+        let add = log
+            .append(owner, Payload::AddWriter(writer.node_id()))
+            .unwrap();
+        let w0 = log.append(writer, Payload::Data(b"w0".to_vec())).unwrap();
+        log.append(writer, Payload::Data(b"w1".to_vec())).unwrap();
+        log.append(owner, Payload::Data(b"o".to_vec())).unwrap();
+        let clock = log.order_keys(&[add])[0].clock + 1;
+        let fork = Entry::signed(
+            EntryBody {
+                log: log.id(),
+                author: writer.node_id(),
+                seq: 0,
+                clock,
+                parents: vec![add],
+                timestamp: 0,
+                payload: Payload::Data(b"fork".to_vec()),
+            },
+            writer,
+        );
+        assert_ne!(fork.id(), w0);
+        log.apply(
+            vec![Verified {
+                entry: fork,
+                seal: None,
+            }],
+            0,
+        )
+        .unwrap();
+    }
+
+    fn with_seals(log: &Log) -> Vec<Verified> {
+        log.entries()
+            .unwrap()
+            .into_iter()
+            .map(|entry| {
+                let seal = log.seal_of(&entry.id()).unwrap();
+                Verified { entry, seal }
+            })
+            .collect()
+    }
+
+    type Summary = (
+        Vec<(Entry, Option<EntryId>)>,
+        Vec<EntryId>,
+        Vec<Equivocation>,
+        Vec<(NodeId, bool)>,
+    );
+
+    fn summary(log: &Log) -> Summary {
+        (
+            with_seals(log)
+                .into_iter()
+                .map(|v| (v.entry, v.seal))
+                .collect::<Vec<_>>(),
+            log.heads(),
+            log.equivocations().unwrap(),
+            log.writers(),
+        )
+    }
+
+    #[test]
+    fn a_file_store_and_a_memory_store_keep_the_same_rows() {
+        let (owner, writer) = (SecretKey::generate(), SecretKey::generate());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let file = Log::open(&path, owner.node_id()).unwrap();
+        history(&file, &owner, &writer);
+        assert_eq!(file.equivocations().unwrap().len(), 1);
+        let memory = Log::in_memory(owner.node_id());
+        memory.apply(with_seals(&file), 0).unwrap();
+        assert_eq!(summary(&memory), summary(&file));
+        // A reopened file store rebuilds the same state, and appends continue each author's chain.
+        let before = summary(&file);
+        drop(file);
+        let file = Log::open(&path, owner.node_id()).unwrap();
+        assert_eq!(summary(&file), before);
+        for log in [&file, &memory] {
+            let id = log.append(&writer, Payload::Data(b"w2".to_vec())).unwrap();
+            assert_eq!(log.get(&id).unwrap().unwrap().body().seq, 2);
+        }
+    }
+
+    #[test]
+    fn a_rejected_batch_leaves_either_store_as_it_was() {
+        let owner = SecretKey::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let file = Log::open(&dir.path().join("log.redb"), owner.node_id()).unwrap();
+        let memory = Log::in_memory(owner.node_id());
+        for log in [&file, &memory] {
+            log.append(&owner, Payload::Data(b"first".to_vec()))
+                .unwrap();
+        }
+        let stranger = SecretKey::generate();
+        for log in [&file, &memory] {
+            let head = log.heads()[0];
+            let good = Entry::signed(
+                EntryBody {
+                    log: log.id(),
+                    author: owner.node_id(),
+                    seq: 1,
+                    clock: 1,
+                    parents: vec![head],
+                    timestamp: 0,
+                    payload: Payload::Data(b"good".to_vec()),
+                },
+                &owner,
+            );
+            let bad = Entry::signed(
+                EntryBody {
+                    log: log.id(),
+                    author: stranger.node_id(),
+                    seq: 0,
+                    clock: 2,
+                    parents: vec![good.id()],
+                    timestamp: 0,
+                    payload: Payload::Data(b"bad".to_vec()),
+                },
+                &stranger,
+            );
+            let before = summary(log);
+            let batch = [good, bad].map(|entry| Verified { entry, seal: None });
+            let err = log.apply(batch.to_vec(), 0).unwrap_err();
+            assert!(err.to_string().contains("not a writer"), "{err}");
+            assert_eq!(summary(log), before);
+            assert_eq!(log.len(), 1);
+        }
+    }
 }

@@ -31,9 +31,16 @@ fn sorted_ids(log: &Log) -> Vec<EntryId> {
 }
 
 /// Owner plus two writers, each replica writing with its own key, all admitted up front.
-fn three_replicas() -> (Vec<SecretKey>, Vec<Log>) {
+/// Replica 1 keeps its entries in a file, so both stores take part.
+fn three_replicas() -> (Vec<SecretKey>, Vec<Log>, tempfile::TempDir) {
     let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate()).collect();
-    let logs: Vec<Log> = (0..3).map(|_| Log::in_memory(keys[0].node_id())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let logs: Vec<Log> = (0..3)
+        .map(|i| match i {
+            1 => Log::open(&dir.path().join("1.redb"), keys[0].node_id()).unwrap(),
+            _ => Log::in_memory(keys[0].node_id()),
+        })
+        .collect();
     logs[0]
         .append_batch(
             &keys[0],
@@ -43,7 +50,7 @@ fn three_replicas() -> (Vec<SecretKey>, Vec<Log>) {
             ],
         )
         .unwrap();
-    (keys, logs)
+    (keys, logs, dir)
 }
 
 fn op_for(n: u8) -> Op {
@@ -95,7 +102,7 @@ proptest! {
     fn any_split_any_order_same_entries_same_views(actions in proptest::collection::vec(action(), 1..30)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
-            let (keys, logs) = three_replicas();
+            let (keys, logs, _dir) = three_replicas();
             // Writers learn they were admitted before they write.
             sync(&logs[0], &logs[1]).await;
             sync(&logs[0], &logs[2]).await;
@@ -130,7 +137,7 @@ proptest! {
 #[tokio::test]
 async fn three_writers_with_cross_links_replicate_to_completion() {
     // hyperlog can hang forever on this shape of history.
-    let (keys, logs) = three_replicas();
+    let (keys, logs, _dir) = three_replicas();
     sync(&logs[0], &logs[1]).await;
     sync(&logs[0], &logs[2]).await;
     for round in 0..20u8 {

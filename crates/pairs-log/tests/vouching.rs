@@ -100,7 +100,11 @@ fn body(log: &Log, author: &SecretKey, parents: &[&Entry], seq: u64) -> EntryBod
         log: log.id(),
         author: author.node_id(),
         seq,
-        clock: parents.iter().map(|p| p.body().clock + 1).max().unwrap_or(0),
+        clock: parents
+            .iter()
+            .map(|p| p.body().clock + 1)
+            .max()
+            .unwrap_or(0),
         parents: ids,
         timestamp: seq,
         payload: Payload::Data(format!("entry {seq}").into_bytes()),
@@ -140,8 +144,8 @@ async fn run(
         peer.handshake(log).await;
         peer.deliver(batches).await
     })
-        .await
-        .expect("peer finished");
+    .await
+    .expect("peer finished");
     let result = tokio::time::timeout(WAIT, session)
         .await
         .expect("session ended")
@@ -185,7 +189,11 @@ async fn a_forged_signature_under_a_valid_newest_one_is_dropped() {
     let newest = chain[4].id();
     for entry in &chain[..4] {
         let stored = log.get(&entry.id()).unwrap().unwrap();
-        assert_eq!(stored.signature(), None, "stored without the unchecked signature");
+        assert_eq!(
+            stored.signature(),
+            None,
+            "stored without the unchecked signature"
+        );
         assert_eq!(log.seal_of(&entry.id()).unwrap(), Some(newest));
     }
     assert!(log.get(&newest).unwrap().unwrap().verify_signature());
@@ -254,7 +262,10 @@ async fn a_sealed_run_waits_until_its_seal_can_be_stored() {
     let o6 = Entry::unsigned(body(&log, &owner, &[&add], 6));
     let o7 = Entry::unsigned(body(&log, &owner, &[&o6], 7));
     let o8 = Entry::signed(body(&log, &owner, &[&o7, &w0], 8), &owner);
-    let batches = vec![vec![add.clone(), o6.clone(), o7.clone(), o8.clone()], vec![w0]];
+    let batches = vec![
+        vec![add.clone(), o6.clone(), o7.clone(), o8.clone()],
+        vec![w0],
+    ];
     let (result, reason) = run(&log, peer, honest, batches).await;
     result.expect("session succeeds");
     assert_eq!(reason, None);
@@ -275,7 +286,9 @@ async fn one_by_one_entries_replicate_over_two_hops() {
             .unwrap();
     }
     assert_eq!(signed_count(&a), n as usize);
-    let b = Log::in_memory(owner.node_id());
+    // The first hop keeps its entries in a file.
+    let dir = tempfile::tempdir().unwrap();
+    let b = Log::open(&dir.path().join("b.redb"), owner.node_id()).unwrap();
     sync(&a, &b).await;
     assert_eq!(b.len(), n as usize);
     // One signature kept per batch of at most 4096 entries.
