@@ -899,7 +899,17 @@ mod tests {
                 .map(|v| (v.entry, v.seal))
                 .collect::<Vec<_>>(),
             log.heads(),
-            log.equivocations().unwrap(),
+            // Which fork was seen first depends on arrival order: compare the pairs.
+            log.equivocations()
+                .unwrap()
+                .into_iter()
+                .map(|mut e| {
+                    if e.first > e.second {
+                        std::mem::swap(&mut e.first, &mut e.second);
+                    }
+                    e
+                })
+                .collect(),
             log.writers(),
         )
     }
