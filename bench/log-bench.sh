@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The log, side by side with npm hyperlog and hypercore, in one run:
 #   append rate (one by one, batched), full replication of N entries (time, wire bytes, peak memory),
-#   one new entry in a large log (round trips over a 50 ms one-way delay, bytes).
+#   replication of N entries appended one by one, each signed (pairs; compared with hypercore's full
+#   replication), one new entry in a large log (round trips over a 50 ms one-way delay, bytes).
+#   Honours CARGO_TARGET_DIR.
 #
 #   bench/log-bench.sh            full size (100k entries; one new entry in 1M for pairs, 100k for the npm logs)
 #   QUICK=1 bench/log-bench.sh    small sizes, for a smoke run

@@ -424,7 +424,8 @@ impl Session {
         let mut released = Vec::new();
         // The batch's new entries, and where each is in it.
         let mut fresh: Vec<Entry> = Vec::with_capacity(entries.len());
-        let mut position: HashMap<EntryId, usize> = HashMap::default();
+        let mut position: HashMap<EntryId, usize> =
+            HashMap::with_capacity_and_hasher(entries.len(), Default::default());
         for entry in entries {
             let id = entry.id();
             // Only what this peer already sent us, or we sent it, is its fault when it comes again;

@@ -607,7 +607,8 @@ impl Log {
         let mut added: Vec<Entry> = Vec::new();
         let mut tips = Tips::default();
         // What rule checks need of this batch's entries, before they are committed.
-        let mut fresh: HashMap<EntryId, ParentFacts> = HashMap::default();
+        let mut fresh: HashMap<EntryId, ParentFacts> =
+            HashMap::with_capacity_and_hasher(batch.len(), Default::default());
         // Writers this batch admits.
         let mut admitted: HashSet<NodeId> = HashSet::default();
         // Signed entries of this batch and their authors, for checking seals before the sealing
