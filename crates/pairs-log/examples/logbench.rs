@@ -36,6 +36,23 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// CPU seconds this process has used (user and system, all threads), from `/proc/self/stat`, whose
+/// times are in ticks of 1/100 s.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn fill(log: &Log, key: &SecretKey, n: u64) {
     let mut i = 0;
     while i < n {
@@ -148,13 +165,16 @@ async fn main() {
                 a.append(&owner, payload(i)).unwrap();
             }
             let b = open("b.redb");
-            let start = Instant::now();
+            let (start, cpu) = (Instant::now(), cpu_seconds());
             let (sa, sb) = sync(&a, &b).await;
             let seconds = start.elapsed().as_secs_f64();
+            let cpu = cpu_seconds() - cpu;
             assert_eq!(b.len() as u64, n);
             let total = sa.bytes_sent + sb.bytes_sent;
             serde_json::json!({
                 "seconds": seconds,
+                // Both sides run on one thread: this is their CPU time together.
+                "cpu_seconds": cpu,
                 "per_second": n as f64 / seconds,
                 "wire_bytes_per_entry": total as f64 / n as f64,
                 "payload_ratio": total as f64 / (n as f64 * PAYLOAD as f64),
