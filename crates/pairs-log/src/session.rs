@@ -6,7 +6,7 @@
 //!    the side with the larger nonce starts range-based reconciliation ([`crate::reconcile`]).
 //! 3. Entries flow in compact batches as differences are found; entries whose parents are missing, or
 //!    unsigned entries awaiting their seal, wait in a bounded buffer; missing parents are asked for by id.
-//!    Of each author's chain in a batch only the newest signature is checked ([`vouched`]).
+//!    Of each author's run of entries in a batch only the newest signature is checked (see `vouched`).
 //! 4. Each side sends `Done` when it needs nothing more; the session is complete when both have.
 //!    In live mode it continues: entries stored later are pushed, never back to the session they came from.
 //!

@@ -1,12 +1,15 @@
-//! The log store: entries and their indexes in redb, plus the in-memory order index.
+//! The log store: entries and their indexes in redb (a file) or in plain maps (memory), plus the
+//! in-memory order index.
 //!
-//! Every change is one redb write transaction: a batch of entries is validated and applied completely or
-//! not at all, and an append returns only after its transaction committed. redb's copy-on-write commits
-//! mean a crash leaves the last committed state, never a torn one.
+//! Every change is one transaction: a batch of entries is validated and applied completely or not at
+//! all, and an append returns only after its transaction committed. In a file, that is a durable redb
+//! commit, and redb's copy-on-write commits mean a crash leaves the last committed state, never a torn
+//! one. In memory, the writes are merged into the maps once the whole batch passed.
 //!
-//! On disk, entries are keyed by (Lamport clock ‖ id), with the sealing entry stored inline. In memory:
-//! the order index with its fingerprints, id -> clock, the heads and the membership, all rebuilt from the
-//! entries when the store opens, so they can never disagree with them.
+//! Entries are keyed by (Lamport clock ‖ id), with the sealing entry stored inline (module `rows`).
+//! In memory besides: the order index with its fingerprints, id -> clock, the heads, the membership and
+//! each author's tip, all rebuilt from the entries when the store opens, so they can never disagree
+//! with them.
 
 use std::collections::BTreeSet;
 use std::path::Path;
