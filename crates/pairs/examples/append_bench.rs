@@ -15,7 +15,10 @@ use pairs::log::Payload;
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let n: usize = args.get(1).context("usage: append_bench embedded|control N [CLIENTS]")?.parse()?;
+    let n: usize = args
+        .get(1)
+        .context("usage: append_bench embedded|control N [CLIENTS]")?
+        .parse()?;
     match args[0].as_str() {
         "embedded" => embedded(n).await,
         "control" => control(n, args.get(2).map_or(Ok(1), |c| c.parse())?).await,
@@ -25,7 +28,11 @@ async fn main() -> Result<()> {
 
 async fn embedded(n: usize) -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let node = pairs::Node::builder().data_dir(dir.path()).offline().spawn().await?;
+    let node = pairs::Node::builder()
+        .data_dir(dir.path())
+        .offline()
+        .spawn()
+        .await?;
     let log = node.create_log().await?;
     let start = Instant::now();
     for i in 0..n {
@@ -37,7 +44,9 @@ async fn embedded(n: usize) -> Result<()> {
 
 async fn control(n: usize, clients: usize) -> Result<()> {
     let home = pairs::home::data_dir(None)?;
-    let mut first = Client::connect(&home).await?.context("no node runs on PAIRS_HOME")?;
+    let mut first = Client::connect(&home)
+        .await?
+        .context("no node runs on PAIRS_HOME")?;
     let log = first.log_new().await?;
     let start = Instant::now();
     let mut tasks = Vec::new();

@@ -48,7 +48,7 @@ struct RegistryInner {
     /// `None`: logs live in memory.
     dir: Option<PathBuf>,
     open: Mutex<HashMap<LogId, Log>>,
-    /// Owner keys of logs created by an in-memory node.
+    /// Owner keys: those of logs an in-memory node created, and those read from disk.
     owner_keys: Mutex<HashMap<LogId, SecretKey>>,
 }
 
@@ -159,24 +159,21 @@ impl LogRegistry {
     }
 
     /// The owner key of `id`, if this node created the log.
+    /// Keys read from disk stay in memory: every append through the node asks for it.
     pub(crate) fn owner_key(&self, id: &LogId) -> Result<Option<SecretKey>> {
-        match self.log_dir(id) {
-            Some(dir) => {
-                let path = dir.join(OWNER_KEY);
-                if path.exists() {
-                    Ok(Some(keyfile::load(&path)?))
-                } else {
-                    Ok(None)
-                }
-            }
-            None => Ok(self
-                .inner
-                .owner_keys
-                .lock()
-                .expect("owner keys lock")
-                .get(id)
-                .cloned()),
+        let mut keys = self.inner.owner_keys.lock().expect("owner keys lock");
+        if let Some(key) = keys.get(id) {
+            return Ok(Some(key.clone()));
         }
+        let Some(path) = self.log_dir(id).map(|dir| dir.join(OWNER_KEY)) else {
+            return Ok(None);
+        };
+        if !path.exists() {
+            return Ok(None);
+        }
+        let key = keyfile::load(&path)?;
+        keys.insert(*id, key.clone());
+        Ok(Some(key))
     }
 
     /// Remembers (or forgets) that `id` is shared, for the next start.
