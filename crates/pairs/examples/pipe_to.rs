@@ -25,5 +25,6 @@ async fn main() -> anyhow::Result<()> {
         async { anyhow::Ok(tokio::io::copy(&mut recv, &mut tokio::io::stdout()).await?) };
     tokio::try_join!(sending, receiving)?;
     connection.close(pairs::pipe::DONE, b"done");
+    node.shutdown().await; // so the close reaches the peer before we exit
     Ok(())
 }

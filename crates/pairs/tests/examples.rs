@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{Home, Listener, SHORT, lines_of, wait_output};
 use pairs::base::{NodeAddr, Ticket as _};
@@ -156,9 +156,11 @@ fn pipe_to_reaches_a_node_by_its_id() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "pong\n");
-    let received = wait_output(
-        std::mem::replace(&mut listener.child, Command::new("true").spawn().unwrap()),
-        Duration::from_secs(20),
+    // What the listener printed: read as it comes (whether `pairs listen` then exits at once is
+    // the pipe command's business, not this example's).
+    let printed = lines_of(listener.child.stdout.take().unwrap());
+    assert_eq!(
+        printed.recv_timeout(SHORT).expect("the listener printed"),
+        "ping"
     );
-    assert_eq!(String::from_utf8_lossy(&received.stdout), "ping\n");
 }
