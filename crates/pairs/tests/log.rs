@@ -174,15 +174,7 @@ fn committed_appends_survive_sigkill() {
         // Ids reported before the kill but read after it are committed too.
         committed.extend(ids.map_while(Result::ok));
         let json = ok(home.run(&["log", "cat", &ticket, "--json"]));
-        let stored: std::collections::HashSet<String> = json
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
+        let stored = common::ids_in_json(&json);
         for id in &committed {
             assert!(
                 stored.contains(id),

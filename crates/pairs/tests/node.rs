@@ -270,15 +270,7 @@ fn appends_reported_committed_survive_kill_9_of_the_node() {
         committed.extend(ids.iter());
         // No node runs now: the command opens the store itself, which must open cleanly.
         let json = ok(home.run(&["log", "cat", &ticket, "--json"]));
-        let stored: std::collections::HashSet<String> = json
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
+        let stored = common::ids_in_json(&json);
         for id in &committed {
             assert!(
                 stored.contains(id),
@@ -315,19 +307,7 @@ fn shared_logs_replicate_live_between_nodes_and_catch_up() {
     });
 
     // 10,000 entries later, C joins knowing only B, and catches up.
-    let mut appender = a
-        .pairs(&["log", "append", &ticket, "-", "--lines"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = appender.stdin.take().unwrap();
-    for i in 0..10_000 {
-        writeln!(stdin, "bulk {i}").unwrap();
-    }
-    drop(stdin);
-    assert!(common::wait_status(appender, SHORT).success());
+    common::append_bulk(a.pairs(&["log", "append", &ticket, "-", "--lines"]), 10_000);
     let _node_c = NodeProc::start(&c, "127.0.0.1:0", &["--peer", &_node_b.addr().to_string()]);
     ok(c.run(&["log", "sync", &ticket]));
     let (mut c_follower, c_lines) = follow(&c, &ticket);
@@ -438,19 +418,10 @@ fn nodes_behind_nats_share_a_log_through_a_public_member() {
     });
 
     // 10,000 entries later, c1 joins with only the ticket and the public member, and catches up.
-    let mut appender = lab
-        .pairs("a1", &a, &["log", "append", &ticket, "-", "--lines"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = appender.stdin.take().unwrap();
-    for i in 0..10_000 {
-        writeln!(stdin, "bulk {i}").unwrap();
-    }
-    drop(stdin);
-    assert!(common::wait_status(appender, SHORT).success());
+    common::append_bulk(
+        lab.pairs("a1", &a, &["log", "append", &ticket, "-", "--lines"]),
+        10_000,
+    );
     let _c = NodeProc::spawn(lab.pairs("c1", &c, &["node", peer[0], peer[1]]));
     lab_ok(&lab, "c1", &c, &["log", "sync", &ticket]);
     let (_c_follower, c_lines) = lab_follow(&lab, "c1", &c, &ticket);

@@ -179,3 +179,31 @@ fn wait_with<T: Send + 'static>(
 pub fn stderr_text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// The ids in `pairs log cat --json` output.
+pub fn ids_in_json(json: &str) -> std::collections::HashSet<String> {
+    json.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Feeds `lines` lines `bulk I` to a `pairs log append TICKET - --lines` command and waits for it.
+pub fn append_bulk(mut command: Command, lines: usize) {
+    let mut appender = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = appender.stdin.take().unwrap();
+    for i in 0..lines {
+        std::io::Write::write_all(&mut stdin, format!("bulk {i}\n").as_bytes()).unwrap();
+    }
+    drop(stdin);
+    assert!(wait_status(appender, SHORT).success());
+}
