@@ -43,7 +43,11 @@ async fn embedded(n: usize) -> Result<()> {
 }
 
 async fn control(n: usize, clients: usize) -> Result<()> {
-    let home = pairs::home::data_dir(None)?;
+    let home = pairs::home::data_dir(
+        std::env::var_os("PAIRS_HOME")
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+    )?;
     let mut first = Client::connect(&home)
         .await?
         .context("no node runs on PAIRS_HOME")?;
