@@ -3,11 +3,12 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
+//! use pairs::base::Ticket as _;
 //! let node = pairs::Node::builder().spawn().await?;
 //! let log = node.create_log().await?;
 //! log.share().await?; // every peer the swarm finds for this log replicates it, live
 //! log.append("hello").await?;
-//! println!("pairs log cat {}", log.ticket());
+//! println!("pairs log cat {}", log.ticket().to_ticket());
 //! # Ok(()) }
 //! ```
 
