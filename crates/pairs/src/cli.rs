@@ -48,7 +48,7 @@ pub enum Command {
     /// port mapping protocol answered, whether peers can reach this node, the helper in use
     Doctor(DoctorArgs),
     /// Run this node: own its logs, share them with the peers the swarm finds, and serve the other
-    /// commands (`log`, `kv`, `status`) on a control socket in the data directory
+    /// commands (`log`, `kv`) on a control socket in the data directory
     #[command(
         after_help = "Examples:\n  pairs node                    # run in the foreground; Ctrl-C or SIGTERM stops it\n  pairs node status             # what the running node serves\n  pairs log new && pairs log sync TICKET   # the node shares the log from now on"
     )]

@@ -135,7 +135,7 @@ fn the_control_socket_is_private_and_survives_bad_requests() {
 
     // Another user cannot use the socket, even when its mode would let them: as root, connect as
     // nobody through a copy of the socket's directory entry made world-writable.
-    if unsafe_is_root()
+    if is_root()
         && std::process::Command::new("setpriv")
             .arg("--help")
             .output()
@@ -166,7 +166,7 @@ fn the_control_socket_is_private_and_survives_bad_requests() {
     assert!(!socket.exists(), "the socket is removed on exit");
 }
 
-fn unsafe_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)

@@ -86,7 +86,7 @@ impl Client {
     pub async fn send(&mut self, request: &Request) -> Result<()> {
         write_frame(&mut self.stream, request)
             .await
-            .context("the node closed the control connection")
+            .context("the node closed the control connection (it stopped, or refused this user)")
     }
 
     /// The next response; an error response becomes an error.
@@ -94,7 +94,9 @@ impl Client {
         match read_frame(&mut self.stream, MAX_RESPONSE).await {
             Ok(Some(Response::Error(message))) => Err(anyhow!(message)),
             Ok(Some(response)) => Ok(response),
-            Ok(None) => bail!("the node closed the control connection"),
+            Ok(None) => {
+                bail!("the node closed the control connection (it stopped, or refused this user)")
+            }
             Err(err) => Err(anyhow!(err)).context("reading the node's answer"),
         }
     }
