@@ -19,7 +19,10 @@ impl std::fmt::Debug for Bitfield {
 impl Bitfield {
     /// All clear.
     pub fn new(len: u64) -> Self {
-        Bitfield { len, bits: vec![0; len.div_ceil(8) as usize] }
+        Bitfield {
+            len,
+            bits: vec![0; len.div_ceil(8) as usize],
+        }
     }
 
     /// All set.
@@ -36,7 +39,12 @@ impl Bitfield {
         }
         let field = Bitfield { len, bits };
         let spare = (8 - len % 8) % 8;
-        if spare > 0 && field.bits.last().is_some_and(|b| b & ((1u8 << spare) - 1) != 0) {
+        if spare > 0
+            && field
+                .bits
+                .last()
+                .is_some_and(|b| b & ((1u8 << spare) - 1) != 0)
+        {
             return None;
         }
         Some(field)
@@ -120,7 +128,10 @@ mod tests {
         assert!(field.get(10) && !field.get(9) && !field.get(11));
         let back = Bitfield::from_bytes(11, field.as_bytes().to_vec()).unwrap();
         assert_eq!(back, field);
-        assert!(Bitfield::from_bytes(11, vec![0, 0x10]).is_none(), "spare bit set");
+        assert!(
+            Bitfield::from_bytes(11, vec![0, 0x10]).is_none(),
+            "spare bit set"
+        );
         assert!(Bitfield::from_bytes(11, vec![0]).is_none(), "too short");
         assert!(Bitfield::full(11).is_full());
         assert_eq!(Bitfield::full(11).ones().count(), 11);

@@ -75,11 +75,14 @@ impl Collection {
 
     /// Decodes and checks a collection received from anyone.
     pub fn decode(bytes: &[u8]) -> Result<Collection, CollectionError> {
-        let body = bytes.strip_prefix(MAGIC).ok_or(CollectionError::NotACollection)?;
+        let body = bytes
+            .strip_prefix(MAGIC)
+            .ok_or(CollectionError::NotACollection)?;
         if bytes.len() as u64 > MAX_ENCODED {
             return Err(CollectionError::TooLarge("encoded size"));
         }
-        let collection: Collection = postcard::from_bytes(body).map_err(|_| CollectionError::NotACollection)?;
+        let collection: Collection =
+            postcard::from_bytes(body).map_err(|_| CollectionError::NotACollection)?;
         if collection.entries.len() > MAX_ENTRIES {
             return Err(CollectionError::TooLarge("entries"));
         }
@@ -87,7 +90,10 @@ impl Collection {
         for entry in &collection.entries {
             check_path(&entry.path)?;
             if !seen.insert(entry.path.as_str()) {
-                return Err(CollectionError::UnsafePath { path: entry.path.clone(), why: "listed twice" });
+                return Err(CollectionError::UnsafePath {
+                    path: entry.path.clone(),
+                    why: "listed twice",
+                });
             }
         }
         // A file and a directory of the same name cannot both exist.
@@ -109,7 +115,12 @@ impl Collection {
 
 /// Checks one relative path from the network.
 pub fn check_path(path: &str) -> Result<(), CollectionError> {
-    let unsafe_path = |why| Err(CollectionError::UnsafePath { path: path.chars().take(200).collect(), why });
+    let unsafe_path = |why| {
+        Err(CollectionError::UnsafePath {
+            path: path.chars().take(200).collect(),
+            why,
+        })
+    };
     if path.is_empty() || path.len() > MAX_PATH {
         return unsafe_path("empty or too long");
     }
@@ -137,8 +148,14 @@ pub fn safe_join(dir: &Path, path: &str) -> Result<PathBuf, CollectionError> {
     check_path(path)?;
     let relative = Path::new(path);
     // Belt and braces: after the string checks only normal components can remain.
-    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(CollectionError::UnsafePath { path: path.to_string(), why: "not a plain relative path" });
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(CollectionError::UnsafePath {
+            path: path.to_string(),
+            why: "not a plain relative path",
+        });
     }
     Ok(dir.join(relative))
 }
@@ -148,12 +165,19 @@ mod tests {
     use super::*;
 
     fn entry(path: &str) -> CollectionEntry {
-        CollectionEntry { path: path.into(), hash: Hash::of(path.as_bytes()), size: 1, executable: false }
+        CollectionEntry {
+            path: path.into(),
+            hash: Hash::of(path.as_bytes()),
+            size: 1,
+            executable: false,
+        }
     }
 
     #[test]
     fn round_trip_is_sorted_and_stable() {
-        let a = Collection { entries: vec![entry("b/c.txt"), entry("a.txt")] };
+        let a = Collection {
+            entries: vec![entry("b/c.txt"), entry("a.txt")],
+        };
         let bytes = a.encode();
         let back = Collection::decode(&bytes).unwrap();
         assert_eq!(back.entries[0].path, "a.txt");
@@ -163,17 +187,38 @@ mod tests {
     #[test]
     fn hostile_paths_are_refused() {
         for bad in [
-            "../etc/passwd", "/etc/passwd", "a/../../b", "a//b", "./a", "a/.", "", "C:evil", "a\\..\\b", "a\0b",
+            "../etc/passwd",
+            "/etc/passwd",
+            "a/../../b",
+            "a//b",
+            "./a",
+            "a/.",
+            "",
+            "C:evil",
+            "a\\..\\b",
+            "a\0b",
         ] {
-            let c = Collection { entries: vec![entry(bad)] };
+            let c = Collection {
+                entries: vec![entry(bad)],
+            };
             assert!(Collection::decode(&c.encode()).is_err(), "{bad:?} accepted");
             assert!(safe_join(Path::new("/out"), bad).is_err(), "{bad:?} joined");
         }
-        let twice = Collection { entries: vec![entry("a"), entry("a")] };
+        let twice = Collection {
+            entries: vec![entry("a"), entry("a")],
+        };
         assert!(Collection::decode(&twice.encode()).is_err());
-        let file_and_dir = Collection { entries: vec![entry("a"), entry("a/b")] };
+        let file_and_dir = Collection {
+            entries: vec![entry("a"), entry("a/b")],
+        };
         assert!(Collection::decode(&file_and_dir.encode()).is_err());
-        assert_eq!(safe_join(Path::new("/out"), "x/y").unwrap(), Path::new("/out/x/y"));
-        assert_eq!(Collection::decode(b"garbage"), Err(CollectionError::NotACollection));
+        assert_eq!(
+            safe_join(Path::new("/out"), "x/y").unwrap(),
+            Path::new("/out/x/y")
+        );
+        assert_eq!(
+            Collection::decode(b"garbage"),
+            Err(CollectionError::NotACollection)
+        );
     }
 }

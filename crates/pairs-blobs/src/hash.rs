@@ -72,7 +72,10 @@ mod tests {
             "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
         );
         assert_eq!(empty.to_hex().parse::<Hash>().unwrap(), empty);
-        assert_eq!(empty.to_hex().to_uppercase().parse::<Hash>().unwrap(), empty);
+        assert_eq!(
+            empty.to_hex().to_uppercase().parse::<Hash>().unwrap(),
+            empty
+        );
         let err = "abc".parse::<Hash>().unwrap_err().to_string();
         assert!(err.contains("64 hex") && err.contains("got 3"), "{err}");
     }

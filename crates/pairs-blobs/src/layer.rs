@@ -8,7 +8,9 @@
 //! A blob of one group or less has an empty layer: its single group is the root and is checked with
 //! [`blake3::hash`].
 
-use blake3::hazmat::{ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root};
+use blake3::hazmat::{
+    ChainingValue, HasherExt, Mode, left_subtree_len, merge_subtrees_non_root, merge_subtrees_root,
+};
 
 use crate::hash::Hash;
 
@@ -43,7 +45,10 @@ pub struct Layer {
 
 impl std::fmt::Debug for Layer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Layer").field("size", &self.size).field("cvs", &self.cvs.len()).finish()
+        f.debug_struct("Layer")
+            .field("size", &self.size)
+            .field("cvs", &self.cvs.len())
+            .finish()
     }
 }
 
@@ -100,7 +105,13 @@ impl LayerBuilder {
         } else {
             self.cvs.clear();
         }
-        (root, Layer { size: self.size, cvs: self.cvs })
+        (
+            root,
+            Layer {
+                size: self.size,
+                cvs: self.cvs,
+            },
+        )
     }
 }
 
@@ -135,9 +146,17 @@ impl Layer {
     /// The root does not pin the size within the last group: the size is proven only once the last group
     /// checks against the layer.
     pub fn verified(root: &Hash, size: u64, cvs: Vec<ChainingValue>) -> Result<Layer, LayerError> {
-        let want = if size > GROUP_SIZE { group_count(size) } else { 0 };
+        let want = if size > GROUP_SIZE {
+            group_count(size)
+        } else {
+            0
+        };
         if cvs.len() as u64 != want {
-            return Err(LayerError::WrongLength { got: cvs.len(), want, size });
+            return Err(LayerError::WrongLength {
+                got: cvs.len(),
+                want,
+                size,
+            });
         }
         let layer = Layer { size, cvs };
         if size > GROUP_SIZE && layer.root() != *root {
@@ -148,11 +167,18 @@ impl Layer {
 
     /// A layer read back from our own store (checked when it was first accepted).
     pub fn from_trusted_bytes(size: u64, bytes: &[u8]) -> Option<Layer> {
-        let want = if size > GROUP_SIZE { group_count(size) as usize } else { 0 };
+        let want = if size > GROUP_SIZE {
+            group_count(size) as usize
+        } else {
+            0
+        };
         if bytes.len() != want * 32 {
             return None;
         }
-        let cvs = bytes.chunks_exact(32).map(|c| c.try_into().expect("32-byte chunks")).collect();
+        let cvs = bytes
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32-byte chunks"))
+            .collect();
         Some(Layer { size, cvs })
     }
 
@@ -205,7 +231,11 @@ fn merge(cvs: &[ChainingValue], len: u64, is_root: bool) -> blake3::Hash {
     if is_root {
         merge_subtrees_root(left.as_bytes(), right.as_bytes(), Mode::Hash)
     } else {
-        blake3::Hash::from(merge_subtrees_non_root(left.as_bytes(), right.as_bytes(), Mode::Hash))
+        blake3::Hash::from(merge_subtrees_non_root(
+            left.as_bytes(),
+            right.as_bytes(),
+            Mode::Hash,
+        ))
     }
 }
 
@@ -220,7 +250,20 @@ mod tests {
     #[test]
     fn layer_hashes_to_the_blake3_root_for_every_shape() {
         let g = GROUP_SIZE as usize;
-        for len in [0, 1, 1024, g - 1, g, g + 1, 2 * g, 3 * g + 5, 7 * g, 8 * g, 9 * g + 1, 33 * g - 3] {
+        for len in [
+            0,
+            1,
+            1024,
+            g - 1,
+            g,
+            g + 1,
+            2 * g,
+            3 * g + 5,
+            7 * g,
+            8 * g,
+            9 * g + 1,
+            33 * g - 3,
+        ] {
             let bytes = data(len);
             let (root, layer) = Layer::of(&bytes);
             assert_eq!(root, Hash::of(&bytes), "len {len}");
@@ -229,7 +272,10 @@ mod tests {
             for group in 0..group_count(len as u64) {
                 let start = group as usize * g;
                 let end = (start + g).min(len);
-                assert!(layer.check_group(&root, group, &bytes[start..end]), "len {len} group {group}");
+                assert!(
+                    layer.check_group(&root, group, &bytes[start..end]),
+                    "len {len} group {group}"
+                );
                 let mut bad = bytes[start..end].to_vec();
                 bad[0] ^= 1;
                 assert!(!layer.check_group(&root, group, &bad));
@@ -256,7 +302,10 @@ mod tests {
         let (root, layer) = Layer::of(&bytes);
         let mut cvs = layer.cvs().to_vec();
         cvs[2][0] ^= 1;
-        assert_eq!(Layer::verified(&root, bytes.len() as u64, cvs), Err(LayerError::WrongRoot));
+        assert_eq!(
+            Layer::verified(&root, bytes.len() as u64, cvs),
+            Err(LayerError::WrongRoot)
+        );
         let short = layer.cvs()[..3].to_vec();
         assert!(matches!(
             Layer::verified(&root, bytes.len() as u64, short),

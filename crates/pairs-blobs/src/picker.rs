@@ -104,7 +104,10 @@ impl Picker {
     }
 
     fn piece_range(&self, piece: u64) -> (u64, u64) {
-        (piece * self.per_piece, ((piece + 1) * self.per_piece).min(self.groups))
+        (
+            piece * self.per_piece,
+            ((piece + 1) * self.per_piece).min(self.groups),
+        )
     }
 
     /// A peer now holds all of `piece` (or no longer does, with `delta` = -1).
@@ -151,7 +154,9 @@ impl Picker {
 
     /// A request for `group` ended without data (rejected, cancelled, timed out, peer gone).
     pub fn release(&mut self, group: u64) {
-        let Some(count) = self.requested.get_mut(group as usize) else { return };
+        let Some(count) = self.requested.get_mut(group as usize) else {
+            return;
+        };
         if *count == 0 {
             return;
         }
@@ -182,7 +187,13 @@ impl Picker {
     /// Up to `max` groups to ask `holds` for, in runs of adjacent groups; `exclude` lists groups this peer
     /// already has in flight (the endgame never asks one peer twice for a group). `fast` is false for a
     /// peer too slow to be trusted with deadline pieces.
-    pub fn pick(&mut self, holds: &dyn Holds, max: usize, exclude: &dyn Fn(u64) -> bool, fast: bool) -> Vec<u64> {
+    pub fn pick(
+        &mut self,
+        holds: &dyn Holds,
+        max: usize,
+        exclude: &dyn Fn(u64) -> bool,
+        fast: bool,
+    ) -> Vec<u64> {
         let mut picked = Vec::new();
         if max == 0 {
             return picked;
@@ -199,7 +210,9 @@ impl Picker {
         }
         // 2. Pieces already started (finishing them makes them tradeable), then new ones.
         while picked.len() < max {
-            let Some(piece) = self.choose_piece(holds) else { break };
+            let Some(piece) = self.choose_piece(holds) else {
+                break;
+            };
             let (start, end) = self.piece_range(piece);
             let before = picked.len();
             self.take_open(holds, start, end, max, &mut picked);
@@ -210,7 +223,12 @@ impl Picker {
         // 3. Strict endgame: nothing open is left that this peer has; duplicate what others are fetching.
         if picked.len() < max && self.open_total_for(holds) == 0 {
             let mut candidates: Vec<u64> = (0..self.groups)
-                .filter(|&g| !self.have.get(g) && self.requested[g as usize] > 0 && holds.holds(g) && !exclude(g))
+                .filter(|&g| {
+                    !self.have.get(g)
+                        && self.requested[g as usize] > 0
+                        && holds.holds(g)
+                        && !exclude(g)
+                })
                 .filter(|g| !picked.contains(g))
                 .collect();
             candidates.sort_by_key(|&g| self.requested[g as usize]);
@@ -228,13 +246,22 @@ impl Picker {
             .map(|p| {
                 let (start, end) = self.piece_range(p);
                 (start..end)
-                    .filter(|&g| !self.have.get(g) && self.requested[g as usize] == 0 && holds.holds(g))
+                    .filter(|&g| {
+                        !self.have.get(g) && self.requested[g as usize] == 0 && holds.holds(g)
+                    })
                     .count() as u64
             })
             .sum()
     }
 
-    fn take_open(&mut self, holds: &dyn Holds, start: u64, end: u64, max: usize, picked: &mut Vec<u64>) {
+    fn take_open(
+        &mut self,
+        holds: &dyn Holds,
+        start: u64,
+        end: u64,
+        max: usize,
+        picked: &mut Vec<u64>,
+    ) {
         for g in start..end.min(self.groups) {
             if picked.len() >= max {
                 return;
@@ -264,7 +291,11 @@ impl Picker {
             if started && has_open_group(self, piece) {
                 return Some(piece);
             }
-            let rank = if random_phase { 0 } else { self.availability[piece as usize] };
+            let rank = if random_phase {
+                0
+            } else {
+                self.availability[piece as usize]
+            };
             let tie = self.rng.u64(..);
             if best.is_none_or(|(r, t, _)| (rank, tie) < (r, t)) && has_open_group(self, piece) {
                 best = Some((rank, tie, piece));
@@ -317,7 +348,11 @@ mod tests {
         let second = picker.pick(&HoldsAll, 5, &none, true);
         assert_eq!(second.len(), 5);
         let fresh: Vec<_> = second.iter().filter(|g| !first.contains(g)).collect();
-        assert_eq!(fresh.len(), 1, "the open group first, then duplicates: {second:?}");
+        assert_eq!(
+            fresh.len(),
+            1,
+            "the open group first, then duplicates: {second:?}"
+        );
         for g in 0..20 {
             picker.received(g);
         }
@@ -331,7 +366,10 @@ mod tests {
         let mut holds = Bitfield::new(32);
         holds.set(5);
         assert_eq!(picker.pick(&holds, 8, &none, true), vec![5]);
-        assert!(picker.pick(&holds, 8, &|g| g == 5, true).is_empty(), "in flight from this peer");
+        assert!(
+            picker.pick(&holds, 8, &|g| g == 5, true).is_empty(),
+            "in flight from this peer"
+        );
         picker.release(5);
         assert_eq!(picker.pick(&holds, 8, &none, true), vec![5]);
         assert_eq!(piece_groups(16 * 1024 * 16), 16);

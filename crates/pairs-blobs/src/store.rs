@@ -39,7 +39,10 @@ pub enum ImportMode {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Location {
     Internal,
-    External { path: PathBuf, mtime: Option<(u64, u32)> },
+    External {
+        path: PathBuf,
+        mtime: Option<(u64, u32)>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,7 +76,9 @@ pub enum BlobStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The disk is full.
-    #[error("disk full while writing {0}: free some space and run the command again (verified data is kept)")]
+    #[error(
+        "disk full while writing {0}: free some space and run the command again (verified data is kept)"
+    )]
     DiskFull(String),
     /// Any other I/O error.
     #[error("{context}: {source}")]
@@ -122,12 +127,18 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
 fn mtime_of(meta: &fs::Metadata) -> Option<(u64, u32)> {
-    let t = meta.modified().ok()?.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    let t = meta
+        .modified()
+        .ok()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?;
     Some((t.as_secs(), t.subsec_nanos()))
 }
 
@@ -135,12 +146,15 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store, StoreError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(dir.join("data")).map_err(io_err(format!("creating {}", dir.display())))?;
+        fs::create_dir_all(dir.join("data"))
+            .map_err(io_err(format!("creating {}", dir.display())))?;
         let db = Database::create(dir.join("blobs.redb")).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(BLOBS).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        Ok(Store { inner: Arc::new(Inner { dir, db }) })
+        Ok(Store {
+            inner: Arc::new(Inner { dir, db }),
+        })
     }
 
     /// The directory the store lives in.
@@ -153,14 +167,21 @@ impl Store {
     }
 
     fn layer_path(&self, hash: &Hash) -> PathBuf {
-        self.inner.dir.join("data").join(format!("{}.layer", hash.to_hex()))
+        self.inner
+            .dir
+            .join("data")
+            .join(format!("{}.layer", hash.to_hex()))
     }
 
     fn record(&self, hash: &Hash) -> Result<Option<Record>, StoreError> {
         let tx = self.inner.db.begin_read().map_err(db_err)?;
         let table = tx.open_table(BLOBS).map_err(db_err)?;
-        let Some(value) = table.get(hash.as_bytes()).map_err(db_err)? else { return Ok(None) };
-        postcard::from_bytes(value.value()).map(Some).map_err(db_err)
+        let Some(value) = table.get(hash.as_bytes()).map_err(db_err)? else {
+            return Ok(None);
+        };
+        postcard::from_bytes(value.value())
+            .map(Some)
+            .map_err(db_err)
     }
 
     fn put_record(&self, hash: &Hash, record: &Record) -> Result<(), StoreError> {
@@ -168,7 +189,9 @@ impl Store {
         let tx = self.inner.db.begin_write().map_err(db_err)?;
         {
             let mut table = tx.open_table(BLOBS).map_err(db_err)?;
-            table.insert(hash.as_bytes(), bytes.as_slice()).map_err(db_err)?;
+            table
+                .insert(hash.as_bytes(), bytes.as_slice())
+                .map_err(db_err)?;
         }
         tx.commit().map_err(db_err)
     }
@@ -183,7 +206,9 @@ impl Store {
     /// Adds a file; returns its hash and size.
     pub fn import_file(&self, path: &Path, mode: ImportMode) -> Result<(Hash, u64), StoreError> {
         let mut file = File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
-        let meta = file.metadata().map_err(io_err(format!("reading {}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(io_err(format!("reading {}", path.display())))?;
         let mut copy = match mode {
             ImportMode::Copy => {
                 let tmp = tempfile_in(&self.inner.dir.join("data"))?;
@@ -194,18 +219,23 @@ impl Store {
         let mut builder = LayerBuilder::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = file.read(&mut buf).map_err(io_err(format!("reading {}", path.display())))?;
+            let n = file
+                .read(&mut buf)
+                .map_err(io_err(format!("reading {}", path.display())))?;
             if n == 0 {
                 break;
             }
             builder.update(&buf[..n]);
             if let Some((f, p)) = &mut copy {
-                f.write_all(&buf[..n]).map_err(io_err(format!("copying into {}", p.display())))?;
+                f.write_all(&buf[..n])
+                    .map_err(io_err(format!("copying into {}", p.display())))?;
             }
         }
         let (hash, layer) = builder.finish();
         let size = layer.size();
-        if self.status(&hash)? == (BlobStatus::Complete { size }) && self.verify_location(&hash).is_ok() {
+        if self.status(&hash)? == (BlobStatus::Complete { size })
+            && self.verify_location(&hash).is_ok()
+        {
             if let Some((_, tmp)) = copy {
                 let _ = fs::remove_file(tmp);
             }
@@ -215,22 +245,33 @@ impl Store {
         let location = match copy {
             Some((f, tmp)) => {
                 f.sync_data().map_err(io_err("syncing a copied blob"))?;
-                fs::rename(&tmp, self.data_path(&hash)).map_err(io_err("moving a copied blob into place"))?;
+                fs::rename(&tmp, self.data_path(&hash))
+                    .map_err(io_err("moving a copied blob into place"))?;
                 Location::Internal
             }
             None => Location::External {
-                path: fs::canonicalize(path).map_err(io_err(format!("resolving {}", path.display())))?,
+                path: fs::canonicalize(path)
+                    .map_err(io_err(format!("resolving {}", path.display())))?,
                 mtime: mtime_of(&meta),
             },
         };
-        self.put_record(&hash, &Record { size, partial: None, location })?;
+        self.put_record(
+            &hash,
+            &Record {
+                size,
+                partial: None,
+                location,
+            },
+        )?;
         Ok((hash, size))
     }
 
     /// Adds bytes held in memory (copied into the store).
     pub fn import_bytes(&self, bytes: &[u8]) -> Result<Hash, StoreError> {
         let (hash, layer) = Layer::of(bytes);
-        if matches!(self.status(&hash)?, BlobStatus::Complete { .. }) && self.verify_location(&hash).is_ok() {
+        if matches!(self.status(&hash)?, BlobStatus::Complete { .. })
+            && self.verify_location(&hash).is_ok()
+        {
             return Ok(hash);
         }
         let (mut f, tmp) = tempfile_in(&self.inner.dir.join("data"))?;
@@ -238,13 +279,21 @@ impl Store {
         f.sync_data().map_err(io_err("syncing a blob"))?;
         self.write_layer(&hash, &layer)?;
         fs::rename(&tmp, self.data_path(&hash)).map_err(io_err("moving a blob into place"))?;
-        self.put_record(&hash, &Record { size: layer.size(), partial: None, location: Location::Internal })?;
+        self.put_record(
+            &hash,
+            &Record {
+                size: layer.size(),
+                partial: None,
+                location: Location::Internal,
+            },
+        )?;
         Ok(hash)
     }
 
     fn write_layer(&self, hash: &Hash, layer: &Layer) -> Result<(), StoreError> {
         let (mut f, tmp) = tempfile_in(&self.inner.dir.join("data"))?;
-        f.write_all(&layer.to_bytes()).map_err(io_err("writing a piece layer"))?;
+        f.write_all(&layer.to_bytes())
+            .map_err(io_err("writing a piece layer"))?;
         f.sync_data().map_err(io_err("syncing a piece layer"))?;
         fs::rename(&tmp, self.layer_path(hash)).map_err(io_err("moving a piece layer into place"))
     }
@@ -256,16 +305,28 @@ impl Store {
             return Ok(Layer::from_trusted_bytes(record.size, &[]).expect("empty layer"));
         }
         let bytes = fs::read(self.layer_path(hash)).map_err(io_err("reading a piece layer"))?;
-        Layer::from_trusted_bytes(record.size, &bytes)
-            .ok_or_else(|| StoreError::Db(format!("piece layer of {} has the wrong length", hash.short())))
+        Layer::from_trusted_bytes(record.size, &bytes).ok_or_else(|| {
+            StoreError::Db(format!(
+                "piece layer of {} has the wrong length",
+                hash.short()
+            ))
+        })
     }
 
     /// What the store holds of `hash`.
     pub fn status(&self, hash: &Hash) -> Result<BlobStatus, StoreError> {
         Ok(match self.record(hash)? {
             None => BlobStatus::Absent,
-            Some(Record { size, partial: None, .. }) => BlobStatus::Complete { size },
-            Some(Record { size, partial: Some(bits), .. }) => BlobStatus::Partial {
+            Some(Record {
+                size,
+                partial: None,
+                ..
+            }) => BlobStatus::Complete { size },
+            Some(Record {
+                size,
+                partial: Some(bits),
+                ..
+            }) => BlobStatus::Partial {
                 size,
                 have: Bitfield::from_bytes(group_count(size), bits)
                     .ok_or_else(|| StoreError::Db("bitfield of the wrong length".into()))?,
@@ -277,8 +338,10 @@ impl Store {
     fn verify_location(&self, hash: &Hash) -> Result<(), StoreError> {
         let record = self.record(hash)?.ok_or(StoreError::NotFound(*hash))?;
         if let Location::External { path, mtime } = &record.location {
-            let meta = fs::metadata(path).map_err(|_| StoreError::Changed(path.display().to_string()))?;
-            if record.partial.is_none() && (meta.len() != record.size || mtime_of(&meta) != *mtime) {
+            let meta =
+                fs::metadata(path).map_err(|_| StoreError::Changed(path.display().to_string()))?;
+            if record.partial.is_none() && (meta.len() != record.size || mtime_of(&meta) != *mtime)
+            {
                 return Err(StoreError::Changed(path.display().to_string()));
             }
         }
@@ -301,7 +364,9 @@ impl Store {
 
     /// Forgets a blob; deletes its bytes if the store holds them (a referenced file is left alone).
     pub fn remove(&self, hash: &Hash) -> Result<bool, StoreError> {
-        let Some(record) = self.record(hash)? else { return Ok(false) };
+        let Some(record) = self.record(hash)? else {
+            return Ok(false);
+        };
         let tx = self.inner.db.begin_write().map_err(db_err)?;
         {
             let mut table = tx.open_table(BLOBS).map_err(db_err)?;
@@ -321,22 +386,38 @@ impl Store {
         self.verify_location(hash)?;
         let path = self.content_path(hash, &record);
         let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
-        let external = matches!(record.location, Location::External { .. }) && record.partial.is_none();
-        let layer = if external { Some(self.layer(hash)?) } else { None };
-        Ok(BlobReader { hash: *hash, size: record.size, file, check: layer, path })
+        let external =
+            matches!(record.location, Location::External { .. }) && record.partial.is_none();
+        let layer = if external {
+            Some(self.layer(hash)?)
+        } else {
+            None
+        };
+        Ok(BlobReader {
+            hash: *hash,
+            size: record.size,
+            file,
+            check: layer,
+            path,
+        })
     }
 
     /// Copies a complete blob to `out` (written to a temporary file beside it, then renamed).
     pub fn export(&self, hash: &Hash, out: &Path) -> Result<u64, StoreError> {
         let reader = self.reader(hash)?;
-        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let (mut f, tmp) = tempfile_in(dir)?;
         let mut buf = vec![0u8; GROUP_SIZE as usize];
         for group in 0..group_count(reader.size) {
             let n = reader.read_group_into(group, &mut buf)?;
-            f.write_all(&buf[..n]).map_err(io_err(format!("writing {}", tmp.display())))?;
+            f.write_all(&buf[..n])
+                .map_err(io_err(format!("writing {}", tmp.display())))?;
         }
-        f.sync_data().map_err(io_err(format!("syncing {}", tmp.display())))?;
+        f.sync_data()
+            .map_err(io_err(format!("syncing {}", tmp.display())))?;
         fs::rename(&tmp, out).map_err(io_err(format!("moving into {}", out.display())))?;
         Ok(reader.size)
     }
@@ -344,24 +425,38 @@ impl Store {
     /// Starts or resumes a partial blob whose layer is verified. Its bytes go to `dest` (a file the caller
     /// renames when complete) or into the store. Returns the handle and the groups already held, including
     /// those written after the last checkpoint that still verify.
-    pub fn partial(&self, hash: &Hash, layer: &Layer, dest: Option<&Path>) -> Result<(PartialBlob, Bitfield), StoreError> {
+    pub fn partial(
+        &self,
+        hash: &Hash,
+        layer: &Layer,
+        dest: Option<&Path>,
+    ) -> Result<(PartialBlob, Bitfield), StoreError> {
         let size = layer.size();
         let existing = self.record(hash)?;
         if let Some(record) = &existing
             && record.partial.is_none()
         {
-            return Err(StoreError::Db(format!("blob {} is already complete", hash.short())));
+            return Err(StoreError::Db(format!(
+                "blob {} is already complete",
+                hash.short()
+            )));
         }
         let record = match existing {
             Some(r) if r.size == size => r,
             _ => {
                 self.write_layer(hash, layer)?;
                 let location = match dest {
-                    Some(path) => Location::External { path: path.to_path_buf(), mtime: None },
+                    Some(path) => Location::External {
+                        path: path.to_path_buf(),
+                        mtime: None,
+                    },
                     None => Location::Internal,
                 };
-                let record =
-                    Record { size, partial: Some(Bitfield::new(group_count(size)).as_bytes().to_vec()), location };
+                let record = Record {
+                    size,
+                    partial: Some(Bitfield::new(group_count(size)).as_bytes().to_vec()),
+                    location,
+                };
                 self.put_record(hash, &record)?;
                 record
             }
@@ -377,11 +472,22 @@ impl Store {
             .truncate(false)
             .open(&path)
             .map_err(io_err(format!("opening {}", path.display())))?;
-        file.set_len(size).map_err(io_err(format!("sizing {}", path.display())))?;
-        let mut have = Bitfield::from_bytes(group_count(size), record.partial.clone().unwrap_or_default())
-            .ok_or_else(|| StoreError::Db("bitfield of the wrong length".into()))?;
+        file.set_len(size)
+            .map_err(io_err(format!("sizing {}", path.display())))?;
+        let mut have = Bitfield::from_bytes(
+            group_count(size),
+            record.partial.clone().unwrap_or_default(),
+        )
+        .ok_or_else(|| StoreError::Db("bitfield of the wrong length".into()))?;
         let recovered = recover(&file, hash, layer, &mut have)?;
-        let blob = PartialBlob { store: self.clone(), hash: *hash, size, file, path, recovered };
+        let blob = PartialBlob {
+            store: self.clone(),
+            hash: *hash,
+            size,
+            file,
+            path,
+            recovered,
+        };
         if recovered > 0 {
             blob.checkpoint(&have)?;
         }
@@ -392,14 +498,22 @@ impl Store {
     pub fn relocate(&self, hash: &Hash, path: &Path) -> Result<(), StoreError> {
         let mut record = self.record(hash)?.ok_or(StoreError::NotFound(*hash))?;
         let meta = fs::metadata(path).map_err(io_err(format!("reading {}", path.display())))?;
-        record.location = Location::External { path: path.to_path_buf(), mtime: mtime_of(&meta) };
+        record.location = Location::External {
+            path: path.to_path_buf(),
+            mtime: mtime_of(&meta),
+        };
         self.put_record(hash, &record)
     }
 }
 
 /// Finds groups written after the last checkpoint (data regions of the sparse file) and keeps those that
 /// verify. Returns how many were recovered.
-fn recover(file: &File, hash: &Hash, layer: &Layer, have: &mut Bitfield) -> Result<u64, StoreError> {
+fn recover(
+    file: &File,
+    hash: &Hash,
+    layer: &Layer,
+    have: &mut Bitfield,
+) -> Result<u64, StoreError> {
     let size = layer.size();
     let mut recovered = 0;
     let mut offset = 0u64;
@@ -422,7 +536,9 @@ fn recover(file: &File, hash: &Hash, layer: &Layer, have: &mut Bitfield) -> Resu
                 continue;
             }
             let len = group_len(size, group);
-            if file.read_exact_at(&mut buf[..len], group * GROUP_SIZE).is_ok()
+            if file
+                .read_exact_at(&mut buf[..len], group * GROUP_SIZE)
+                .is_ok()
                 && layer.check_group(hash, group, &buf[..len])
             {
                 have.set(group);
@@ -480,7 +596,9 @@ impl BlobReader {
 
     /// Reads `buf.len()` bytes at `offset` (no check: for local readers of complete store blobs).
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), StoreError> {
-        self.file.read_exact_at(buf, offset).map_err(io_err(format!("reading {}", self.path.display())))
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(io_err(format!("reading {}", self.path.display())))
     }
 }
 
@@ -516,9 +634,18 @@ impl PartialBlob {
 
     /// Makes the groups in `have` durable: data synced first, then the bitfield recorded.
     pub fn checkpoint(&self, have: &Bitfield) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(io_err(format!("syncing {}", self.path.display())))?;
-        let mut record = self.store.record(&self.hash)?.ok_or(StoreError::NotFound(self.hash))?;
-        record.partial = if have.is_full() { None } else { Some(have.as_bytes().to_vec()) };
+        self.file
+            .sync_data()
+            .map_err(io_err(format!("syncing {}", self.path.display())))?;
+        let mut record = self
+            .store
+            .record(&self.hash)?
+            .ok_or(StoreError::NotFound(self.hash))?;
+        record.partial = if have.is_full() {
+            None
+        } else {
+            Some(have.as_bytes().to_vec())
+        };
         if have.is_full()
             && let Location::External { path, mtime } = &mut record.location
         {
@@ -539,7 +666,10 @@ fn tempfile_in(dir: &Path) -> Result<(File, PathBuf), StoreError> {
             Err(e) => return Err(io_err(format!("creating a file in {}", dir.display()))(e)),
         }
     }
-    Err(StoreError::Io { context: format!("creating a file in {}", dir.display()), source: io::ErrorKind::AlreadyExists.into() })
+    Err(StoreError::Io {
+        context: format!("creating a file in {}", dir.display()),
+        source: io::ErrorKind::AlreadyExists.into(),
+    })
 }
 
 #[cfg(test)]
@@ -547,7 +677,9 @@ mod tests {
     use super::*;
 
     fn bytes(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
     }
 
     #[test]
@@ -569,7 +701,10 @@ mod tests {
             assert!(store.remove(&hash).unwrap());
             assert_eq!(store.status(&hash).unwrap(), BlobStatus::Absent);
         }
-        assert!(file.exists(), "removing a referenced blob leaves the file alone");
+        assert!(
+            file.exists(),
+            "removing a referenced blob leaves the file alone"
+        );
     }
 
     #[test]
@@ -592,7 +727,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = bytes(10 * GROUP_SIZE as usize + 5, 3);
         let (hash, layer) = Layer::of(&data);
-        let group = |g: u64| &data[(g * GROUP_SIZE) as usize..((g * GROUP_SIZE) as usize + group_len(data.len() as u64, g))];
+        let group = |g: u64| {
+            &data[(g * GROUP_SIZE) as usize
+                ..((g * GROUP_SIZE) as usize + group_len(data.len() as u64, g))]
+        };
         {
             let store = Store::open(dir.path().join("store")).unwrap();
             let (blob, mut have) = store.partial(&hash, &layer, None).unwrap();
@@ -605,7 +743,9 @@ mod tests {
             // Written but never checkpointed (a crash right now), and one torn write.
             blob.write_group(7, group(7)).unwrap();
             blob.write_group(10, group(10)).unwrap();
-            blob.file.write_all_at(&group(8)[..100], 8 * GROUP_SIZE).unwrap();
+            blob.file
+                .write_all_at(&group(8)[..100], 8 * GROUP_SIZE)
+                .unwrap();
         }
         let store = Store::open(dir.path().join("store")).unwrap();
         let (blob, have) = store.partial(&hash, &layer, None).unwrap();
@@ -617,7 +757,12 @@ mod tests {
             }
         }
         blob.checkpoint(&Bitfield::full(have.len())).unwrap();
-        assert_eq!(store.status(&hash).unwrap(), BlobStatus::Complete { size: data.len() as u64 });
+        assert_eq!(
+            store.status(&hash).unwrap(),
+            BlobStatus::Complete {
+                size: data.len() as u64
+            }
+        );
         let out = dir.path().join("out");
         store.export(&hash, &out).unwrap();
         assert_eq!(fs::read(out).unwrap(), data);

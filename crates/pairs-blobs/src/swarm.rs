@@ -160,7 +160,13 @@ enum LayerState {
     /// Size unknown: waiting for a peer that has the blob.
     Unknown,
     /// Fetching the layer from one peer.
-    Fetching { from: PeerKey, size: u64, parts: Vec<Option<Vec<u8>>>, received: usize },
+    Fetching {
+        from: PeerKey,
+        size: u64,
+        parts: Vec<Option<Vec<u8>>>,
+        received: usize,
+        since: Duration,
+    },
     /// Layer hashes to the root; the size is proven once the last group from `from` checks.
     Proving { from: PeerKey, layer: Layer },
     /// Verified.
@@ -200,6 +206,8 @@ pub struct BlobSwarm {
     rng: fastrand::Rng,
     last_rate_sample: Duration,
     complete_announced: bool,
+    /// The latest time the driver told us.
+    now: Duration,
 }
 
 impl BlobSwarm {
@@ -221,6 +229,7 @@ impl BlobSwarm {
             rng,
             last_rate_sample: Duration::ZERO,
             complete_announced: false,
+            now: Duration::ZERO,
             config,
         };
         if hash == Hash::of(b"") {
@@ -245,6 +254,11 @@ impl BlobSwarm {
         self.picker = Some(Picker::new(have, self.config.seed));
         self.layer = Some(layer);
         self.layer_state = LayerState::Ready;
+        // Peers were told we hold nothing; from now on we can trade, so say what we hold.
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.send_status(key);
+        }
         if self.is_complete() && !self.complete_announced {
             self.complete_announced = true;
             self.actions.push_back(Action::Complete);
@@ -274,7 +288,11 @@ impl BlobSwarm {
     /// Bytes held.
     pub fn bytes_held(&self) -> u64 {
         match (&self.layer, &self.picker) {
-            (Some(layer), Some(picker)) => picker.have().ones().map(|g| group_len(layer.size(), g) as u64).sum(),
+            (Some(layer), Some(picker)) => picker
+                .have()
+                .ones()
+                .map(|g| group_len(layer.size(), g) as u64)
+                .sum(),
             _ => 0,
         }
     }
@@ -320,11 +338,18 @@ impl BlobSwarm {
 
     /// A stream to a peer opened (either side): send our hello and what we hold.
     pub fn add_peer(&mut self, peer: PeerKey, now: Duration) {
+        self.now = self.now.max(now);
         if self.banned.contains(&peer) || self.peers.contains_key(&peer) {
             return;
         }
         self.peers.insert(peer, Peer::new(now));
-        self.send(peer, Message::Hello { version: VERSION, hash: self.hash });
+        self.send(
+            peer,
+            Message::Hello {
+                version: VERSION,
+                hash: self.hash,
+            },
+        );
         self.send_status(peer);
     }
 
@@ -342,20 +367,29 @@ impl BlobSwarm {
         self.send(peer, Message::Status(Holding::Some { size }));
         for (i, part) in bits.chunks(MAX_BITS_BYTES).enumerate() {
             let first = (i * MAX_BITS_BYTES * 8) as u64;
-            self.send(peer, Message::Bits { first, bits: part.to_vec() });
+            self.send(
+                peer,
+                Message::Bits {
+                    first,
+                    bits: part.to_vec(),
+                },
+            );
         }
     }
 
     /// The peer's stream ended or failed.
     pub fn remove_peer(&mut self, peer: PeerKey) {
-        let Some(p) = self.peers.remove(&peer) else { return };
+        let Some(p) = self.peers.remove(&peer) else {
+            return;
+        };
         if let Some(picker) = &mut self.picker {
             for &group in p.inflight.keys() {
                 picker.release(group);
             }
             forget_availability(picker, &p.holds, -1);
         }
-        if let LayerState::Fetching { from, .. } | LayerState::Proving { from, .. } = &self.layer_state
+        if let LayerState::Fetching { from, .. } | LayerState::Proving { from, .. } =
+            &self.layer_state
             && *from == peer
         {
             self.layer_state = LayerState::Unknown;
@@ -385,6 +419,7 @@ impl BlobSwarm {
 
     /// A frame from a peer.
     pub fn on_message(&mut self, peer: PeerKey, message: Message, now: Duration) {
+        self.now = self.now.max(now);
         if !self.peers.contains_key(&peer) {
             return;
         }
@@ -432,7 +467,8 @@ impl BlobSwarm {
             Message::Request { start, count } => self.on_request(peer, start, count),
             Message::Cancel { start, count } => {
                 let p = self.peer_mut(peer);
-                p.asked.retain(|g| !(start..start + u64::from(count)).contains(g));
+                p.asked
+                    .retain(|g| !(start..start + u64::from(count)).contains(g));
             }
             Message::Reject { start, count } => self.on_reject(peer, start, count, now),
             Message::Data { group, bytes } => self.on_data(peer, group, bytes, now),
@@ -440,25 +476,38 @@ impl BlobSwarm {
             Message::LayerPart { start, cvs } => self.on_layer_part(peer, start, cvs, now),
             Message::Close { reason } => {
                 self.remove_peer(peer);
-                self.actions.push_back(Action::Drop { peer, reason: format!("peer closed: {reason}"), ban: false });
+                self.actions.push_back(Action::Drop {
+                    peer,
+                    reason: format!("peer closed: {reason}"),
+                    ban: false,
+                });
             }
         }
     }
 
     fn peer_mut(&mut self, peer: PeerKey) -> &mut Peer {
-        self.peers.get_mut(&peer).expect("caller checked the peer exists")
+        self.peers
+            .get_mut(&peer)
+            .expect("caller checked the peer exists")
     }
 
     fn on_status(&mut self, peer: PeerKey, holding: Holding) {
         let (holds, size) = match holding {
             Holding::Nothing => (PeerHolds::Nothing, None),
             Holding::All { size } => (PeerHolds::All, Some(size)),
-            Holding::Some { size } => (PeerHolds::Some(Bitfield::new(group_count(size))), Some(size)),
+            Holding::Some { size } => (
+                PeerHolds::Some(Bitfield::new(group_count(size))),
+                Some(size),
+            ),
         };
         if let (Some(size), Some(ours)) = (size, self.size())
             && size != ours
         {
-            self.drop_peer(peer, format!("claims the blob is {size} bytes; it is {ours}"), true);
+            self.drop_peer(
+                peer,
+                format!("claims the blob is {size} bytes; it is {ours}"),
+                true,
+            );
             return;
         }
         if size == Some(0) && self.hash != Hash::of(b"") {
@@ -466,7 +515,8 @@ impl BlobSwarm {
             return;
         }
         let p = self.peer_mut(peer);
-        if !matches!(p.holds, PeerHolds::Unknown) {
+        // A status comes first, and once more when a peer that held nothing got the layer.
+        if !matches!(p.holds, PeerHolds::Unknown | PeerHolds::Nothing) {
             self.drop_peer(peer, "sent its status twice", true);
             return;
         }
@@ -521,7 +571,9 @@ impl BlobSwarm {
                 };
                 p.holds = PeerHolds::Some(Bitfield::new(group_count(size)));
                 p.claimed_size = Some(size);
-                let PeerHolds::Some(field) = &mut p.holds else { unreachable!() };
+                let PeerHolds::Some(field) = &mut p.holds else {
+                    unreachable!()
+                };
                 field
             }
             PeerHolds::All => return,
@@ -555,7 +607,7 @@ impl BlobSwarm {
                 self.send(peer, Message::Interested);
             }
             if wanted {
-                self.request_from(peer, self.peers[&peer].last_data);
+                self.request_from(peer, self.now);
             }
         }
     }
@@ -569,7 +621,14 @@ impl BlobSwarm {
         let p = self.peer_mut(peer);
         if want != p.am_interested {
             p.am_interested = want;
-            self.send(peer, if want { Message::Interested } else { Message::NotInterested });
+            self.send(
+                peer,
+                if want {
+                    Message::Interested
+                } else {
+                    Message::NotInterested
+                },
+            );
         }
     }
 
@@ -584,13 +643,16 @@ impl BlobSwarm {
             .filter(|(_, p)| p.claimed_size.is_some())
             .min_by_key(|(_, p)| !matches!(p.holds, PeerHolds::All))
             .map(|(&k, p)| (k, p.claimed_size.expect("filtered")));
-        let Some((from, size)) = candidate else { return };
+        let Some((from, size)) = candidate else {
+            return;
+        };
         if size <= GROUP_SIZE {
             // No layer: the single group is checked against the root itself.
             let layer = Layer::verified(&self.hash, size, Vec::new()).expect("an empty layer fits");
             self.layer_state = LayerState::Proving { from, layer };
             self.send(from, Message::Request { start: 0, count: 1 });
-            self.peer_mut(from).inflight.insert(0, Duration::ZERO);
+            let now = self.now;
+            self.peer_mut(from).inflight.insert(0, now);
             return;
         }
         let groups = group_count(size);
@@ -600,7 +662,13 @@ impl BlobSwarm {
             let count = (groups - start).min(u64::from(MAX_LAYER_CVS)) as u32;
             self.send(from, Message::LayerRequest { start, count });
         }
-        self.layer_state = LayerState::Fetching { from, size, parts: vec![None; parts], received: 0 };
+        self.layer_state = LayerState::Fetching {
+            from,
+            size,
+            parts: vec![None; parts],
+            received: 0,
+            since: self.now,
+        };
     }
 
     fn on_layer_request(&mut self, peer: PeerKey, start: u64, count: u32) {
@@ -618,12 +686,23 @@ impl BlobSwarm {
     }
 
     fn on_layer_part(&mut self, peer: PeerKey, start: u64, cvs: Vec<u8>, now: Duration) {
-        let LayerState::Fetching { from, size, parts, received } = &mut self.layer_state else {
+        let LayerState::Fetching {
+            from,
+            size,
+            parts,
+            received,
+            ..
+        } = &mut self.layer_state
+        else {
             self.drop_peer(peer, "sent a layer nobody asked for", true);
             return;
         };
         let index = (start / u64::from(MAX_LAYER_CVS)) as usize;
-        if *from != peer || start % u64::from(MAX_LAYER_CVS) != 0 || index >= parts.len() || parts[index].is_some() {
+        if *from != peer
+            || !start.is_multiple_of(u64::from(MAX_LAYER_CVS))
+            || index >= parts.len()
+            || parts[index].is_some()
+        {
             self.drop_peer(peer, "sent a layer part nobody asked for", true);
             return;
         }
@@ -634,13 +713,22 @@ impl BlobSwarm {
         }
         let size = *size;
         let bytes: Vec<u8> = parts.drain(..).flatten().flatten().collect();
-        let cvs = bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
+        let cvs = bytes
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32 bytes"))
+            .collect();
         match Layer::verified(&self.hash, size, cvs) {
             Ok(layer) => {
                 // The root does not pin the size within the last group: prove it with that group.
                 let last = layer.groups() - 1;
                 self.layer_state = LayerState::Proving { from: peer, layer };
-                self.send(peer, Message::Request { start: last, count: 1 });
+                self.send(
+                    peer,
+                    Message::Request {
+                        start: last,
+                        count: 1,
+                    },
+                );
                 self.peer_mut(peer).inflight.insert(last, now);
             }
             Err(e) => {
@@ -654,7 +742,12 @@ impl BlobSwarm {
     fn on_request(&mut self, peer: PeerKey, start: u64, count: u32) {
         let end = start + u64::from(count);
         let p = &self.peers[&peer];
-        if p.am_choking {
+        // The last group proves the size of the layer a peer just fetched: served even while choking.
+        let proof = count == 1
+            && self
+                .size()
+                .is_some_and(|size| start + 1 == group_count(size));
+        if p.am_choking && !proof {
             self.send(peer, Message::Reject { start, count });
             return;
         }
@@ -678,7 +771,9 @@ impl BlobSwarm {
     /// Hands queued requests of `peer` to the driver.
     fn pump_serving(&mut self, peer: PeerKey) {
         let size = self.size().unwrap_or(0);
-        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         while let Some(group) = p.asked.pop_front() {
             let len = group_len(size, group) as u64;
             p.sent_round += len;
@@ -768,7 +863,7 @@ impl BlobSwarm {
                 self.request_all(None);
             } else {
                 self.layer_state = LayerState::Unknown;
-                self.drop_peer(peer, "its layer or size does not match its data", true);
+                self.drop_peer(peer, "corrupt data or a false size in its last group", true);
                 self.start_layer_fetch();
             }
             return;
@@ -783,7 +878,13 @@ impl BlobSwarm {
                 self.drop_peer(peer, format!("corrupt data in group {group}"), true);
                 return;
             }
-            if !self.picker.as_ref().expect("layer implies picker").have().get(group) {
+            if !self
+                .picker
+                .as_ref()
+                .expect("layer implies picker")
+                .have()
+                .get(group)
+            {
                 self.accept_group(peer, group, bytes, now);
             }
             return;
@@ -820,7 +921,13 @@ impl BlobSwarm {
             .filter_map(|(k, p)| p.inflight.remove(&group).map(|_| *k))
             .collect();
         for other in others {
-            self.send(other, Message::Cancel { start: group, count: 1 });
+            self.send(
+                other,
+                Message::Cancel {
+                    start: group,
+                    count: 1,
+                },
+            );
         }
         if self.pending_have.len() >= 16 {
             self.flush_have();
@@ -868,16 +975,19 @@ impl BlobSwarm {
     }
 
     fn request_all(&mut self, except: Option<PeerKey>) {
-        let keys: Vec<(PeerKey, Duration)> = self.peers.iter().map(|(&k, p)| (k, p.last_data)).collect();
-        for (key, last) in keys {
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        let now = self.now;
+        for key in keys {
             if Some(key) != except {
-                self.request_from(key, last);
+                self.request_from(key, now);
             }
         }
     }
 
     fn request_from(&mut self, peer: PeerKey, now: Duration) {
-        let Some(p) = self.peers.get(&peer) else { return };
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
         if p.peer_choking || p.stalled || self.picker.is_none() || self.is_complete() {
             return;
         }
@@ -894,7 +1004,20 @@ impl BlobSwarm {
             other => other,
         };
         let inflight = &p.inflight;
-        let picked = picker.pick(holds, room, &|g| inflight.contains_key(&g), fast);
+        // Endgame duplicates are worth asking only for groups stuck at a peer clearly slower than this one.
+        let my_rate = p.rate;
+        let stuck: BTreeSet<u64> = self
+            .peers
+            .iter()
+            .filter(|(k, o)| **k != peer && (o.stalled || o.rate * 2.0 < my_rate || my_rate == 0.0))
+            .flat_map(|(_, o)| o.inflight.keys().copied())
+            .collect();
+        let picked = picker.pick(
+            holds,
+            room,
+            &|g| inflight.contains_key(&g) || !stuck.contains(&g),
+            fast,
+        );
         if picked.is_empty() {
             return;
         }
@@ -919,6 +1042,7 @@ impl BlobSwarm {
 
     /// Time passes: rates, stalls, choke rounds, pending announcements.
     pub fn tick(&mut self, now: Duration) {
+        self.now = self.now.max(now);
         self.flush_have();
         // Rates, sampled at most every 250 ms and smoothed.
         let elapsed = now.saturating_sub(self.last_rate_sample);
@@ -926,7 +1050,11 @@ impl BlobSwarm {
             self.last_rate_sample = now;
             for p in self.peers.values_mut() {
                 let sample = p.received_window as f64 / elapsed.as_secs_f64();
-                p.rate = if p.rate == 0.0 { sample } else { p.rate * 0.7 + sample * 0.3 };
+                p.rate = if p.rate == 0.0 {
+                    sample
+                } else {
+                    p.rate * 0.7 + sample * 0.3
+                };
                 p.received_window = 0;
             }
         }
@@ -935,11 +1063,22 @@ impl BlobSwarm {
         let stalled: Vec<PeerKey> = self
             .peers
             .iter()
-            .filter(|(_, p)| !p.inflight.is_empty() && !p.stalled && now.saturating_sub(p.last_data) > stall)
+            .filter(|(_, p)| {
+                let oldest = p.inflight.values().min().copied();
+                !p.stalled
+                    && oldest.is_some_and(|t| now.saturating_sub(t) > stall)
+                    && now.saturating_sub(p.last_data) > stall
+            })
             .map(|(&k, _)| k)
             .collect();
+        if let LayerState::Fetching { from, since, .. } = self.layer_state
+            && now.saturating_sub(since) > stall * 2
+        {
+            self.drop_peer(from, "stalled while sending the piece layer", false);
+        }
         for key in stalled {
-            if let LayerState::Proving { from, .. } | LayerState::Fetching { from, .. } = self.layer_state
+            if let LayerState::Proving { from, .. } | LayerState::Fetching { from, .. } =
+                self.layer_state
                 && from == key
             {
                 self.drop_peer(key, "stalled while sending the piece layer", false);
@@ -995,13 +1134,26 @@ impl BlobSwarm {
         } else {
             candidates.sort_by_key(|&(k, got, last)| (std::cmp::Reverse(got), last, k));
         }
-        let mut unchoke: BTreeSet<PeerKey> =
-            candidates.iter().take(self.config.upload_slots).map(|&(k, _, _)| k).collect();
-        let rotate = self.optimistic.is_none() || self.rounds % self.config.optimistic_every.max(1) == 0;
+        let mut unchoke: BTreeSet<PeerKey> = candidates
+            .iter()
+            .take(self.config.upload_slots)
+            .map(|&(k, _, _)| k)
+            .collect();
+        let rotate = self.optimistic.is_none()
+            || self
+                .rounds
+                .is_multiple_of(self.config.optimistic_every.max(1));
         if rotate {
-            let rest: Vec<PeerKey> =
-                candidates.iter().map(|&(k, _, _)| k).filter(|k| !unchoke.contains(k)).collect();
-            self.optimistic = if rest.is_empty() { None } else { Some(rest[self.rng.usize(..rest.len())]) };
+            let rest: Vec<PeerKey> = candidates
+                .iter()
+                .map(|&(k, _, _)| k)
+                .filter(|k| !unchoke.contains(k))
+                .collect();
+            self.optimistic = if rest.is_empty() {
+                None
+            } else {
+                Some(rest[self.rng.usize(..rest.len())])
+            };
         }
         if let Some(o) = self.optimistic
             && self.peers.get(&o).is_some_and(|p| p.peer_interested)

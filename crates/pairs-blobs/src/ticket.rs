@@ -33,7 +33,11 @@ impl Ticket for BlobTicket {
         if self.providers.len() > BlobTicket::MAX_PROVIDERS {
             return Err("too many providers");
         }
-        if self.providers.iter().any(|p| p.addrs.len() > NodeAddr::MAX_ADDRS) {
+        if self
+            .providers
+            .iter()
+            .any(|p| p.addrs.len() > NodeAddr::MAX_ADDRS)
+        {
             return Err("too many addresses");
         }
         Ok(())

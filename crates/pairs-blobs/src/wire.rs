@@ -149,26 +149,34 @@ impl Message {
     pub fn check(&self) -> Result<(), WireError> {
         let bad = |why| Err(WireError::OutOfBounds(why));
         match self {
-            Message::Status(Holding::All { size } | Holding::Some { size }) if *size > MAX_BLOB_SIZE => {
+            Message::Status(Holding::All { size } | Holding::Some { size })
+                if *size > MAX_BLOB_SIZE =>
+            {
                 bad("blob size over the protocol's limit")
             }
             Message::Bits { first, bits } if first % 8 != 0 || bits.len() > MAX_BITS_BYTES => {
                 bad("bitfield part misaligned or too long")
             }
             Message::Have { start, end } if start >= end => bad("empty have range"),
-            Message::Request { count, .. } | Message::Cancel { count, .. } | Message::Reject { count, .. }
+            Message::Request { count, .. }
+            | Message::Cancel { count, .. }
+            | Message::Reject { count, .. }
                 if *count == 0 || *count > MAX_REQUEST_GROUPS =>
             {
                 bad("request count out of range")
             }
-            Message::Data { bytes, .. } if bytes.is_empty() || bytes.len() > GROUP_SIZE as usize => {
+            Message::Data { bytes, .. }
+                if bytes.is_empty() || bytes.len() > GROUP_SIZE as usize =>
+            {
                 bad("data frame is not a group")
             }
             Message::LayerRequest { count, .. } if *count == 0 || *count > MAX_LAYER_CVS => {
                 bad("layer request count out of range")
             }
             Message::LayerPart { cvs, .. }
-                if cvs.is_empty() || cvs.len() % 32 != 0 || cvs.len() > MAX_LAYER_CVS as usize * 32 =>
+                if cvs.is_empty()
+                    || cvs.len() % 32 != 0
+                    || cvs.len() > MAX_LAYER_CVS as usize * 32 =>
             {
                 bad("layer part is not whole values")
             }
@@ -240,14 +248,16 @@ impl FrameDecoder {
     }
 
     /// The next whole message, if one has arrived.
-    pub fn next(&mut self) -> Result<Option<Message>, WireError> {
-        let Some(len) = self.next_len()? else { return Ok(None) };
+    pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
+        let Some(len) = self.next_len()? else {
+            return Ok(None);
+        };
         let rest = &self.buf[self.at..];
         if rest.len() < 4 + len {
             return Ok(None);
         }
-        let message: Message =
-            postcard::from_bytes(&rest[4..4 + len]).map_err(|e| WireError::Malformed(e.to_string()))?;
+        let message: Message = postcard::from_bytes(&rest[4..4 + len])
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
         self.at += 4 + len;
         if self.at > 1 << 20 {
             self.buf.drain(..self.at);
@@ -270,11 +280,23 @@ mod tests {
     #[test]
     fn frames_round_trip_in_any_split() {
         let messages = vec![
-            Message::Hello { version: VERSION, hash: Hash::of(b"x") },
+            Message::Hello {
+                version: VERSION,
+                hash: Hash::of(b"x"),
+            },
             Message::Status(Holding::Some { size: 1 << 30 }),
-            Message::Bits { first: 8, bits: vec![0xff; 100] },
-            Message::Request { start: 5, count: 64 },
-            Message::Data { group: 3, bytes: vec![7; GROUP_SIZE as usize] },
+            Message::Bits {
+                first: 8,
+                bits: vec![0xff; 100],
+            },
+            Message::Request {
+                start: 5,
+                count: 64,
+            },
+            Message::Data {
+                group: 3,
+                bytes: vec![7; GROUP_SIZE as usize],
+            },
             Message::close("done"),
         ];
         let mut stream = Vec::new();
@@ -286,7 +308,7 @@ mod tests {
             let mut got = Vec::new();
             for piece in stream.chunks(step) {
                 decoder.push(piece);
-                while let Some(m) = decoder.next().unwrap() {
+                while let Some(m) = decoder.next_message().unwrap() {
                     got.push(m);
                 }
             }
@@ -299,24 +321,52 @@ mod tests {
     fn oversized_and_out_of_bounds_frames_are_refused() {
         let mut decoder = FrameDecoder::default();
         decoder.push(&(MAX_FRAME as u32 + 1).to_be_bytes());
-        assert_eq!(decoder.next(), Err(WireError::TooLarge(MAX_FRAME + 1)));
+        assert_eq!(
+            decoder.next_message(),
+            Err(WireError::TooLarge(MAX_FRAME + 1))
+        );
 
         for bad in [
-            Message::Request { start: 0, count: MAX_REQUEST_GROUPS + 1 },
+            Message::Request {
+                start: 0,
+                count: MAX_REQUEST_GROUPS + 1,
+            },
             Message::Request { start: 0, count: 0 },
-            Message::Data { group: 0, bytes: vec![] },
-            Message::LayerPart { start: 0, cvs: vec![0; 33] },
-            Message::Bits { first: 3, bits: vec![1] },
+            Message::Data {
+                group: 0,
+                bytes: vec![],
+            },
+            Message::LayerPart {
+                start: 0,
+                cvs: vec![0; 33],
+            },
+            Message::Bits {
+                first: 3,
+                bits: vec![1],
+            },
             Message::Have { start: 4, end: 4 },
-            Message::Status(Holding::All { size: MAX_BLOB_SIZE + 1 }),
+            Message::Status(Holding::All {
+                size: MAX_BLOB_SIZE + 1,
+            }),
         ] {
             let mut decoder = FrameDecoder::default();
             decoder.push(&bad.to_frame());
-            assert!(matches!(decoder.next(), Err(WireError::OutOfBounds(_))), "{bad:?}");
+            assert!(
+                matches!(decoder.next_message(), Err(WireError::OutOfBounds(_))),
+                "{bad:?}"
+            );
         }
         let mut decoder = FrameDecoder::default();
         decoder.push(&[0, 0, 0, 2, 200, 200]);
-        assert!(matches!(decoder.next(), Err(WireError::Malformed(_))));
-        assert_eq!(Message::close("é".repeat(150)), Message::Close { reason: "é".repeat(100) });
+        assert!(matches!(
+            decoder.next_message(),
+            Err(WireError::Malformed(_))
+        ));
+        assert_eq!(
+            Message::close("é".repeat(150)),
+            Message::Close {
+                reason: "é".repeat(100)
+            }
+        );
     }
 }
