@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub use pairs_base as base;
+pub use pairs_blobs as blobs;
 pub use pairs_log as log;
 pub use pairs_net as net;
 

@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blobs;
 mod logs;
 mod names;
 
@@ -27,6 +28,8 @@ use pairs_net::nat::{self, Nat, NatConfig, RelayLimits};
 use pairs_net::swarm::{SWARM_ALPN, Swarm, SwarmConfig};
 use pairs_net::{Endpoint, EndpointConfig, Router, RouterBuilder};
 
+use self::blobs::BlobService;
+pub use self::blobs::{Added, BlobProgress, Blobs, GetProgress, blob_topic};
 pub use self::logs::{EntryBatches, LOG_ALPN, LogHandle, log_topic};
 use self::logs::{LogRegistry, LogServer};
 pub use self::names::Resolutions;
@@ -210,6 +213,7 @@ impl NodeBuilder {
             (KeyChoice::Stored | KeyChoice::Fresh, _) => SecretKey::generate(),
         };
         let logs = LogRegistry::new(data_dir.clone());
+        let blobs = BlobService::open(data_dir.as_deref())?;
         let net = if self.network {
             let (config, config_path) = match &data_dir {
                 Some(dir) => Config::load(Some(dir))?,
@@ -226,6 +230,7 @@ impl NodeBuilder {
                 data_dir,
                 net,
                 logs,
+                blobs,
                 shared: Mutex::new(HashMap::new()),
             }),
         };
@@ -313,6 +318,7 @@ struct NodeInner {
     data_dir: Option<PathBuf>,
     net: Option<Net>,
     logs: LogRegistry,
+    blobs: BlobService,
     /// Logs shared on the swarm: the task replicating each with its peers.
     shared: Mutex<HashMap<LogId, logs::Sharing>>,
 }
@@ -382,6 +388,14 @@ impl Node {
             .net
             .as_ref()
             .context("this node runs without the network (built with `offline()`)")
+    }
+
+    /// The node's blobs: add files and directories, share them, fetch what a ticket names.
+    pub fn blobs(&self) -> Blobs {
+        Blobs {
+            node: self.clone(),
+            service: self.inner.blobs.clone(),
+        }
     }
 
     /// Creates a log owned by a fresh key (kept in the data directory, or in memory) and returns it.

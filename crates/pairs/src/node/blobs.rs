@@ -1,0 +1,942 @@
+//! Blobs on the node: its store, and one task per blob in exchange that drives the sans-IO
+//! [`BlobSwarm`] over the swarm's topic peers.
+//!
+//! Sharing a blob (or a collection) is joining the swarm under the blob's discovery key. Every peer met
+//! there gets one stream per blob, opened by whoever wants the blob; the stream's first frame names it, so
+//! the members of a collection all travel over the collection's topic. The per-blob task owns the core,
+//! the partial blob being written and the reader being served; peer tasks only move frames.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use pairs_base::{NodeId, Topic};
+use pairs_blobs::layer::GROUP_SIZE;
+use pairs_blobs::store::{BlobReader, ImportMode, PartialBlob};
+use pairs_blobs::ticket::BlobFormat;
+use pairs_blobs::wire::{FrameDecoder, Message};
+use pairs_blobs::{
+    Action, Bitfield, BlobStatus, BlobSwarm, BlobTicket, Collection, CollectionEntry, Hash, Layer,
+    Store, SwarmConfig,
+};
+use pairs_net::BiStream;
+use pairs_net::swarm::{Swarm, TopicEvent, TopicHandle, TopicPeer};
+use tokio::sync::{mpsc, watch};
+
+/// The swarm topic of a blob or collection.
+pub fn blob_topic(hash: &Hash) -> Topic {
+    Topic::from_bytes(pairs_blobs::ticket::discovery_key(hash))
+}
+
+/// Progress of one blob's exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobProgress {
+    /// Size in bytes, once known.
+    pub size: Option<u64>,
+    /// Bytes held and verified.
+    pub held: u64,
+    /// Peers exchanging this blob now.
+    pub peers: usize,
+    /// Bytes sent to peers.
+    pub sent: u64,
+    /// Whether every byte is here.
+    pub complete: bool,
+    /// The last failure, if the exchange stopped (disk full and the like).
+    pub error: Option<String>,
+}
+
+enum Event {
+    Stream {
+        node: NodeId,
+        stream: BiStream,
+        hello: Option<Message>,
+    },
+    Frame(u64, Message),
+    Closed(u64),
+}
+
+/// The node's blobs: the store and the exchanges under way.
+#[derive(Clone)]
+pub(crate) struct BlobService {
+    store: Store,
+    tasks: Arc<Mutex<HashMap<Hash, BlobTaskHandle>>>,
+    topics: Arc<Mutex<HashMap<Hash, tokio::task::JoinHandle<()>>>>,
+    /// Keeps an in-memory node's store alive until the node goes.
+    _temp: Option<Arc<tempfile::TempDir>>,
+}
+
+#[derive(Clone)]
+struct BlobTaskHandle {
+    events: mpsc::UnboundedSender<Event>,
+    progress: watch::Receiver<BlobProgress>,
+    /// Where a download writes the bytes (None: into the store).
+    wants: bool,
+}
+
+impl BlobService {
+    pub(crate) fn open(data_dir: Option<&Path>) -> Result<Self> {
+        let (dir, temp) = match data_dir {
+            Some(dir) => (dir.join("blobs"), None),
+            None => {
+                let temp = tempfile::tempdir().context("creating a temporary blob store")?;
+                (temp.path().to_path_buf(), Some(Arc::new(temp)))
+            }
+        };
+        let store = Store::open(&dir)
+            .with_context(|| format!("opening the blob store in {}", dir.display()))?;
+        Ok(BlobService {
+            store,
+            tasks: Default::default(),
+            topics: Default::default(),
+            _temp: temp,
+        })
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Adds a file to the store (referenced in place or copied).
+    pub(crate) async fn add_file(&self, path: PathBuf, mode: ImportMode) -> Result<(Hash, u64)> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.import_file(&path, mode)).await??)
+    }
+
+    /// Joins the swarm under `hash`'s topic and serves every stream peers open there.
+    pub(crate) async fn share(&self, swarm: &Swarm, hash: Hash) -> Result<()> {
+        if self.topics.lock().expect("topics lock").contains_key(&hash) {
+            return Ok(());
+        }
+        let topic = match swarm.join(blob_topic(&hash)).await {
+            Ok(topic) => topic,
+            Err(pairs_net::swarm::SwarmError::AlreadyJoined) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let service = self.clone();
+        let task = tokio::spawn(async move { service.serve_topic(topic, hash).await });
+        self.topics.lock().expect("topics lock").insert(hash, task);
+        Ok(())
+    }
+
+    /// Stops sharing `hash` (its bytes stay in the store).
+    pub(crate) fn unshare(&self, hash: &Hash) {
+        if let Some(task) = self.topics.lock().expect("topics lock").remove(hash) {
+            task.abort();
+        }
+    }
+
+    async fn serve_topic(self, mut topic: TopicHandle, root: Hash) {
+        let mut peers = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                event = topic.next() => match event {
+                    Some(TopicEvent::Joined(peer)) => {
+                        peers.spawn(self.clone().serve_peer(peer, root));
+                    }
+                    Some(TopicEvent::Left(_)) => {}
+                    None => break,
+                },
+                Some(_) = peers.join_next(), if !peers.is_empty() => {}
+            }
+        }
+    }
+
+    /// One peer of a topic: opens a stream for each blob this node wants, routes the streams it opens.
+    async fn serve_peer(self, mut peer: TopicPeer, root: Hash) {
+        let node = peer.node_id();
+        let mut opened = std::collections::HashSet::new();
+        let mut wanted_tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            // Blobs we are downloading that this peer may have: the topic's root, or a member of it.
+            let wanted: Vec<(Hash, BlobTaskHandle)> = self
+                .tasks
+                .lock()
+                .expect("tasks lock")
+                .iter()
+                .filter(|(h, t)| {
+                    t.wants && !opened.contains(*h) && (**h == root || self.member_of(root))
+                })
+                .map(|(h, t)| (*h, t.clone()))
+                .collect();
+            for (hash, task) in wanted {
+                opened.insert(hash);
+                match peer.open_bi().await {
+                    Ok(stream) => {
+                        let _ = task.events.send(Event::Stream {
+                            node,
+                            stream,
+                            hello: None,
+                        });
+                    }
+                    Err(_) => return,
+                }
+            }
+            tokio::select! {
+                stream = peer.accept_bi() => {
+                    let Some(mut stream) = stream else { return };
+                    let service = self.clone();
+                    tokio::spawn(async move {
+                        let Some(hello) = read_hello(&mut stream).await else { return };
+                        let Message::Hello { hash, .. } = hello else { return };
+                        match service.task_for_serving(hash) {
+                            Some(task) => {
+                                let _ = task.events.send(Event::Stream { node, stream, hello: Some(hello) });
+                            }
+                            None => {
+                                let mut frame = Vec::new();
+                                Message::close("blob not held here").encode_into(&mut frame);
+                                let _ = stream.send.write_all(&frame).await;
+                                let _ = stream.send.finish();
+                            }
+                        }
+                    });
+                }
+                _ = wanted_tick.tick() => {}
+            }
+        }
+    }
+
+    /// Whether collection members are fetched over `root`'s topic (any download under way counts: the
+    /// members' own streams name them).
+    fn member_of(&self, _root: Hash) -> bool {
+        true
+    }
+
+    /// The exchange task of a blob this node holds (started on demand to serve it).
+    fn task_for_serving(&self, hash: Hash) -> Option<BlobTaskHandle> {
+        if let Some(task) = self.tasks.lock().expect("tasks lock").get(&hash) {
+            return Some(task.clone());
+        }
+        match self.store.status(&hash).ok()? {
+            BlobStatus::Absent => None,
+            _ => self.start_task(hash, None, false).ok(),
+        }
+    }
+
+    /// Starts fetching `hash` (into `dest` or the store); returns its progress. Resumes a partial blob.
+    pub(crate) fn fetch(
+        &self,
+        hash: Hash,
+        dest: Option<PathBuf>,
+    ) -> Result<watch::Receiver<BlobProgress>> {
+        if let Some(task) = self.tasks.lock().expect("tasks lock").get_mut(&hash) {
+            task.wants = true;
+            return Ok(task.progress.clone());
+        }
+        Ok(self.start_task(hash, dest, true)?.progress)
+    }
+
+    fn start_task(&self, hash: Hash, dest: Option<PathBuf>, wants: bool) -> Result<BlobTaskHandle> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (progress_tx, progress_rx) = watch::channel(BlobProgress::default());
+        let config = SwarmConfig {
+            seed: fastrand::u64(..),
+            ..SwarmConfig::default()
+        };
+        let mut task = BlobTask {
+            store: self.store.clone(),
+            core: BlobSwarm::new(hash, config.clone()),
+            partial: None,
+            have_since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            reader: None,
+            dest,
+            peers: HashMap::new(),
+            next_key: 1,
+            events: events_tx.clone(),
+            progress: progress_tx,
+            started: Instant::now(),
+            sent: 0,
+        };
+        match self.store.status(&hash)? {
+            BlobStatus::Complete { size } => {
+                let layer = self.store.layer(&hash)?;
+                task.core = BlobSwarm::with_layer(
+                    hash,
+                    layer,
+                    Bitfield::full(size.div_ceil(GROUP_SIZE)),
+                    config,
+                );
+                task.reader = Some(self.store.reader(&hash)?);
+            }
+            BlobStatus::Partial { .. } => {
+                let layer = self.store.layer(&hash)?;
+                task.open_partial(layer, config)?;
+            }
+            BlobStatus::Absent => {}
+        }
+        task.publish();
+        let handle = BlobTaskHandle {
+            events: events_tx,
+            progress: progress_rx,
+            wants,
+        };
+        self.tasks
+            .lock()
+            .expect("tasks lock")
+            .insert(hash, handle.clone());
+        let tasks = self.tasks.clone();
+        tokio::spawn(async move {
+            task.run(events_rx).await;
+            tasks.lock().expect("tasks lock").remove(&hash);
+        });
+        Ok(handle)
+    }
+}
+
+async fn read_hello(stream: &mut BiStream) -> Option<Message> {
+    let mut decoder = FrameDecoder::default();
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(deadline);
+    loop {
+        if let Ok(Some(message)) = decoder.next_message() {
+            return matches!(message, Message::Hello { .. }).then_some(message);
+        }
+        // A hello is small: anything else first is not our protocol.
+        if decoder.pending() > 256 {
+            return None;
+        }
+        tokio::select! {
+            n = stream.recv.read(&mut buf[..1]) => match n {
+                Ok(Some(1)) => decoder.push(&buf[..1]),
+                _ => return None,
+            },
+            _ = &mut deadline => return None,
+        }
+    }
+}
+
+struct PeerLink {
+    node: NodeId,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+struct BlobTask {
+    store: Store,
+    core: BlobSwarm,
+    partial: Option<(PartialBlob, Bitfield)>,
+    have_since_checkpoint: u64,
+    last_checkpoint: Instant,
+    reader: Option<BlobReader>,
+    dest: Option<PathBuf>,
+    peers: HashMap<u64, PeerLink>,
+    next_key: u64,
+    events: mpsc::UnboundedSender<Event>,
+    progress: watch::Sender<BlobProgress>,
+    started: Instant,
+    sent: u64,
+}
+
+impl BlobTask {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn open_partial(&mut self, layer: Layer, config: SwarmConfig) -> Result<()> {
+        let hash = self.core.hash();
+        let dest = self.dest.as_ref().map(|d| part_path(d));
+        let (partial, have) = self.store.partial(&hash, &layer, dest.as_deref())?;
+        self.core = BlobSwarm::with_layer(hash, layer, have.clone(), config);
+        if self.core.is_complete() {
+            self.finish_download(partial)?;
+        } else {
+            self.partial = Some((partial, have));
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let peers = self.core.peer_stats();
+        self.progress.send_replace(BlobProgress {
+            size: self.core.size(),
+            held: self.core.bytes_held(),
+            peers: peers.len(),
+            sent: self.sent,
+            complete: self.core.is_complete(),
+            error: None,
+        });
+    }
+
+    fn fail(&self, error: String) {
+        self.progress.send_modify(|p| p.error = Some(error));
+    }
+
+    async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    self.on_event(event);
+                    // Take whatever else is queued before acting, so actions are batched.
+                    while let Ok(event) = events.try_recv() {
+                        self.on_event(event);
+                    }
+                }
+                _ = tick.tick() => {
+                    let now = self.now();
+                    self.core.tick(now);
+                }
+            }
+            if let Err(e) = self.drain() {
+                tracing::warn!(blob = %self.core.hash().short(), "{e:#}");
+                self.fail(format!("{e:#}"));
+                break;
+            }
+            self.publish();
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let now = self.now();
+        match event {
+            Event::Stream {
+                node,
+                stream,
+                hello,
+            } => {
+                if self.peers.values().any(|p| p.node == node) {
+                    // One stream per peer and blob: the other side opened one too.
+                    return;
+                }
+                let key = self.next_key;
+                self.next_key += 1;
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.peers.insert(key, PeerLink { node, frames: tx });
+                spawn_peer_io(key, stream, rx, self.events.clone());
+                self.core.add_peer(key, now);
+                if let Some(hello) = hello {
+                    self.core.on_message(key, hello, now);
+                }
+            }
+            Event::Frame(key, message) => self.core.on_message(key, message, now),
+            Event::Closed(key) => {
+                self.peers.remove(&key);
+                self.core.remove_peer(key);
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Send(key, message) => self.send(key, &message),
+                Action::Serve(key, group) => {
+                    let Some(reader) = self.reader_for_serving()? else {
+                        continue;
+                    };
+                    match reader.read_group(group) {
+                        Ok(bytes) => {
+                            self.sent += bytes.len() as u64;
+                            self.send(key, &Message::Data { group, bytes });
+                        }
+                        Err(e) => {
+                            tracing::warn!(blob = %self.core.hash().short(), "cannot serve: {e}");
+                            self.send(
+                                key,
+                                &Message::Reject {
+                                    start: group,
+                                    count: 1,
+                                },
+                            );
+                        }
+                    }
+                }
+                Action::Write(group, bytes) => {
+                    let (partial, have) = self
+                        .partial
+                        .as_mut()
+                        .context("data before a partial blob")?;
+                    partial.write_group(group, &bytes)?;
+                    have.set(group);
+                    self.have_since_checkpoint += 1;
+                    if self.last_checkpoint.elapsed() > Duration::from_secs(1) {
+                        partial.checkpoint(have)?;
+                        self.last_checkpoint = Instant::now();
+                        self.have_since_checkpoint = 0;
+                    }
+                }
+                Action::LayerReady(layer) => {
+                    let hash = self.core.hash();
+                    let dest = self.dest.as_ref().map(|d| part_path(d));
+                    let (partial, have) = self.store.partial(&hash, &layer, dest.as_deref())?;
+                    self.partial = Some((partial, have));
+                }
+                Action::Complete => {
+                    if let Some((partial, have)) = self.partial.take() {
+                        partial.checkpoint(&have)?;
+                        self.finish_download(partial)?;
+                    }
+                }
+                Action::Drop { peer, reason, ban } => {
+                    if let Some(link) = self.peers.remove(&peer) {
+                        tracing::info!(peer = %link.node.short(), blob = %self.core.hash().short(), ban, "dropped: {reason}");
+                        let _ = link.frames.send(Message::close(reason).to_frame());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reader_for_serving(&mut self) -> Result<Option<&BlobReader>> {
+        if self.reader.is_none() {
+            match self.store.reader(&self.core.hash()) {
+                Ok(reader) => self.reader = Some(reader),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(self.reader.as_ref())
+    }
+
+    fn finish_download(&mut self, partial: PartialBlob) -> Result<()> {
+        let hash = self.core.hash();
+        if let Some(dest) = &self.dest {
+            std::fs::rename(partial.path(), dest)
+                .with_context(|| format!("moving the download into {}", dest.display()))?;
+            self.store.relocate(&hash, dest)?;
+        }
+        self.reader = None;
+        Ok(())
+    }
+
+    fn send(&self, key: u64, message: &Message) {
+        if let Some(link) = self.peers.get(&key) {
+            let _ = link.frames.send(message.to_frame());
+        }
+    }
+}
+
+/// Where a download to `dest` writes until it is complete.
+pub(crate) fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".pairs-part");
+    dest.with_file_name(name)
+}
+
+fn spawn_peer_io(
+    key: u64,
+    stream: BiStream,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let BiStream { mut send, mut recv } = stream;
+    tokio::spawn(async move {
+        while let Some(frame) = frames.recv().await {
+            let closing = frame.len() > 4 && frame[4] == close_tag();
+            if send.write_all(&frame).await.is_err() {
+                break;
+            }
+            if closing {
+                let _ = send.finish();
+                break;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut decoder = FrameDecoder::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match recv.read(&mut buf).await {
+                Ok(Some(0)) | Ok(None) | Err(_) => break,
+                Ok(Some(n)) => decoder.push(&buf[..n]),
+            }
+            loop {
+                match decoder.next_message() {
+                    Ok(Some(message)) => {
+                        if events.send(Event::Frame(key, message)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::info!("blob stream broke the protocol: {e}");
+                        let _ = events.send(Event::Closed(key));
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = events.send(Event::Closed(key));
+    });
+}
+
+/// The postcard tag of [`Message::Close`] (its variant index).
+fn close_tag() -> u8 {
+    Message::close("").to_frame()[4]
+}
+
+/// Waits until a fetch completes or fails.
+pub(crate) async fn wait_complete(
+    mut progress: watch::Receiver<BlobProgress>,
+) -> Result<BlobProgress> {
+    loop {
+        {
+            let p = progress.borrow_and_update();
+            if p.complete {
+                return Ok(p.clone());
+            }
+            if let Some(e) = &p.error {
+                bail!("{e}");
+            }
+        }
+        progress
+            .changed()
+            .await
+            .map_err(|_| anyhow!("the download stopped"))?;
+    }
+}
+
+/// What [`Blobs::add`] added.
+#[derive(Debug, Clone)]
+pub struct Added {
+    /// The blob's hash (the collection's, for a directory).
+    pub hash: Hash,
+    /// A file or a directory.
+    pub format: BlobFormat,
+    /// Bytes of content.
+    pub size: u64,
+    /// Files.
+    pub files: usize,
+}
+
+/// Totals of a [`Blobs::get`] under way.
+#[derive(Debug, Clone, Default)]
+pub struct GetProgress {
+    /// Bytes to fetch in all (known once the collection, or the blob's size, is).
+    pub total: Option<u64>,
+    /// Bytes held.
+    pub held: u64,
+    /// Peers exchanging with us.
+    pub peers: usize,
+    /// Files complete, of `files`.
+    pub files_done: usize,
+    /// Files in all.
+    pub files: usize,
+}
+
+/// The node's blobs; see [`crate::Node::blobs`].
+#[derive(Clone)]
+pub struct Blobs {
+    pub(crate) node: crate::Node,
+    pub(crate) service: BlobService,
+}
+
+/// Downloads of a collection's members at once.
+const PARALLEL_FILES: usize = 4;
+
+impl Blobs {
+    /// The blob store.
+    pub fn store(&self) -> &Store {
+        self.service.store()
+    }
+
+    /// Adds a file, or a directory as a collection of its files. Files are served where they are
+    /// ([`ImportMode::Reference`]) or copied into the store.
+    pub async fn add(&self, path: &Path, mode: ImportMode) -> Result<Added> {
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_file() {
+            let (hash, size) = self.service.add_file(path.to_path_buf(), mode).await?;
+            return Ok(Added {
+                hash,
+                format: BlobFormat::Raw,
+                size,
+                files: 1,
+            });
+        }
+        let mut entries = Vec::new();
+        let root = path.to_path_buf();
+        let files = tokio::task::spawn_blocking(move || list_files(&root)).await??;
+        for (relative, file, executable) in files {
+            let (hash, size) = self.service.add_file(file, mode).await?;
+            entries.push(CollectionEntry {
+                path: relative,
+                hash,
+                size,
+                executable,
+            });
+        }
+        let collection = Collection { entries };
+        let size = collection.total_size();
+        let files = collection.entries.len();
+        let store = self.store().clone();
+        let hash =
+            tokio::task::spawn_blocking(move || store.import_bytes(&collection.encode())).await??;
+        Ok(Added {
+            hash,
+            format: BlobFormat::Collection,
+            size,
+            files,
+        })
+    }
+
+    /// Serves `hash` (and, for a collection, its members) to every peer found under its topic.
+    pub async fn share(&self, hash: Hash) -> Result<()> {
+        self.service.share(self.node.swarm()?, hash).await
+    }
+
+    /// Stops serving `hash` to the swarm (it stays in the store).
+    pub fn unshare(&self, hash: &Hash) {
+        self.service.unshare(hash);
+    }
+
+    /// A ticket for `hash` naming this node as provider.
+    pub fn ticket(&self, hash: Hash, format: BlobFormat) -> BlobTicket {
+        BlobTicket {
+            hash,
+            format,
+            providers: self.node.node_addr().into_iter().collect(),
+        }
+    }
+
+    /// Fetches what a ticket names into `out` (a file, or a directory for a collection) from the
+    /// ticket's providers and every other peer found under its topic; resumes an interrupted fetch.
+    /// `progress` is called as bytes arrive.
+    pub async fn get(
+        &self,
+        ticket: &BlobTicket,
+        out: &Path,
+        progress: impl Fn(&GetProgress),
+    ) -> Result<GetProgress> {
+        let swarm = self.node.swarm()?;
+        for provider in &ticket.providers {
+            if provider.node_id != self.node.id() {
+                swarm.add_peer(provider.clone())?;
+            }
+        }
+        self.share(ticket.hash).await?;
+        match ticket.format {
+            BlobFormat::Raw => {
+                if out.is_dir() {
+                    bail!(
+                        "{} is a directory: name the file to write, e.g. {}/FILE",
+                        out.display(),
+                        out.display()
+                    );
+                }
+                let rx = self.service.fetch(ticket.hash, Some(out.to_path_buf()))?;
+                let done = self.follow(vec![rx], 1, &progress).await?;
+                Ok(done)
+            }
+            BlobFormat::Collection => {
+                let rx = self.service.fetch(ticket.hash, None)?;
+                wait_complete(rx)
+                    .await
+                    .context("fetching the collection's list of files")?;
+                let bytes = self.store().reader(&ticket.hash)?;
+                let mut encoded = vec![0u8; bytes.size() as usize];
+                if bytes.size() > pairs_blobs::collection::MAX_ENCODED {
+                    bail!("the collection's list of files is over the size limit");
+                }
+                bytes.read_at(&mut encoded, 0)?;
+                let collection = Collection::decode(&encoded)?;
+                std::fs::create_dir_all(out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                let mut receivers = Vec::new();
+                let files = collection.entries.len();
+                let total = collection.total_size();
+                let mut pending = collection.entries.into_iter();
+                let mut done = GetProgress {
+                    total: Some(total),
+                    files,
+                    ..GetProgress::default()
+                };
+                let mut finished_bytes = 0;
+                loop {
+                    while receivers.len() < PARALLEL_FILES {
+                        let Some(entry) = pending.next() else { break };
+                        let dest = prepare_dest(out, &entry.path)?;
+                        if matches!(
+                            self.store().status(&entry.hash)?,
+                            BlobStatus::Complete { .. }
+                        ) && dest.exists()
+                        {
+                            finished_bytes += entry.size;
+                            done.files_done += 1;
+                            continue;
+                        }
+                        if entry.size == 0 {
+                            std::fs::write(&dest, b"")
+                                .with_context(|| format!("writing {}", dest.display()))?;
+                            done.files_done += 1;
+                            continue;
+                        }
+                        let rx = self.service.fetch(entry.hash, Some(dest.clone()))?;
+                        receivers.push((entry, dest, rx));
+                    }
+                    if receivers.is_empty() {
+                        break;
+                    }
+                    // Report and wait for any change.
+                    let held: u64 = receivers.iter().map(|(_, _, rx)| rx.borrow().held).sum();
+                    done.held = finished_bytes + held;
+                    done.peers = receivers
+                        .iter()
+                        .map(|(_, _, rx)| rx.borrow().peers)
+                        .max()
+                        .unwrap_or(0);
+                    progress(&done);
+                    let mut finished = None;
+                    for (i, (_, _, rx)) in receivers.iter().enumerate() {
+                        let p = rx.borrow();
+                        if let Some(e) = &p.error {
+                            bail!("{e}");
+                        }
+                        if p.complete {
+                            finished = Some(i);
+                            break;
+                        }
+                    }
+                    if let Some(i) = finished {
+                        let (entry, dest, _) = receivers.swap_remove(i);
+                        set_executable(&dest, entry.executable)?;
+                        finished_bytes += entry.size;
+                        done.files_done += 1;
+                        continue;
+                    }
+                    let changes = receivers
+                        .iter_mut()
+                        .map(|(_, _, rx)| Box::pin(rx.changed()));
+                    let _ = futures_lite::future::or(
+                        async {
+                            let _ = futures_select_all(changes).await;
+                        },
+                        async {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                        },
+                    )
+                    .await;
+                }
+                done.held = finished_bytes;
+                progress(&done);
+                Ok(done)
+            }
+        }
+    }
+
+    async fn follow(
+        &self,
+        mut receivers: Vec<watch::Receiver<BlobProgress>>,
+        files: usize,
+        progress: &impl Fn(&GetProgress),
+    ) -> Result<GetProgress> {
+        let rx = &mut receivers[0];
+        loop {
+            let p = rx.borrow_and_update().clone();
+            let report = GetProgress {
+                total: p.size,
+                held: p.held,
+                peers: p.peers,
+                files_done: usize::from(p.complete),
+                files,
+            };
+            progress(&report);
+            if let Some(e) = p.error {
+                bail!("{e}");
+            }
+            if p.complete {
+                return Ok(report);
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+        }
+    }
+}
+
+async fn futures_select_all<F: std::future::Future + Unpin>(futures: impl Iterator<Item = F>) {
+    let mut futures: Vec<F> = futures.collect();
+    std::future::poll_fn(|cx| {
+        for f in futures.iter_mut() {
+            if std::pin::Pin::new(f).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Files under `root`, with their `/`-separated relative paths and executable bits. Symlinks are not
+/// followed (a shared folder never leaks what lies outside it).
+fn list_files(root: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let relative = path.strip_prefix(root).expect("under root");
+                let relative = relative
+                    .to_str()
+                    .with_context(|| {
+                        format!(
+                            "{} is not valid UTF-8: rename it to share it",
+                            path.display()
+                        )
+                    })?
+                    .to_string();
+                let executable = entry.metadata()?.permissions().mode() & 0o111 != 0;
+                out.push((relative, path, executable));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The file a collection member is written to: inside `out`, with its directories created and none of
+/// them a symlink (which could lead outside).
+fn prepare_dest(out: &Path, relative: &str) -> Result<PathBuf> {
+    let dest = pairs_blobs::collection::safe_join(out, relative)?;
+    let mut dir = out.to_path_buf();
+    let parts: Vec<&str> = relative.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                bail!(
+                    "{} is a symlink: refusing to write {relative} through it",
+                    dir.display()
+                )
+            }
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => bail!("{} exists and is not a directory", dir.display()),
+            Err(_) => {
+                std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?
+            }
+        }
+    }
+    if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!(
+            "{} is a symlink: refusing to write through it",
+            dest.display()
+        );
+    }
+    Ok(dest)
+}
+
+fn set_executable(path: &Path, executable: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if executable {
+        let mut perms = std::fs::metadata(path)?.permissions();
+        perms.set_mode(perms.mode() | 0o111);
+        std::fs::set_permissions(path, perms)?;
+    }
+    Ok(())
+}
