@@ -208,6 +208,8 @@ pub struct BlobSwarm {
     complete_announced: bool,
     /// The latest time the driver told us.
     now: Duration,
+    /// Verified bytes received from peers that are gone.
+    received_gone: u64,
 }
 
 impl BlobSwarm {
@@ -230,6 +232,7 @@ impl BlobSwarm {
             last_rate_sample: Duration::ZERO,
             complete_announced: false,
             now: Duration::ZERO,
+            received_gone: 0,
             config,
         };
         if hash == Hash::of(b"") {
@@ -295,6 +298,11 @@ impl BlobSwarm {
                 .sum(),
             _ => 0,
         }
+    }
+
+    /// Verified bytes received from peers, all of them together (including peers gone since).
+    pub fn bytes_received(&self) -> u64 {
+        self.received_gone + self.peers.values().map(|p| p.received_total).sum::<u64>()
     }
 
     /// Whether every group is held.
@@ -382,6 +390,7 @@ impl BlobSwarm {
         let Some(p) = self.peers.remove(&peer) else {
             return;
         };
+        self.received_gone += p.received_total;
         if let Some(picker) = &mut self.picker {
             for &group in p.inflight.keys() {
                 picker.release(group);

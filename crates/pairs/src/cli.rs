@@ -53,12 +53,98 @@ pub enum Command {
         after_help = "Examples:\n  pairs node                    # run in the foreground; Ctrl-C or SIGTERM stops it\n  pairs node status             # what the running node serves\n  pairs log new && pairs log sync TICKET   # the node shares the log from now on"
     )]
     Node(NodeArgs),
+    /// Send files or directories: print a ticket, then serve them to every peer that asks until
+    /// stopped (a running `pairs node` keeps serving them instead)
+    #[command(
+        after_help = "Examples:\n  pairs send movie.mp4              # prints a ticket; on another machine: pairs get TICKET\n  pairs send photos/ notes.txt      # several paths travel as one ticket, names kept\n  pairs send --copy big.iso         # copy into the store, so later edits do not matter"
+    )]
+    Send(SendArgs),
+    /// Fetch what a ticket (or a hash) names, from its node and every other peer that has it;
+    /// an interrupted fetch resumes where it stopped
+    #[command(
+        after_help = "Examples:\n  pairs get TICKET                  # into the current directory, names kept\n  pairs get TICKET -o downloads/    # somewhere else\n  pairs get HASH -o file.bin        # by hash alone: peers found through the swarm"
+    )]
+    Get(GetArgs),
+    /// The blob store: what this node holds and serves
+    #[command(subcommand)]
+    Blobs(BlobsCommand),
     /// Signed multi-writer logs that replicate over any stream
     #[command(subcommand)]
     Log(LogCommand),
     /// A key-value map kept in a log (last writer wins)
     #[command(subcommand)]
     Kv(KvCommand),
+}
+
+/// `pairs send`
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Files and directories to send
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Copy into the store instead of serving the files where they are (they may then change)
+    #[arg(long)]
+    pub copy: bool,
+
+    /// Print the ticket as JSON
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// `pairs get`
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The ticket `pairs send` printed, or a blob's 64-character hash
+    pub ticket: String,
+
+    /// Where to write: a directory for what `pairs send` sent (default: the current one), a file
+    /// for a single blob
+    #[arg(short, long, value_name = "PATH")]
+    pub out: Option<PathBuf>,
+
+    /// Print a JSON summary instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// `pairs blobs ...`
+#[derive(Debug, Subcommand)]
+pub enum BlobsCommand {
+    /// Add files or directories to the store and print the hash (a file's hash is its BLAKE3, as
+    /// `b3sum` prints it)
+    Add {
+        /// What to add
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// Copy into the store instead of serving the files where they are
+        #[arg(long)]
+        copy: bool,
+    },
+    /// List the blobs held, complete or partial
+    Ls {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a blob and stop serving it (a file it was served from is left alone)
+    Rm {
+        /// The blob's hash
+        hash: String,
+    },
+    /// Copy a complete blob to a file
+    Export {
+        /// The blob's hash
+        hash: String,
+        /// The file to write
+        out: PathBuf,
+    },
 }
 
 /// `pairs log ...`

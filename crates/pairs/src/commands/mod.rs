@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod blobs;
 mod doctor;
 mod id;
 mod kv;
@@ -80,6 +81,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(data_dir, cli.isolated, args).await,
         Command::Doctor(args) => doctor::run(data_dir, cli.isolated, args).await,
         Command::Node(args) => node::run(data_dir, cli.isolated, args).await,
+        Command::Send(args) => blobs::send(data_dir, cli.isolated, args).await,
+        Command::Get(args) => blobs::get(data_dir, cli.isolated, args).await,
+        Command::Blobs(command) => blobs::run(data_dir, command).await,
         Command::Log(command) => log::run(data_dir, cli.isolated, command).await,
         Command::Kv(command) => kv::run(data_dir, command).await,
     }

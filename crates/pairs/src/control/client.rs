@@ -216,6 +216,85 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Adds files or directories (made absolute here) and, with `share`, shares them.
+    pub async fn blob_add(
+        &mut self,
+        paths: &[std::path::PathBuf],
+        copy: bool,
+        share: bool,
+        named: bool,
+    ) -> Result<super::BlobAdded> {
+        let paths = paths
+            .iter()
+            .map(|p| {
+                std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match self
+            .call(&Request::BlobAdd {
+                paths,
+                copy,
+                share,
+                named,
+            })
+            .await?
+        {
+            Response::BlobAdded(added) => Ok(added),
+            other => unexpected(other),
+        }
+    }
+
+    /// The blob store's contents.
+    pub async fn blob_list(&mut self) -> Result<Vec<super::BlobRow>> {
+        match self.call(&Request::BlobList).await? {
+            Response::Blobs(rows) => Ok(rows),
+            other => unexpected(other),
+        }
+    }
+
+    /// Forgets a blob.
+    pub async fn blob_remove(&mut self, hash: pairs_blobs::Hash) -> Result<()> {
+        match self.call(&Request::BlobRemove { hash }).await? {
+            Response::Ok => Ok(()),
+            other => unexpected(other),
+        }
+    }
+
+    /// Copies a complete blob to `out`.
+    pub async fn blob_export(&mut self, hash: pairs_blobs::Hash, out: &Path) -> Result<()> {
+        let out = std::path::absolute(out)
+            .with_context(|| format!("cannot resolve {}", out.display()))?;
+        match self.call(&Request::BlobExport { hash, out }).await? {
+            Response::Ok => Ok(()),
+            other => unexpected(other),
+        }
+    }
+
+    /// Fetches a ticket or hash to `out`, calling `progress` as it goes.
+    pub async fn blob_get(
+        &mut self,
+        ticket: &str,
+        out: &Path,
+        mut progress: impl FnMut(&crate::node::GetProgress),
+    ) -> Result<crate::node::GetProgress> {
+        let out = std::path::absolute(out)
+            .with_context(|| format!("cannot resolve {}", out.display()))?;
+        self.send(&Request::BlobGet {
+            ticket: ticket.to_string(),
+            out,
+        })
+        .await?;
+        loop {
+            match self.receive().await? {
+                Response::BlobProgress(p) => progress(&p),
+                Response::BlobDone(p) => return Ok(p),
+                other => return unexpected(other),
+            }
+        }
+    }
+}
+
 fn unexpected<T>(response: Response) -> Result<T> {
     bail!("unexpected answer from the node: {response:?}")
 }

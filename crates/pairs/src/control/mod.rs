@@ -14,7 +14,9 @@
 pub mod client;
 pub mod server;
 
+use crate::node::GetProgress;
 use pairs_base::NodeId;
+use pairs_blobs::Hash;
 use pairs_log::entry::EntrySignature;
 use pairs_log::{Entry, EntryBody, EntryId, LogId, Payload};
 use serde::{Deserialize, Serialize};
@@ -116,6 +118,40 @@ pub enum Request {
         /// Keep going after the initial sync, until the stream ends.
         live: bool,
     },
+    /// Add files or directories (absolute paths) and share them; answered with
+    /// [`Response::BlobAdded`].
+    BlobAdd {
+        /// What to add.
+        paths: Vec<std::path::PathBuf>,
+        /// Copy into the store instead of serving the files where they are.
+        copy: bool,
+        /// Also share it on the swarm (and keep sharing it across restarts).
+        share: bool,
+        /// Always a collection keeping the names (what `pairs send` sends), even for one file.
+        named: bool,
+    },
+    /// Every blob in the store; answered with [`Response::Blobs`].
+    BlobList,
+    /// Stop sharing a blob and forget it (a referenced file is left alone).
+    BlobRemove {
+        /// The blob.
+        hash: Hash,
+    },
+    /// Copy a complete blob to a file (absolute path).
+    BlobExport {
+        /// The blob.
+        hash: Hash,
+        /// Where to.
+        out: std::path::PathBuf,
+    },
+    /// Fetch what a blob ticket (or a bare hash) names to `out` (absolute path): answered with
+    /// [`Response::BlobProgress`] frames, then [`Response::BlobDone`].
+    BlobGet {
+        /// A blob ticket or a hash.
+        ticket: String,
+        /// Where to.
+        out: std::path::PathBuf,
+    },
 }
 
 /// What the node answers.
@@ -154,6 +190,42 @@ pub enum Response {
     },
     /// From now on the connection carries the log protocol.
     Replicating,
+    /// What [`Request::BlobAdd`] added.
+    BlobAdded(BlobAdded),
+    /// The blob store's contents.
+    Blobs(Vec<BlobRow>),
+    /// A fetch under way.
+    BlobProgress(GetProgress),
+    /// A fetch finished.
+    BlobDone(GetProgress),
+}
+
+/// What [`Request::BlobAdd`] answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobAdded {
+    /// The blob (the collection's hash, for a directory or several paths).
+    pub hash: Hash,
+    /// Whether it is a collection.
+    pub collection: bool,
+    /// Bytes of content.
+    pub size: u64,
+    /// Files.
+    pub files: usize,
+    /// The blob ticket naming this node.
+    pub ticket: String,
+}
+
+/// One blob of [`Response::Blobs`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlobRow {
+    /// The blob.
+    pub hash: Hash,
+    /// Size in bytes.
+    pub size: u64,
+    /// Bytes held.
+    pub held: u64,
+    /// Shared on the swarm.
+    pub shared: bool,
 }
 
 /// An entry as the control API carries it: its body and signature (the id is recomputed).

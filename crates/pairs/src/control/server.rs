@@ -14,10 +14,14 @@ use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
 use super::{
-    ENTRIES_PER_FRAME, FrameError, LOCK_FILE, LogInfo, LogStatus, MAX_REQUEST, NodeStatus, Request,
-    Response, SOCKET_FILE, WireEntry, read_frame, write_frame,
+    BlobAdded, BlobRow, ENTRIES_PER_FRAME, FrameError, LOCK_FILE, LogInfo, LogStatus, MAX_REQUEST,
+    NodeStatus, Request, Response, SOCKET_FILE, WireEntry, read_frame, write_frame,
 };
-use crate::node::{LogHandle, Node};
+use crate::node::{GetProgress, LogHandle, Node};
+use pairs_blobs::layer::GROUP_SIZE;
+use pairs_blobs::store::ImportMode;
+use pairs_blobs::ticket::BlobFormat;
+use pairs_blobs::{BlobStatus, BlobTicket, Hash};
 
 /// Control connections served at once; more wait in the socket's backlog.
 const MAX_CLIENTS: usize = 64;
@@ -157,6 +161,11 @@ where
                 log.replicate(&mut stream, live).await?;
                 return Ok(());
             }
+            Request::BlobGet { ticket, out } => {
+                if let Err(err) = send_blob_get(&node, &ticket, &out, &mut stream).await {
+                    write_frame(&mut stream, &Response::Error(format!("{err:#}"))).await?;
+                }
+            }
             request => {
                 let response = match answer(&node, request).await {
                     Ok(response) => response,
@@ -257,7 +266,74 @@ async fn answer(node: &Node, request: Request) -> Result<Response> {
                 entries: handle.len() as u64,
             }
         }
-        Request::Entries { .. } | Request::Replicate { .. } => {
+        Request::BlobAdd {
+            paths,
+            copy,
+            share,
+            named,
+        } => {
+            let mode = if copy {
+                ImportMode::Copy
+            } else {
+                ImportMode::Reference
+            };
+            let blobs = node.blobs();
+            let added = if named {
+                blobs.add_named(&paths, mode).await?
+            } else {
+                blobs.add_paths(&paths, mode).await?
+            };
+            if share {
+                blobs.share(added.hash).await?;
+            }
+            Response::BlobAdded(BlobAdded {
+                hash: added.hash,
+                collection: added.format == BlobFormat::Collection,
+                size: added.size,
+                files: added.files,
+                ticket: blobs.ticket(added.hash, added.format).to_ticket(),
+            })
+        }
+        Request::BlobList => {
+            let blobs = node.blobs();
+            let shared = blobs.shared();
+            let rows = blobs
+                .store()
+                .list()?
+                .into_iter()
+                .filter_map(|(hash, status)| {
+                    let (size, held) = match status {
+                        BlobStatus::Absent => return None,
+                        BlobStatus::Complete { size } => (size, size),
+                        BlobStatus::Partial { size, have } => {
+                            (size, (have.count() * GROUP_SIZE).min(size))
+                        }
+                    };
+                    Some(BlobRow {
+                        hash,
+                        size,
+                        held,
+                        shared: shared.contains(&hash),
+                    })
+                })
+                .collect();
+            Response::Blobs(rows)
+        }
+        Request::BlobRemove { hash } => {
+            if !node.blobs().remove(&hash)? {
+                bail!(
+                    "blob {} is not in this node's store (see pairs blobs ls)",
+                    hash.short()
+                );
+            }
+            Response::Ok
+        }
+        Request::BlobExport { hash, out } => {
+            let store = node.blobs().store().clone();
+            tokio::task::spawn_blocking(move || store.export(&hash, &out)).await??;
+            Response::Ok
+        }
+        Request::Entries { .. } | Request::Replicate { .. } | Request::BlobGet { .. } => {
             unreachable!("streams are served by serve_connection")
         }
     })
@@ -343,4 +419,57 @@ where
         write_frame(stream, &Response::Entries(chunk.to_vec())).await?;
     }
     Ok(())
+}
+
+/// Fetches what a ticket or hash names, sending progress frames, then [`Response::BlobDone`].
+async fn send_blob_get<S>(node: &Node, ticket: &str, out: &Path, stream: &mut S) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(GetProgress::default());
+    let blobs = node.blobs();
+    let report = move |p: &GetProgress| {
+        progress_tx.send_replace(p.clone());
+    };
+    let fetch = async {
+        match parse_blob_ref(ticket)? {
+            BlobRef::Ticket(ticket) => blobs.get(&ticket, out, report).await,
+            BlobRef::Hash(hash) => blobs.get_hash(hash, out, report).await,
+        }
+    };
+    tokio::pin!(fetch);
+    loop {
+        tokio::select! {
+            done = &mut fetch => {
+                let done = done?;
+                write_frame(stream, &Response::BlobDone(done)).await?;
+                return Ok(());
+            }
+            changed = progress_rx.changed() => {
+                if changed.is_ok() {
+                    let p = progress_rx.borrow_and_update().clone();
+                    write_frame(stream, &Response::BlobProgress(p)).await?;
+                }
+            }
+        }
+    }
+}
+
+/// A blob ticket or a bare hash, as given on a command line.
+pub enum BlobRef {
+    /// A ticket: hash, format and providers.
+    Ticket(BlobTicket),
+    /// Only a hash: providers are found through the swarm.
+    Hash(Hash),
+}
+
+/// Parses a blob ticket or a 64-character hash, with an error that says which was expected.
+pub fn parse_blob_ref(text: &str) -> Result<BlobRef> {
+    let text = text.trim();
+    if let Ok(hash) = text.parse::<Hash>() {
+        return Ok(BlobRef::Hash(hash));
+    }
+    BlobTicket::from_ticket(text).map(BlobRef::Ticket).map_err(|e| {
+        anyhow::anyhow!("{e}: give the ticket `pairs send` printed (it starts with \"blob\"), or a 64-character hash")
+    })
 }

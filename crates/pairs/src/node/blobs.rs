@@ -41,6 +41,10 @@ pub struct BlobProgress {
     pub peers: usize,
     /// Bytes sent to peers.
     pub sent: u64,
+    /// Verified bytes received from peers by this task.
+    pub received: u64,
+    /// Bytes held when this task started.
+    pub resumed: u64,
     /// Whether every byte is here.
     pub complete: bool,
     /// The last failure, if the exchange stopped (disk full and the like).
@@ -125,6 +129,42 @@ impl BlobService {
         if let Some(task) = self.topics.lock().expect("topics lock").remove(hash) {
             task.abort();
         }
+        self.mark_shared(hash, false);
+    }
+
+    fn shared_file(&self) -> PathBuf {
+        self.store.dir().join("shared")
+    }
+
+    /// Records (or forgets) that `hash` is shared, so a restarted node shares it again.
+    fn mark_shared(&self, hash: &Hash, shared: bool) {
+        if self._temp.is_some() {
+            return;
+        }
+        let mut hashes = self.marked_shared();
+        hashes.retain(|h| h != hash);
+        if shared {
+            hashes.push(*hash);
+        }
+        let text: String = hashes.iter().map(|h| format!("{h}\n")).collect();
+        let tmp = self.shared_file().with_extension("tmp");
+        if std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, self.shared_file()))
+            .is_err()
+        {
+            tracing::warn!(
+                "cannot record the shared blobs in {}",
+                self.shared_file().display()
+            );
+        }
+    }
+
+    fn marked_shared(&self) -> Vec<Hash> {
+        std::fs::read_to_string(self.shared_file())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.parse().ok())
+            .collect()
     }
 
     async fn serve_topic(self, mut topic: TopicHandle, root: Hash) {
@@ -249,6 +289,7 @@ impl BlobService {
             progress: progress_tx,
             started: Instant::now(),
             sent: 0,
+            resumed: 0,
         };
         match self.store.status(&hash)? {
             BlobStatus::Complete { size } => {
@@ -267,6 +308,7 @@ impl BlobService {
             }
             BlobStatus::Absent => {}
         }
+        task.resumed = task.core.bytes_held();
         task.publish();
         let handle = BlobTaskHandle {
             events: events_tx,
@@ -328,6 +370,7 @@ struct BlobTask {
     progress: watch::Sender<BlobProgress>,
     started: Instant,
     sent: u64,
+    resumed: u64,
 }
 
 impl BlobTask {
@@ -355,6 +398,8 @@ impl BlobTask {
             held: self.core.bytes_held(),
             peers: peers.len(),
             sent: self.sent,
+            received: self.core.bytes_received(),
+            resumed: self.resumed,
             complete: self.core.is_complete(),
             error: None,
         });
@@ -610,8 +655,13 @@ pub struct Added {
 }
 
 /// Totals of a [`Blobs::get`] under way.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct GetProgress {
+    /// Bytes received from peers in this run (verified; a resumed fetch does not receive again
+    /// what it already held).
+    pub received: u64,
+    /// Bytes already held when this run started (an interrupted fetch resumed).
+    pub resumed: u64,
     /// Bytes to fetch in all (known once the collection, or the blob's size, is).
     pub total: Option<u64>,
     /// Bytes held.
@@ -680,9 +730,145 @@ impl Blobs {
         })
     }
 
-    /// Serves `hash` (and, for a collection, its members) to every peer found under its topic.
+    /// Adds several files and directories as one collection (a file by its name, a directory's files
+    /// under the directory's name); a single path is added as [`Blobs::add`] does.
+    pub async fn add_paths(&self, paths: &[PathBuf], mode: ImportMode) -> Result<Added> {
+        match paths {
+            [] => bail!("nothing to add: name at least one file or directory"),
+            [one] => self.add(one, mode).await,
+            _ => self.add_named(paths, mode).await,
+        }
+    }
+
+    /// Adds files and directories as one collection that keeps their names (a file by its name, a
+    /// directory's files under the directory's name): what `pairs send` sends.
+    pub async fn add_named(&self, paths: &[PathBuf], mode: ImportMode) -> Result<Added> {
+        if paths.is_empty() {
+            bail!("nothing to add: name at least one file or directory");
+        }
+        let mut entries = Vec::new();
+        for path in paths {
+            let name = path
+                .canonicalize()
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+                .with_context(|| format!("{} has no usable file name", path.display()))?;
+            let meta = std::fs::metadata(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let files = if meta.is_dir() {
+                let root = path.clone();
+                tokio::task::spawn_blocking(move || list_files(&root)).await??
+            } else {
+                use std::os::unix::fs::PermissionsExt as _;
+                vec![(
+                    String::new(),
+                    path.clone(),
+                    meta.permissions().mode() & 0o111 != 0,
+                )]
+            };
+            for (relative, file, executable) in files {
+                let (hash, size) = self.service.add_file(file, mode).await?;
+                let path = if relative.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{name}/{relative}")
+                };
+                entries.push(CollectionEntry {
+                    path,
+                    hash,
+                    size,
+                    executable,
+                });
+            }
+        }
+        let collection = Collection { entries };
+        let encoded = collection.encode();
+        Collection::decode(&encoded).context("these paths cannot be sent together")?;
+        let (size, files) = (collection.total_size(), collection.entries.len());
+        let store = self.store().clone();
+        let hash = tokio::task::spawn_blocking(move || store.import_bytes(&encoded)).await??;
+        Ok(Added {
+            hash,
+            format: BlobFormat::Collection,
+            size,
+            files,
+        })
+    }
+
+    /// Serves `hash` (and, for a collection, its members) to every peer found under its topic;
+    /// remembered across restarts of a node with a data directory.
     pub async fn share(&self, hash: Hash) -> Result<()> {
-        self.service.share(self.node.swarm()?, hash).await
+        self.service.share(self.node.swarm()?, hash).await?;
+        self.service.mark_shared(&hash, true);
+        Ok(())
+    }
+
+    /// Peers exchanging blobs with this node now (the most on any one blob), and bytes sent in all.
+    pub fn upload_totals(&self) -> (usize, u64) {
+        let tasks = self.service.tasks.lock().expect("tasks lock");
+        let peers = tasks
+            .values()
+            .map(|t| t.progress.borrow().peers)
+            .max()
+            .unwrap_or(0);
+        let sent = tasks.values().map(|t| t.progress.borrow().sent).sum();
+        (peers, sent)
+    }
+
+    /// Blobs shared on the swarm now.
+    pub fn shared(&self) -> Vec<Hash> {
+        self.service
+            .topics
+            .lock()
+            .expect("topics lock")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    /// Shares again what was shared when the node last ran.
+    pub async fn reshare(&self) -> Result<usize> {
+        let hashes = self.service.marked_shared();
+        for hash in &hashes {
+            self.service.share(self.node.swarm()?, *hash).await?;
+        }
+        Ok(hashes.len())
+    }
+
+    /// Stops sharing a blob and forgets it (a file it was served from is left alone).
+    pub fn remove(&self, hash: &Hash) -> Result<bool> {
+        self.unshare(hash);
+        Ok(self.store().remove(hash)?)
+    }
+
+    /// Fetches a blob known only by its hash (from the peers found under its topic): a file is
+    /// written to `out`, a collection under it.
+    pub async fn get_hash(
+        &self,
+        hash: Hash,
+        out: &Path,
+        progress: impl Fn(&GetProgress),
+    ) -> Result<GetProgress> {
+        self.share(hash).await?;
+        let rx = self.service.fetch(hash, None)?;
+        let fetched = self.follow(vec![rx], 1, &progress).await?;
+        let reader = self.store().reader(&hash)?;
+        let mut head = vec![0u8; reader.size().min(64) as usize];
+        reader.read_at(&mut head, 0)?;
+        if head.starts_with(b"pairs-collection/") {
+            let ticket = BlobTicket {
+                hash,
+                format: BlobFormat::Collection,
+                providers: Vec::new(),
+            };
+            return self.get(&ticket, out, progress).await;
+        }
+        let store = self.store().clone();
+        let out_file = out.to_path_buf();
+        tokio::task::spawn_blocking(move || store.export(&hash, &out_file)).await??;
+        Ok(fetched)
     }
 
     /// Stops serving `hash` to the swarm (it stays in the store).
@@ -752,6 +938,7 @@ impl Blobs {
                     ..GetProgress::default()
                 };
                 let mut finished_bytes = 0;
+                let (mut received_done, mut resumed_done) = (0, 0);
                 loop {
                     while receivers.len() < PARALLEL_FILES {
                         let Some(entry) = pending.next() else { break };
@@ -780,6 +967,16 @@ impl Blobs {
                     // Report and wait for any change.
                     let held: u64 = receivers.iter().map(|(_, _, rx)| rx.borrow().held).sum();
                     done.held = finished_bytes + held;
+                    done.received = received_done
+                        + receivers
+                            .iter()
+                            .map(|(_, _, rx)| rx.borrow().received)
+                            .sum::<u64>();
+                    done.resumed = resumed_done
+                        + receivers
+                            .iter()
+                            .map(|(_, _, rx)| rx.borrow().resumed)
+                            .sum::<u64>();
                     done.peers = receivers
                         .iter()
                         .map(|(_, _, rx)| rx.borrow().peers)
@@ -798,7 +995,9 @@ impl Blobs {
                         }
                     }
                     if let Some(i) = finished {
-                        let (entry, dest, _) = receivers.swap_remove(i);
+                        let (entry, dest, rx) = receivers.swap_remove(i);
+                        received_done += rx.borrow().received;
+                        resumed_done += rx.borrow().resumed;
                         set_executable(&dest, entry.executable)?;
                         finished_bytes += entry.size;
                         done.files_done += 1;
@@ -818,6 +1017,8 @@ impl Blobs {
                     .await;
                 }
                 done.held = finished_bytes;
+                done.received = received_done;
+                done.resumed = resumed_done;
                 progress(&done);
                 Ok(done)
             }
@@ -834,6 +1035,8 @@ impl Blobs {
         loop {
             let p = rx.borrow_and_update().clone();
             let report = GetProgress {
+                received: p.received,
+                resumed: p.resumed,
                 total: p.size,
                 held: p.held,
                 peers: p.peers,

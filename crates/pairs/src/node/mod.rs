@@ -453,7 +453,8 @@ impl Node {
         for id in &ids {
             self.log_by_id(*id).await?.share().await?;
         }
-        Ok(ids.len())
+        let blobs = self.blobs().reshare().await?;
+        Ok(ids.len() + blobs)
     }
 
     /// Stops the node: sharing ends, relayed connections hand over what they queued (their last

@@ -1,0 +1,235 @@
+//! `pairs send`, `pairs get` and `pairs blobs`: through the running node when there is one, else with
+//! a node of their own for as long as they run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use pairs::Node;
+use pairs::base::Ticket as _;
+use pairs::blobs::store::ImportMode;
+use pairs::blobs::ticket::BlobFormat;
+use pairs::control::Client;
+use pairs::control::server::{BlobRef, parse_blob_ref};
+use pairs::node::GetProgress;
+
+use super::{control, stop_requested, swarm_node};
+use crate::cli::{BlobsCommand, GetArgs, SendArgs};
+
+fn bar(total: Option<u64>) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {bytes_per_sec:>10}  {msg}  eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn update(bar: &ProgressBar, p: &GetProgress) {
+    if let Some(total) = p.total {
+        bar.set_length(total);
+    }
+    bar.set_position(p.held);
+    let files = if p.files > 1 {
+        format!(", {}/{} files", p.files_done, p.files)
+    } else {
+        String::new()
+    };
+    bar.set_message(format!(
+        "{} peer{}{files}",
+        p.peers,
+        if p.peers == 1 { "" } else { "s" }
+    ));
+}
+
+/// `pairs send`: prints a ticket, then serves until stopped.
+pub(crate) async fn send(data_dir: Option<&Path>, isolated: bool, args: SendArgs) -> Result<()> {
+    for path in &args.paths {
+        if !path.exists() {
+            bail!(
+                "{} does not exist: name files or directories to send",
+                path.display()
+            );
+        }
+    }
+    let dir = pairs::home::data_dir(data_dir)?;
+    if let Some(mut client) = Client::connect(&dir).await? {
+        let added = client.blob_add(&args.paths, args.copy, true, true).await?;
+        print_ticket(
+            &added.ticket,
+            added.hash,
+            added.size,
+            added.files,
+            args.json,
+        );
+        eprintln!(
+            "the running node serves it from now on (stop: pairs blobs rm {})",
+            added.hash
+        );
+        return Ok(());
+    }
+    let node = swarm_node(data_dir, isolated, &args.discovery).await?;
+    let blobs = node.blobs();
+    let mode = if args.copy {
+        ImportMode::Copy
+    } else {
+        ImportMode::Reference
+    };
+    let added = blobs.add_named(&args.paths, mode).await?;
+    blobs.share(added.hash).await?;
+    let ticket = blobs.ticket(added.hash, added.format).to_ticket();
+    print_ticket(&ticket, added.hash, added.size, added.files, args.json);
+    eprintln!(
+        "serving {} file{} ({}): on the other machine run  pairs get TICKET   (Ctrl-C stops)",
+        added.files,
+        if added.files == 1 { "" } else { "s" },
+        HumanBytes(added.size)
+    );
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    let started = Instant::now();
+    let serving = async {
+        loop {
+            let (peers, sent) = blobs.upload_totals();
+            spinner.set_message(format!("{peers} peers, {} sent", HumanBytes(sent)));
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::select! {
+        _ = stop_requested() => {}
+        _ = serving => {}
+    }
+    spinner.finish_and_clear();
+    let (_, sent) = blobs.upload_totals();
+    eprintln!(
+        "sent {} in {:.1} s",
+        HumanBytes(sent),
+        started.elapsed().as_secs_f64()
+    );
+    // A send is for this run only: a later `pairs node` does not share it again.
+    blobs.unshare(&added.hash);
+    node.shutdown().await;
+    Ok(())
+}
+
+fn print_ticket(ticket: &str, hash: pairs::blobs::Hash, size: u64, files: usize, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "ticket": ticket, "hash": hash.to_hex(), "size": size, "files": files })
+        );
+    } else {
+        println!("{ticket}");
+    }
+}
+
+/// `pairs get`.
+pub(crate) async fn get(data_dir: Option<&Path>, isolated: bool, args: GetArgs) -> Result<()> {
+    let reference = parse_blob_ref(&args.ticket)?;
+    let out = match (&reference, &args.out) {
+        (_, Some(out)) => out.clone(),
+        (BlobRef::Ticket(t), None) if t.format == BlobFormat::Collection => PathBuf::from("."),
+        _ => bail!(
+            "this names a single blob, which has no file name: say where to write it with -o FILE"
+        ),
+    };
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        bar(None)
+    };
+    let started = Instant::now();
+    let dir = pairs::home::data_dir(data_dir)?;
+    let done = if let Some(mut client) = Client::connect(&dir).await? {
+        client
+            .blob_get(&args.ticket, &out, |p| update(&bar, p))
+            .await?
+    } else {
+        let node: Node = swarm_node(data_dir, isolated, &args.discovery).await?;
+        let blobs = node.blobs();
+        let progress = |p: &GetProgress| update(&bar, p);
+        let result = tokio::select! {
+            result = async {
+                match reference {
+                    BlobRef::Ticket(ticket) => blobs.get(&ticket, &out, progress).await,
+                    BlobRef::Hash(hash) => blobs.get_hash(hash, &out, progress).await,
+                }
+            } => result,
+            _ = stop_requested() => Err(anyhow::anyhow!("stopped: run the same command again to resume")),
+        };
+        node.shutdown().await;
+        result?
+    };
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let size = done.total.unwrap_or(done.held);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "out": out, "size": size, "files": done.files, "received": done.received,
+                "resumed": done.resumed, "seconds": secs,
+            })
+        );
+    } else {
+        let resumed = if done.resumed > 0 {
+            format!(", {} already here", HumanBytes(done.resumed))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "got {} in {secs:.1} s ({}/s){resumed} -> {}",
+            HumanBytes(size),
+            HumanBytes((done.received as f64 / secs.max(0.001)) as u64),
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// `pairs blobs ...`.
+pub(crate) async fn run(data_dir: Option<&Path>, command: BlobsCommand) -> Result<()> {
+    let mut client = control(data_dir).await?;
+    match command {
+        BlobsCommand::Add { paths, copy } => {
+            let added = client.blob_add(&paths, copy, false, false).await?;
+            println!("{}", added.hash);
+        }
+        BlobsCommand::Ls { json } => {
+            for row in client.blob_list().await? {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(&serde_json::json!({
+                            "hash": row.hash.to_hex(), "size": row.size, "held": row.held, "shared": row.shared,
+                        }))?
+                    );
+                } else {
+                    let state = if row.held >= row.size {
+                        "complete".to_string()
+                    } else {
+                        format!("{}%", row.held * 100 / row.size.max(1))
+                    };
+                    println!(
+                        "{}  {:>10}  {state}{}",
+                        row.hash,
+                        HumanBytes(row.size).to_string(),
+                        if row.shared { "  shared" } else { "" }
+                    );
+                }
+            }
+        }
+        BlobsCommand::Rm { hash } => client.blob_remove(parse_hash(&hash)?).await?,
+        BlobsCommand::Export { hash, out } => client.blob_export(parse_hash(&hash)?, &out).await?,
+    }
+    Ok(())
+}
+
+fn parse_hash(text: &str) -> Result<pairs::blobs::Hash> {
+    text.parse()
+        .with_context(|| format!("{text:?}: see pairs blobs ls for the hashes held"))
+}
