@@ -1,0 +1,298 @@
+//! `pairs send` / `pairs get` / `pairs blobs` as processes: with and without a running node, a
+//! download killed at random points resuming without fetching again what it wrote, and the memory a
+//! large download takes.
+
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::node_proc::NodeProc;
+use common::{Home, SHORT, stderr_text, wait_output};
+
+fn random_file(path: &Path, len: usize, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let bytes: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A running `pairs send`, with the ticket it printed.
+struct Sender {
+    child: Child,
+    ticket: String,
+}
+
+impl Sender {
+    fn start(home: &Home, paths: &[&Path]) -> Self {
+        let mut args = vec!["send".to_string(), "--bind".into(), "127.0.0.1:0".into()];
+        args.extend(paths.iter().map(|p| p.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = home
+            .pairs(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("blob"), "send printed {line:?}");
+        Sender {
+            child,
+            ticket: line.trim().to_string(),
+        }
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn get_json(home: &Home, ticket: &str, out: &Path) -> serde_json::Value {
+    let child = home
+        .pairs(&[
+            "get",
+            ticket,
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_output(child, Duration::from_secs(120));
+    assert!(
+        output.status.success(),
+        "get failed: {}",
+        stderr_text(&output)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON summary")
+}
+
+#[test]
+fn send_and_get_with_and_without_a_running_node() {
+    let files = tempfile::tempdir().unwrap();
+    let movie = files.path().join("movie.bin");
+    random_file(&movie, 3_000_000, 1);
+    let site = files.path().join("site");
+    std::fs::create_dir_all(site.join("img")).unwrap();
+    std::fs::write(site.join("index.html"), b"<p>hello</p>").unwrap();
+    random_file(&site.join("img/logo.png"), 40_000, 2);
+
+    let sender_home = Home::new();
+    let sender = Sender::start(&sender_home, &[&movie, &site]);
+
+    // No node running: get runs its own for its duration.
+    let home = Home::new();
+    let out = files.path().join("out");
+    let summary = get_json(&home, &sender.ticket, &out);
+    assert_eq!(summary["files"], 3);
+    assert_eq!(summary["size"], 3_000_000 + 12 + 40_000);
+    for (got, want) in [
+        (out.join("movie.bin"), movie.clone()),
+        (out.join("site/index.html"), site.join("index.html")),
+        (out.join("site/img/logo.png"), site.join("img/logo.png")),
+    ] {
+        assert!(
+            std::fs::read(&got).unwrap() == std::fs::read(&want).unwrap(),
+            "{} differs",
+            got.display()
+        );
+    }
+    assert!(!out.join("movie.bin.pairs-part").exists());
+
+    // A node running: get goes through it, and the node keeps what it fetched (and serves it).
+    let node_home = Home::new();
+    let node = NodeProc::start(&node_home, "127.0.0.1:0", &[]);
+    let out2 = files.path().join("out2");
+    let summary = get_json(&node_home, &sender.ticket, &out2);
+    assert_eq!(summary["files"], 3);
+    assert!(std::fs::read(out2.join("movie.bin")).unwrap() == std::fs::read(&movie).unwrap());
+    let listed = node_home.run(&["blobs", "ls", "--json"]);
+    assert!(listed.status.success(), "{}", stderr_text(&listed));
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4, "three files and the collection: {rows:?}");
+    assert!(rows.iter().all(|r| r["held"] == r["size"]));
+    node.stop();
+
+    // Mistakes say what to do.
+    let bad = home.run(&["get", "blobnotaticket"]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr_text(&bad).contains("ticket `pairs send` printed"),
+        "{}",
+        stderr_text(&bad)
+    );
+    let hash_only = home.run(&["get", &"ab".repeat(32)]);
+    assert!(
+        stderr_text(&hash_only).contains("-o FILE"),
+        "{}",
+        stderr_text(&hash_only)
+    );
+}
+
+/// Bytes of the file actually written (its allocated blocks): a sparse download file grows as
+/// groups land.
+fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_download_killed_at_random_points_resumes_without_fetching_again_what_it_wrote() {
+    let files = tempfile::tempdir().unwrap();
+    let size = 48 << 20;
+    let file = files.path().join("big.bin");
+    random_file(&file, size, 3);
+    let sender_home = Home::new();
+    let sender = Sender::start(&sender_home, &[&file]);
+    let mut rng = fastrand::Rng::with_seed(4);
+    let mut interrupted = 0;
+    for trial in 0..20 {
+        let home = Home::new();
+        let out = files.path().join(format!("out{trial}"));
+        let part = out.join("big.bin.pairs-part");
+        let target = size as u64 * rng.u64(5..85) / 100;
+        let mut child = home
+            .pairs(&[
+                "get",
+                &sender.ticket,
+                "-o",
+                out.to_str().unwrap(),
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let written = loop {
+            let now = allocated(&part);
+            if now >= target || child.try_wait().unwrap().is_some() {
+                break now;
+            }
+            assert!(Instant::now() < deadline, "trial {trial}: no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let finished = child.try_wait().unwrap().is_some();
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let summary = get_json(&home, &sender.ticket, &out);
+        assert!(
+            std::fs::read(out.join("big.bin")).unwrap() == std::fs::read(&file).unwrap(),
+            "trial {trial}"
+        );
+        if finished {
+            continue;
+        }
+        interrupted += 1;
+        let resumed = summary["resumed"].as_u64().unwrap();
+        let received = summary["received"].as_u64().unwrap();
+        // Everything written before the kill was kept (the last group may have been torn) ...
+        assert!(
+            resumed + (64 << 10) >= written,
+            "trial {trial}: wrote {written}, resumed from {resumed}"
+        );
+        // ... and only what was missing was fetched again.
+        assert_eq!(
+            received,
+            size as u64 - resumed,
+            "trial {trial}: fetched more than was missing"
+        );
+    }
+    assert!(
+        interrupted >= 15,
+        "only {interrupted} of 20 downloads were caught mid-way"
+    );
+}
+
+/// Peak resident memory of a process, from /proc, sampled until it exits.
+fn peak_rss_until_exit(child: &mut Child, limit: Duration) -> u64 {
+    let deadline = Instant::now() + limit;
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            for line in status.lines() {
+                if let Some(kb) = line.strip_prefix("VmHWM:") {
+                    let kb: u64 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                    peak = peak.max(kb * 1024);
+                }
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            return peak;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "download did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_gigabyte_download_stays_under_64_mib() {
+    let files = tempfile::tempdir().unwrap();
+    let size: u64 = 1 << 30;
+    let file = files.path().join("huge.bin");
+    {
+        // Written in pieces: the test itself must not hold a gigabyte either.
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..size >> 20 {
+            rng.fill(&mut block);
+            f.write_all(&block).unwrap();
+        }
+    }
+    let sender_home = Home::new();
+    let sender = Sender::start(&sender_home, &[&file]);
+    let home = Home::new();
+    let out = files.path().join("out");
+    let mut child = home
+        .pairs(&[
+            "get",
+            &sender.ticket,
+            "-o",
+            out.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let peak = peak_rss_until_exit(&mut child, Duration::from_secs(300));
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr_text(&output));
+    eprintln!(
+        "1 GiB in {:.1} s, peak RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        peak >> 20
+    );
+    assert_eq!(std::fs::metadata(out.join("huge.bin")).unwrap().len(), size);
+    assert!(peak <= 64 << 20, "peak RSS {} MiB", peak >> 20);
+    drop(sender);
+    let _ = SHORT;
+}
