@@ -87,3 +87,96 @@ async fn a_file_and_a_directory_arrive_intact() {
     seeder.shutdown().await;
     leecher.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_collections_write_nothing_outside_the_output_directory() {
+    use pairs::blobs::ticket::BlobFormat;
+    use pairs::blobs::{Collection, CollectionEntry};
+    let tmp = tempfile::tempdir().unwrap();
+    let seeder = node(&tmp.path().join("a")).await;
+    let leecher = node(&tmp.path().join("b")).await;
+    let evil = seeder.blobs().store().import_bytes(b"owned").unwrap();
+    let entry = |path: &str| CollectionEntry {
+        path: path.into(),
+        hash: evil,
+        size: 5,
+        executable: false,
+    };
+    let get = |collection: Collection, out: std::path::PathBuf| {
+        let seeder = seeder.clone();
+        let leecher = leecher.clone();
+        async move {
+            // Encoded as a hostile peer would: no checks on the way out.
+            let hash = seeder
+                .blobs()
+                .store()
+                .import_bytes(&collection.encode())
+                .unwrap();
+            seeder.blobs().share(hash).await.unwrap();
+            let ticket = seeder.blobs().ticket(hash, BlobFormat::Collection);
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                leecher.blobs().get(&ticket, &out, |_| {}),
+            )
+            .await
+            .expect("answers within 30 s")
+        }
+    };
+    let out = tmp.path().join("jail/out");
+    std::fs::create_dir_all(&out).unwrap();
+    for bad in [
+        "../escape.txt",
+        "/tmp/absolute.txt",
+        "a/../../escape2.txt",
+        "..\\escape3.txt",
+    ] {
+        let err = get(
+            Collection {
+                entries: vec![entry("fine.txt"), entry(bad)],
+            },
+            out.clone(),
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("unsafe path"), "{bad}: {err:#}");
+    }
+    // Nothing was written anywhere: not even the harmless entry of a refused collection.
+    let written: Vec<_> = walk(&tmp.path().join("jail"));
+    assert_eq!(written, vec![out.clone()], "files appeared: {written:?}");
+
+    // A symlink already in the output directory is never followed.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("link")).unwrap();
+    let err = get(
+        Collection {
+            entries: vec![entry("link/x.txt")],
+        },
+        out.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("symlink"), "{err:#}");
+    assert!(
+        std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "wrote through the symlink"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let inner = walk(&path);
+            if inner.is_empty() {
+                out.push(path);
+            } else {
+                out.extend(inner);
+            }
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
