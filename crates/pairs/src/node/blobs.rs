@@ -25,6 +25,9 @@ use pairs_net::BiStream;
 use pairs_net::swarm::{Swarm, TopicEvent, TopicHandle, TopicPeer};
 use tokio::sync::{mpsc, watch};
 
+/// Frames queued from peers to a blob's task at most (about 2 MiB of data).
+const EVENT_QUEUE: usize = 128;
+
 /// The swarm topic of a blob or collection.
 pub fn blob_topic(hash: &Hash) -> Topic {
     Topic::from_bytes(pairs_blobs::ticket::discovery_key(hash))
@@ -73,7 +76,7 @@ pub(crate) struct BlobService {
 
 #[derive(Clone)]
 struct BlobTaskHandle {
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     progress: watch::Receiver<BlobProgress>,
     /// Where a download writes the bytes (None: into the store).
     wants: bool,
@@ -204,11 +207,14 @@ impl BlobService {
                 opened.insert(hash);
                 match peer.open_bi().await {
                     Ok(stream) => {
-                        let _ = task.events.send(Event::Stream {
-                            node,
-                            stream,
-                            hello: None,
-                        });
+                        let _ = task
+                            .events
+                            .send(Event::Stream {
+                                node,
+                                stream,
+                                hello: None,
+                            })
+                            .await;
                     }
                     Err(_) => return,
                 }
@@ -222,7 +228,7 @@ impl BlobService {
                         let Message::Hello { hash, .. } = hello else { return };
                         match service.task_for_serving(hash) {
                             Some(task) => {
-                                let _ = task.events.send(Event::Stream { node, stream, hello: Some(hello) });
+                                let _ = task.events.send(Event::Stream { node, stream, hello: Some(hello) }).await;
                             }
                             None => {
                                 let mut frame = Vec::new();
@@ -269,7 +275,9 @@ impl BlobService {
     }
 
     fn start_task(&self, hash: Hash, dest: Option<PathBuf>, wants: bool) -> Result<BlobTaskHandle> {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        // Bounded: a task that falls behind slows its peers' streams (QUIC flow control) instead of
+        // buffering their data.
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let (progress_tx, progress_rx) = watch::channel(BlobProgress::default());
         let config = SwarmConfig {
             seed: fastrand::u64(..),
@@ -283,6 +291,7 @@ impl BlobService {
             last_checkpoint: Instant::now(),
             reader: None,
             dest,
+            banned: Default::default(),
             peers: HashMap::new(),
             next_key: 1,
             events: events_tx.clone(),
@@ -300,7 +309,7 @@ impl BlobService {
                     Bitfield::full(size.div_ceil(GROUP_SIZE)),
                     config,
                 );
-                task.reader = Some(self.store.reader(&hash)?);
+                task.reader = Some(Arc::new(self.store.reader(&hash)?));
             }
             BlobStatus::Partial { .. } => {
                 let layer = self.store.layer(&hash)?;
@@ -353,7 +362,14 @@ async fn read_hello(stream: &mut BiStream) -> Option<Message> {
 
 struct PeerLink {
     node: NodeId,
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    frames: mpsc::UnboundedSender<Out>,
+}
+
+/// What a peer's writer sends next. Groups are read from the store only when their turn comes, so a
+/// deep request queue costs a few bytes per group, not the group.
+enum Out {
+    Frame(Vec<u8>),
+    Group(u64, Arc<BlobReader>),
 }
 
 struct BlobTask {
@@ -362,11 +378,13 @@ struct BlobTask {
     partial: Option<(PartialBlob, Bitfield)>,
     have_since_checkpoint: u64,
     last_checkpoint: Instant,
-    reader: Option<BlobReader>,
+    reader: Option<Arc<BlobReader>>,
     dest: Option<PathBuf>,
+    /// Peers banned from this blob for bad data or broken protocol (across reconnections).
+    banned: std::collections::HashSet<NodeId>,
     peers: HashMap<u64, PeerLink>,
     next_key: u64,
-    events: mpsc::UnboundedSender<Event>,
+    events: mpsc::Sender<Event>,
     progress: watch::Sender<BlobProgress>,
     started: Instant,
     sent: u64,
@@ -409,7 +427,7 @@ impl BlobTask {
         self.progress.send_modify(|p| p.error = Some(error));
     }
 
-    async fn run(mut self, mut events: mpsc::UnboundedReceiver<Event>) {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
@@ -443,7 +461,7 @@ impl BlobTask {
                 stream,
                 hello,
             } => {
-                if self.peers.values().any(|p| p.node == node) {
+                if self.banned.contains(&node) || self.peers.values().any(|p| p.node == node) {
                     // One stream per peer and blob: the other side opened one too.
                     return;
                 }
@@ -470,24 +488,19 @@ impl BlobTask {
             match action {
                 Action::Send(key, message) => self.send(key, &message),
                 Action::Serve(key, group) => {
-                    let Some(reader) = self.reader_for_serving()? else {
+                    let Some(reader) = self.reader_for_serving() else {
+                        self.send(
+                            key,
+                            &Message::Reject {
+                                start: group,
+                                count: 1,
+                            },
+                        );
                         continue;
                     };
-                    match reader.read_group(group) {
-                        Ok(bytes) => {
-                            self.sent += bytes.len() as u64;
-                            self.send(key, &Message::Data { group, bytes });
-                        }
-                        Err(e) => {
-                            tracing::warn!(blob = %self.core.hash().short(), "cannot serve: {e}");
-                            self.send(
-                                key,
-                                &Message::Reject {
-                                    start: group,
-                                    count: 1,
-                                },
-                            );
-                        }
+                    self.sent += pairs_blobs::layer::group_len(reader.size(), group) as u64;
+                    if let Some(link) = self.peers.get(&key) {
+                        let _ = link.frames.send(Out::Group(group, reader));
                     }
                 }
                 Action::Write(group, bytes) => {
@@ -519,7 +532,12 @@ impl BlobTask {
                 Action::Drop { peer, reason, ban } => {
                     if let Some(link) = self.peers.remove(&peer) {
                         tracing::info!(peer = %link.node.short(), blob = %self.core.hash().short(), ban, "dropped: {reason}");
-                        let _ = link.frames.send(Message::close(reason).to_frame());
+                        if ban {
+                            self.banned.insert(link.node);
+                        }
+                        let _ = link
+                            .frames
+                            .send(Out::Frame(Message::close(reason).to_frame()));
                     }
                 }
             }
@@ -527,17 +545,17 @@ impl BlobTask {
         Ok(())
     }
 
-    fn reader_for_serving(&mut self) -> Result<Option<&BlobReader>> {
+    fn reader_for_serving(&mut self) -> Option<Arc<BlobReader>> {
         if self.reader.is_none() {
             match self.store.reader(&self.core.hash()) {
-                Ok(reader) => self.reader = Some(reader),
+                Ok(reader) => self.reader = Some(Arc::new(reader)),
                 Err(e) => {
-                    tracing::warn!("{e}");
-                    return Ok(None);
+                    tracing::warn!("cannot serve {}: {e}", self.core.hash().short());
+                    return None;
                 }
             }
         }
-        Ok(self.reader.as_ref())
+        self.reader.clone()
     }
 
     fn finish_download(&mut self, partial: PartialBlob) -> Result<()> {
@@ -553,7 +571,7 @@ impl BlobTask {
 
     fn send(&self, key: u64, message: &Message) {
         if let Some(link) = self.peers.get(&key) {
-            let _ = link.frames.send(message.to_frame());
+            let _ = link.frames.send(Out::Frame(message.to_frame()));
         }
     }
 }
@@ -571,12 +589,32 @@ pub(crate) fn part_path(dest: &Path) -> PathBuf {
 fn spawn_peer_io(
     key: u64,
     stream: BiStream,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
-    events: mpsc::UnboundedSender<Event>,
+    mut frames: mpsc::UnboundedReceiver<Out>,
+    events: mpsc::Sender<Event>,
 ) {
     let BiStream { mut send, mut recv } = stream;
     tokio::spawn(async move {
-        while let Some(frame) = frames.recv().await {
+        let mut buf = Vec::with_capacity(GROUP_SIZE as usize + 64);
+        while let Some(out) = frames.recv().await {
+            let frame = match out {
+                Out::Frame(frame) => frame,
+                Out::Group(group, reader) => {
+                    // A 16 KiB read from the page cache: too short to be worth a blocking-pool hop.
+                    let message = match reader.read_group(group) {
+                        Ok(bytes) => Message::Data { group, bytes },
+                        Err(e) => {
+                            tracing::warn!("cannot serve group {group}: {e}");
+                            Message::Reject {
+                                start: group,
+                                count: 1,
+                            }
+                        }
+                    };
+                    buf.clear();
+                    message.encode_into(&mut buf);
+                    std::mem::take(&mut buf)
+                }
+            };
             let closing = frame.len() > 4 && frame[4] == close_tag();
             if send.write_all(&frame).await.is_err() {
                 break;
@@ -598,20 +636,20 @@ fn spawn_peer_io(
             loop {
                 match decoder.next_message() {
                     Ok(Some(message)) => {
-                        if events.send(Event::Frame(key, message)).is_err() {
+                        if events.send(Event::Frame(key, message)).await.is_err() {
                             return;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::info!("blob stream broke the protocol: {e}");
-                        let _ = events.send(Event::Closed(key));
+                        let _ = events.send(Event::Closed(key)).await;
                         return;
                     }
                 }
             }
         }
-        let _ = events.send(Event::Closed(key));
+        let _ = events.send(Event::Closed(key)).await;
     });
 }
 
