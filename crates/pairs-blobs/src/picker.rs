@@ -1,5 +1,5 @@
 //! Which groups to ask a peer for next: deadlines first, then pieces already started, then the rarest
-//! (random for the first few pieces), then — only when every missing group is already asked for — the
+//! (ties at random, so newcomers start on different pieces), then — only when every missing group is already asked for — the
 //! strict endgame.
 //!
 //! Groups (16 KiB) are what is verified and requested; pieces (16 or more groups) are what rarity is counted
@@ -9,9 +9,6 @@ use crate::bitfield::Bitfield;
 
 /// The picker never tracks more pieces than this: larger blobs get larger pieces.
 pub const MAX_PIECES: u64 = 16 * 1024;
-/// Pieces picked at random before rarest first takes over (libtorrent picks its first pieces at random so a
-/// newcomer soon has something to trade).
-pub const RANDOM_FIRST_PIECES: u64 = 4;
 
 /// Groups per piece for a blob of `groups` groups: a power of two, at least 16.
 pub fn piece_groups(groups: u64) -> u64 {
@@ -53,7 +50,8 @@ pub struct Picker {
     requested: Vec<u8>,
     /// Groups of each piece neither held nor requested.
     open: Vec<u32>,
-    /// Peers holding each piece in full.
+    /// Peers holding any group of each piece: a piece someone started is not rare, so a newcomer asks
+    /// for what nobody but the seeds has yet (what spreads a flash crowd fastest).
     availability: Vec<u32>,
     /// Byte ranges a reader is waiting for, as group ranges, most urgent first.
     deadlines: Vec<(u64, u64)>,
@@ -110,17 +108,23 @@ impl Picker {
         )
     }
 
-    /// A peer now holds all of `piece` (or no longer does, with `delta` = -1).
+    /// A peer now holds part of `piece` (or no longer does, with `delta` = -1).
     pub fn piece_availability(&mut self, piece: u64, delta: i32) {
         if let Some(a) = self.availability.get_mut(piece as usize) {
             *a = a.saturating_add_signed(delta);
         }
     }
 
-    /// Whether `holds` covers every group of `piece`.
-    pub fn holds_piece(&self, holds: &dyn Holds, piece: u64) -> bool {
+    /// Whether `holds` has any group of `piece`.
+    pub fn holds_any(&self, holds: &dyn Holds, piece: u64) -> bool {
         let (start, end) = self.piece_range(piece);
-        (start..end).all(|g| holds.holds(g))
+        (start..end).any(|g| holds.holds(g))
+    }
+
+    /// Groups of `piece` that `holds` has.
+    pub fn held_in_piece(&self, holds: &dyn Holds, piece: u64) -> u64 {
+        let (start, end) = self.piece_range(piece);
+        (start..end).filter(|&g| holds.holds(g)).count() as u64
     }
 
     /// The piece a group belongs to.
@@ -194,6 +198,19 @@ impl Picker {
         exclude: &dyn Fn(u64) -> bool,
         fast: bool,
     ) -> Vec<u64> {
+        self.pick_with(holds, max, exclude, fast, None)
+    }
+
+    /// [`Picker::pick`], leaving out pieces held (even in part) by more than `max_availability` peers:
+    /// what a seed is asked for, so that a seed's upload goes to pieces nobody else can give yet.
+    pub fn pick_with(
+        &mut self,
+        holds: &dyn Holds,
+        max: usize,
+        exclude: &dyn Fn(u64) -> bool,
+        fast: bool,
+        max_availability: Option<u32>,
+    ) -> Vec<u64> {
         let mut picked = Vec::new();
         if max == 0 {
             return picked;
@@ -210,7 +227,7 @@ impl Picker {
         }
         // 2. Pieces already started (finishing them makes them tradeable), then new ones.
         while picked.len() < max {
-            let Some(piece) = self.choose_piece(holds) else {
+            let Some(piece) = self.choose_piece(holds, max_availability) else {
                 break;
             };
             let (start, end) = self.piece_range(piece);
@@ -273,17 +290,18 @@ impl Picker {
         }
     }
 
-    /// The next piece to work on for this peer: a started one first, else random (first pieces) or rarest.
-    fn choose_piece(&mut self, holds: &dyn Holds) -> Option<u64> {
+    /// The next piece to work on for this peer: a started one first, else the rarest, ties broken at
+    /// random (so the first pieces are random among the rarest and peers start on different ones).
+    fn choose_piece(&mut self, holds: &dyn Holds, max_availability: Option<u32>) -> Option<u64> {
         let has_open_group = |me: &Self, piece: u64| {
             let (start, end) = me.piece_range(piece);
             (start..end).any(|g| !me.have.get(g) && me.requested[g as usize] == 0 && holds.holds(g))
         };
         let mut best: Option<(u32, u64, u64)> = None; // (availability, tie-break, piece)
-        let random_phase = self.pieces_done < RANDOM_FIRST_PIECES;
         for piece in 0..self.pieces() {
             let open = self.open[piece as usize];
-            if open == 0 {
+            if open == 0 || max_availability.is_some_and(|m| self.availability[piece as usize] > m)
+            {
                 continue;
             }
             let (start, end) = self.piece_range(piece);
@@ -291,11 +309,7 @@ impl Picker {
             if started && has_open_group(self, piece) {
                 return Some(piece);
             }
-            let rank = if random_phase {
-                0
-            } else {
-                self.availability[piece as usize]
-            };
+            let rank = self.availability[piece as usize];
             let tie = self.rng.u64(..);
             if best.is_none_or(|(r, t, _)| (rank, tie) < (r, t)) && has_open_group(self, piece) {
                 best = Some((rank, tie, piece));

@@ -26,6 +26,8 @@ use crate::hash::Hash;
 use crate::layer::{GROUP_SIZE, Layer, LayerBuilder, group_count, group_len};
 
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
+/// Bytes exchanged with each peer over all sessions: node id → (received from it, sent to it).
+const LEDGER: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("ledger");
 
 /// How a file enters the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +153,7 @@ impl Store {
         let db = Database::create(dir.join("blobs.redb")).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(BLOBS).map_err(db_err)?;
+        tx.open_table(LEDGER).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Store {
             inner: Arc::new(Inner { dir, db }),
@@ -492,6 +495,29 @@ impl Store {
             blob.checkpoint(&have)?;
         }
         Ok((blob, have))
+    }
+
+    /// Bytes received from and sent to a peer (by node id) over every earlier session.
+    pub fn ledger(&self, peer: &[u8; 32]) -> Result<(u64, u64), StoreError> {
+        let tx = self.inner.db.begin_read().map_err(db_err)?;
+        let table = tx.open_table(LEDGER).map_err(db_err)?;
+        Ok(table.get(peer).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0)))
+    }
+
+    /// Adds a session's exchange with a peer to the ledger.
+    pub fn add_to_ledger(&self, peer: &[u8; 32], received: u64, sent: u64) -> Result<(), StoreError> {
+        if received == 0 && sent == 0 {
+            return Ok(());
+        }
+        let tx = self.inner.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = tx.open_table(LEDGER).map_err(db_err)?;
+            let (r, s) = table.get(peer).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0));
+            table
+                .insert(peer, (r.saturating_add(received), s.saturating_add(sent)))
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
     }
 
     /// Records that a partial blob written to an outside file now lives at `path` (after a rename).

@@ -32,12 +32,18 @@ pub struct SwarmConfig {
     pub stall: Duration,
     /// How much data to keep requested from a peer, in time at its measured rate.
     pub queue_time: Duration,
-    /// Requests kept in flight to a peer whose rate is not known yet, in groups.
+    /// Requests kept in flight to a peer whose rate is not known yet, in groups (few: a seed shared by a
+    /// crowd should not be committed to the same pieces by everyone before anyone has a rate).
     pub initial_queue: usize,
     /// Most groups in flight to one peer.
     pub max_queue: usize,
     /// Most groups a peer may have asked us for and not yet received.
     pub max_served_queue: usize,
+    /// Groups handed to the driver to send and not yet sent, all peers together: the choice of whom to
+    /// serve next is made this late, so it follows contribution (FairTorrent's deficit).
+    pub upload_queue: usize,
+    /// Optimistic unchokes (libtorrent: 1); 0 with 0 upload slots serves nobody.
+    pub optimistic_slots: usize,
     /// Requests for groups a peer said it had and then refused while unchoking us, before it is dropped.
     pub max_false_claims: u32,
     /// Seed for random choices (first pieces, ties, optimistic unchokes).
@@ -52,10 +58,12 @@ impl Default for SwarmConfig {
             optimistic_every: 2,
             stall: Duration::from_secs(10),
             queue_time: Duration::from_millis(500),
-            initial_queue: 32,
+            initial_queue: 8,
             max_queue: 1024,
             max_served_queue: 2048,
             max_false_claims: 8,
+            upload_queue: 4,
+            optimistic_slots: 1,
             seed: 0x5eed,
         }
     }
@@ -128,6 +136,11 @@ struct Peer {
     last_data: Duration,
     stalled: bool,
     false_claims: u32,
+    /// What it gave us beyond what we gave it in earlier sessions (the driver's ledger; never negative).
+    credit: i64,
+    /// Groups handed to the driver for it and not yet sent.
+    uploading: usize,
+    last_served: Duration,
 }
 
 impl Peer {
@@ -151,6 +164,9 @@ impl Peer {
             last_data: now,
             stalled: false,
             false_claims: 0,
+            credit: 0,
+            uploading: 0,
+            last_served: Duration::ZERO,
         }
     }
 }
@@ -210,6 +226,10 @@ pub struct BlobSwarm {
     now: Duration,
     /// Verified bytes received from peers that are gone.
     received_gone: u64,
+    /// Groups handed to the driver to send and not yet sent.
+    uploading: usize,
+    /// Times each group was sent to anyone.
+    served: Vec<u16>,
 }
 
 impl BlobSwarm {
@@ -233,6 +253,8 @@ impl BlobSwarm {
             complete_announced: false,
             now: Duration::ZERO,
             received_gone: 0,
+            uploading: 0,
+            served: Vec::new(),
             config,
         };
         if hash == Hash::of(b"") {
@@ -254,6 +276,7 @@ impl BlobSwarm {
 
     fn accept_layer(&mut self, layer: Layer, have: Bitfield) {
         debug_assert_eq!(have.len(), layer.groups());
+        self.served = vec![0; have.len() as usize];
         self.picker = Some(Picker::new(have, self.config.seed));
         self.layer = Some(layer);
         self.layer_state = LayerState::Ready;
@@ -346,11 +369,21 @@ impl BlobSwarm {
 
     /// A stream to a peer opened (either side): send our hello and what we hold.
     pub fn add_peer(&mut self, peer: PeerKey, now: Duration) {
+        self.add_peer_with_history(peer, now, 0);
+    }
+
+    /// Like [`BlobSwarm::add_peer`], with the peer's credit from earlier sessions: what it gave us
+    /// beyond what we gave it (from a ledger kept across sessions). Credit is never negative, so a peer
+    /// gains nothing by coming back under a fresh identity: a newcomer starts at zero, like a peer
+    /// that took as much as it gave.
+    pub fn add_peer_with_history(&mut self, peer: PeerKey, now: Duration, credit: u64) {
         self.now = self.now.max(now);
         if self.banned.contains(&peer) || self.peers.contains_key(&peer) {
             return;
         }
-        self.peers.insert(peer, Peer::new(now));
+        let mut p = Peer::new(now);
+        p.credit = credit.min(i64::MAX as u64) as i64;
+        self.peers.insert(peer, p);
         self.send(
             peer,
             Message::Hello {
@@ -391,6 +424,7 @@ impl BlobSwarm {
             return;
         };
         self.received_gone += p.received_total;
+        self.uploading = self.uploading.saturating_sub(p.uploading);
         if let Some(picker) = &mut self.picker {
             for &group in p.inflight.keys() {
                 picker.release(group);
@@ -606,7 +640,14 @@ impl BlobSwarm {
             let mut pieces: Vec<u64> = groups.iter().map(|&g| picker.piece_of(g)).collect();
             pieces.dedup();
             for piece in pieces {
-                if picker.holds_piece(holds, piece) {
+                // Counted once, when the peer's first group of the piece arrives.
+                let new_here = groups
+                    .iter()
+                    .filter(|&&g| picker.piece_of(g) == piece)
+                    .count() as u64;
+                if !matches!(holds, PeerHolds::All)
+                    && picker.held_in_piece(holds, piece) == new_here
+                {
                     picker.piece_availability(piece, 1);
                 }
             }
@@ -777,18 +818,68 @@ impl BlobSwarm {
         self.pump_serving(peer);
     }
 
-    /// Hands queued requests of `peer` to the driver.
-    fn pump_serving(&mut self, peer: PeerKey) {
+    /// A peer's standing (FairTorrent's deficit): its credit from earlier sessions plus what it gave
+    /// minus what it took in this one. The next group goes to the best standing, so a peer that only
+    /// takes is served from what the others leave.
+    fn standing(&self, p: &Peer) -> i64 {
+        p.credit + p.received_total as i64 - p.sent_total as i64
+    }
+
+    /// Hands queued requests to the driver while its upload queue has room. While downloading, the
+    /// next group goes to the peer with the best standing (FairTorrent: what it gave minus what it
+    /// took), so a peer that only takes gets what the others leave. A seed, to whom everyone only
+    /// takes, sends first the group it sent least often (its upload goes to what nobody has yet; a
+    /// group already sent spreads from its first receiver), then by standing. Ties go to the peer
+    /// unserved longest.
+    fn pump_serving(&mut self, _hint: PeerKey) {
         let size = self.size().unwrap_or(0);
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        while let Some(group) = p.asked.pop_front() {
+        let seeding = self.is_complete();
+        while self.uploading < self.config.upload_queue {
+            let served = &self.served;
+            let times = |g: u64| served.get(g as usize).copied().unwrap_or(0);
+            let Some((peer, index)) = self
+                .peers
+                .iter()
+                .filter_map(|(&k, p)| {
+                    let (index, group) =
+                        p.asked.iter().enumerate().min_by_key(|(_, g)| times(**g))?;
+                    Some((k, p, index, times(*group)))
+                })
+                .max_by_key(|(k, p, _, sent)| {
+                    (
+                        std::cmp::Reverse(if seeding { *sent } else { 0 }),
+                        self.standing(p),
+                        std::cmp::Reverse(p.last_served),
+                        std::cmp::Reverse(*k),
+                    )
+                })
+                .map(|(k, _, index, _)| (k, index))
+            else {
+                return;
+            };
+            let now = self.now;
+            let p = self.peer_mut(peer);
+            let group = p.asked.remove(index).expect("index from the queue");
             let len = group_len(size, group) as u64;
             p.sent_round += len;
             p.sent_total += len;
+            p.uploading += 1;
+            p.last_served = now;
+            self.uploading += 1;
+            if let Some(count) = self.served.get_mut(group as usize) {
+                *count = count.saturating_add(1);
+            }
             self.actions.push_back(Action::Serve(peer, group));
         }
+    }
+
+    /// The driver sent a group it was handed for `peer` (or gave up on it): room for the next.
+    pub fn on_sent(&mut self, peer: PeerKey) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.uploading = p.uploading.saturating_sub(1);
+            self.uploading = self.uploading.saturating_sub(1);
+        }
+        self.pump_serving(peer);
     }
 
     fn on_reject(&mut self, peer: PeerKey, start: u64, count: u32, now: Duration) {
@@ -859,7 +950,7 @@ impl BlobSwarm {
                     if let Some(picker) = &mut self.picker {
                         let holds = &self.peers[key].holds;
                         for piece in 0..picker.pieces() {
-                            if picker.holds_piece(holds, piece) {
+                            if picker.holds_any(holds, piece) {
                                 picker.piece_availability(piece, 1);
                             }
                         }
@@ -1007,6 +1098,17 @@ impl BlobSwarm {
         }
         let best_rate = self.peers.values().map(|p| p.rate).fold(0.0, f64::max);
         let fast = p.rate == 0.0 || p.rate * 4.0 >= best_rate;
+        let seeds = self
+            .peers
+            .values()
+            .filter(|o| matches!(o.holds, PeerHolds::All))
+            .count() as u32;
+        // A seed is asked only for pieces no other peer has started, while other peers can give the
+        // rest; once nothing of the kind is left, or this seed would sit idle, anything goes.
+        let seed_limit = (matches!(p.holds, PeerHolds::All)
+            && self.peers.len() as u32 > seeds
+            && !p.inflight.is_empty())
+        .then_some(seeds);
         let picker = self.picker.as_mut().expect("checked");
         let holds: &dyn Holds = match &p.holds {
             PeerHolds::All => &HoldsAll,
@@ -1021,11 +1123,12 @@ impl BlobSwarm {
             .filter(|(k, o)| **k != peer && (o.stalled || o.rate * 2.0 < my_rate || my_rate == 0.0))
             .flat_map(|(_, o)| o.inflight.keys().copied())
             .collect();
-        let picked = picker.pick(
+        let picked = picker.pick_with(
             holds,
             room,
             &|g| inflight.contains_key(&g) || !stuck.contains(&g),
             fast,
+            seed_limit,
         );
         if picked.is_empty() {
             return;
@@ -1165,6 +1268,7 @@ impl BlobSwarm {
             };
         }
         if let Some(o) = self.optimistic
+            && self.config.optimistic_slots > 0
             && self.peers.get(&o).is_some_and(|p| p.peer_interested)
         {
             unchoke.insert(o);
@@ -1190,7 +1294,8 @@ impl BlobSwarm {
     /// Unchokes interested peers at once while slots are free (no wait for the next round).
     fn fill_slots(&mut self) {
         let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-        let free = (self.config.upload_slots + 1).saturating_sub(unchoked);
+        let free =
+            (self.config.upload_slots + self.config.optimistic_slots).saturating_sub(unchoked);
         let waiting: Vec<PeerKey> = self
             .peers
             .iter()
@@ -1209,7 +1314,7 @@ impl BlobSwarm {
 
 fn forget_availability(picker: &mut Picker, holds: &PeerHolds, delta: i32) {
     for piece in 0..picker.pieces() {
-        if picker.holds_piece(holds, piece) {
+        if picker.holds_any(holds, piece) {
             picker.piece_availability(piece, delta);
         }
     }

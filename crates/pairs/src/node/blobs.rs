@@ -61,6 +61,8 @@ enum Event {
         hello: Option<Message>,
     },
     Frame(u64, Message),
+    /// A group handed to a peer's writer went out (or was refused): the core picks the next.
+    Sent(u64),
     Closed(u64),
 }
 
@@ -281,6 +283,9 @@ impl BlobService {
         let (progress_tx, progress_rx) = watch::channel(BlobProgress::default());
         let config = SwarmConfig {
             seed: fastrand::u64(..),
+            // Groups leave through QUIC's send buffer at once; a deeper hand-over queue keeps the
+            // writers busy between the task's choices.
+            upload_queue: 32,
             ..SwarmConfig::default()
         };
         let mut task = BlobTask {
@@ -292,6 +297,7 @@ impl BlobService {
             reader: None,
             dest,
             banned: Default::default(),
+            last_counts: HashMap::new(),
             peers: HashMap::new(),
             next_key: 1,
             events: events_tx.clone(),
@@ -382,6 +388,8 @@ struct BlobTask {
     dest: Option<PathBuf>,
     /// Peers banned from this blob for bad data or broken protocol (across reconnections).
     banned: std::collections::HashSet<NodeId>,
+    /// Each peer's (received, sent) as last published, for the ledger when the core drops a peer.
+    last_counts: HashMap<u64, (u64, u64)>,
     peers: HashMap<u64, PeerLink>,
     next_key: u64,
     events: mpsc::Sender<Event>,
@@ -409,8 +417,12 @@ impl BlobTask {
         Ok(())
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let peers = self.core.peer_stats();
+        self.last_counts = peers
+            .iter()
+            .map(|p| (p.peer, (p.received, p.sent)))
+            .collect();
         self.progress.send_replace(BlobProgress {
             size: self.core.size(),
             held: self.core.bytes_held(),
@@ -451,6 +463,10 @@ impl BlobTask {
             }
             self.publish();
         }
+        let keys: Vec<u64> = self.peers.keys().copied().collect();
+        for key in keys {
+            self.settle(key);
+        }
     }
 
     fn on_event(&mut self, event: Event) {
@@ -470,13 +486,20 @@ impl BlobTask {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.peers.insert(key, PeerLink { node, frames: tx });
                 spawn_peer_io(key, stream, rx, self.events.clone());
-                self.core.add_peer(key, now);
+                // Credit from earlier sessions: what it gave us beyond what we gave it, never negative.
+                let credit = match self.store.ledger(node.as_bytes()) {
+                    Ok((received, sent)) => received.saturating_sub(sent),
+                    Err(_) => 0,
+                };
+                self.core.add_peer_with_history(key, now, credit);
                 if let Some(hello) = hello {
                     self.core.on_message(key, hello, now);
                 }
             }
             Event::Frame(key, message) => self.core.on_message(key, message, now),
+            Event::Sent(key) => self.core.on_sent(key),
             Event::Closed(key) => {
+                self.settle(key);
                 self.peers.remove(&key);
                 self.core.remove_peer(key);
             }
@@ -530,6 +553,7 @@ impl BlobTask {
                     }
                 }
                 Action::Drop { peer, reason, ban } => {
+                    self.settled_by_core(peer);
                     if let Some(link) = self.peers.remove(&peer) {
                         tracing::info!(peer = %link.node.short(), blob = %self.core.hash().short(), ban, "dropped: {reason}");
                         if ban {
@@ -543,6 +567,31 @@ impl BlobTask {
             }
         }
         Ok(())
+    }
+
+    /// Adds what was exchanged with a peer whose session ends to the ledger.
+    fn settle(&mut self, key: u64) {
+        if let (Some(link), Some(stats)) = (
+            self.peers.get(&key),
+            self.core.peer_stats().into_iter().find(|p| p.peer == key),
+        ) && let Err(e) =
+            self.store
+                .add_to_ledger(link.node.as_bytes(), stats.received, stats.sent)
+        {
+            tracing::warn!("cannot record the exchange with {}: {e}", link.node.short());
+        }
+    }
+
+    /// The core dropped a peer (and forgot its counts): record what the last progress saw.
+    fn settled_by_core(&mut self, key: u64) {
+        if let (Some(link), Some(&(received, sent))) =
+            (self.peers.get(&key), self.last_counts.get(&key))
+        {
+            let _ = self
+                .store
+                .add_to_ledger(link.node.as_bytes(), received, sent);
+        }
+        self.last_counts.remove(&key);
     }
 
     fn reader_for_serving(&mut self) -> Option<Arc<BlobReader>> {
@@ -593,9 +642,11 @@ fn spawn_peer_io(
     events: mpsc::Sender<Event>,
 ) {
     let BiStream { mut send, mut recv } = stream;
+    let sent_events = events.clone();
     tokio::spawn(async move {
         let mut buf = Vec::with_capacity(GROUP_SIZE as usize + 64);
         while let Some(out) = frames.recv().await {
+            let was_group = matches!(out, Out::Group(..));
             let frame = match out {
                 Out::Frame(frame) => frame,
                 Out::Group(group, reader) => {
@@ -617,6 +668,9 @@ fn spawn_peer_io(
             };
             let closing = frame.len() > 4 && frame[4] == close_tag();
             if send.write_all(&frame).await.is_err() {
+                break;
+            }
+            if was_group && sent_events.send(Event::Sent(key)).await.is_err() {
                 break;
             }
             if closing {
