@@ -128,6 +128,8 @@ pub struct Endpoint {
     socket: Arc<SharedSocket>,
     secret: SecretKey,
     transport: Arc<quinn::TransportConfig>,
+    /// As `transport`, with an idle timeout of at least `connect_timeout`, so a handshake gets that long.
+    dial_transport: Arc<quinn::TransportConfig>,
     connect_timeout: Duration,
 }
 
@@ -167,7 +169,8 @@ impl Endpoint {
             inner,
             socket,
             secret: config.secret,
-            transport: Arc::new(transport_config()),
+            transport: Arc::new(transport_config(IDLE_TIMEOUT)),
+            dial_transport: Arc::new(transport_config(IDLE_TIMEOUT.max(config.connect_timeout))),
             connect_timeout: config.connect_timeout,
         })
     }
@@ -252,7 +255,7 @@ impl Endpoint {
         let (tls, mismatch) = tls::client_config(&self.secret, expect, alpn);
         let quic = QuicClientConfig::try_from(tls).expect("TLS 1.3 config with a QUIC suite");
         let mut config = quinn::ClientConfig::new(Arc::new(quic));
-        config.transport_config(self.transport.clone());
+        config.transport_config(self.dial_transport.clone());
         let failed = |reason: String| ConnectError::Failed {
             addr: target,
             reason,
@@ -378,9 +381,20 @@ fn bind_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, BindError> {
     Ok(socket.into())
 }
 
+/// How long a connection may hear nothing from its peer before it is closed as lost. Keep-alives
+/// every [`KEEP_ALIVE`] keep a live but quiet connection (and the NAT mappings on its path) from
+/// reaching it, so this is how long a vanished peer (killed, unplugged) goes unnoticed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a quiet connection sends a keep-alive: a few can be lost before [`IDLE_TIMEOUT`].
+const KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 /// Transport settings shared by every connection. Windows are sized for fast paths (a few hundred
 /// Mbit/s at 100 ms RTT); they bound memory per connection.
-fn transport_config() -> quinn::TransportConfig {
+///
+/// QUIC uses the smaller of the two sides' idle timeouts once the handshake is done, and every
+/// connection has an accepting side with [`IDLE_TIMEOUT`], so a dialer's longer `idle` (a slow
+/// handshake's allowance) lasts only until the handshake completes.
+fn transport_config(idle: Duration) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(256u32.into())
@@ -388,11 +402,10 @@ fn transport_config() -> quinn::TransportConfig {
         .stream_receive_window((8u32 << 20).into())
         .receive_window((16u32 << 20).into())
         .send_window(16 << 20)
-        .keep_alive_interval(Some(Duration::from_secs(10)))
+        .keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
-            Duration::from_secs(30)
-                .try_into()
-                .expect("30 s is a valid idle timeout"),
+            idle.try_into()
+                .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::MAX)),
         ));
     transport
 }

@@ -34,7 +34,9 @@ pub mod swarm;
 mod tls;
 
 pub use connection::{Connection, ConnectionError};
-pub use endpoint::{BindError, ConnectError, DEFAULT_CONNECT_TIMEOUT, Endpoint, EndpointConfig};
+pub use endpoint::{
+    BindError, ConnectError, DEFAULT_CONNECT_TIMEOUT, Endpoint, EndpointConfig, IDLE_TIMEOUT,
+};
 pub use local_addrs::direct_addrs;
 pub use router::{ProtocolHandler, Router, RouterBuilder};
 pub use socket::SharedSocket;

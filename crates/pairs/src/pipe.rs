@@ -21,6 +21,9 @@ pub const ALPN: &[u8] = b"pairs/pipe/1";
 pub const HELLO: u8 = 1;
 /// Application close code meaning "both directions completed".
 pub const DONE: u32 = 0;
+/// Application close code meaning "stopped before the end" (Ctrl-C, SIGTERM): the peer learns at
+/// once instead of waiting for the connection to time out.
+pub const INTERRUPTED: u32 = 2;
 /// Most bytes handed to the output at once.
 const MAX_CHUNK: usize = 1 << 20;
 
@@ -51,27 +54,39 @@ pub enum PipeError {
     /// The peer abandoned its direction.
     #[error("the peer reset its stream (code {0})")]
     PeerReset(u64),
+    /// The peer was stopped (Ctrl-C, a signal) before both directions completed.
+    #[error("the peer was stopped before the transfer ended")]
+    PeerInterrupted,
+    /// Nothing came from the peer for the idle timeout: it vanished, or the path broke.
+    #[error("the peer stopped answering (it was killed, lost its network, or the path broke)")]
+    PeerVanished,
     /// The connection ended before both directions completed.
     #[error("connection lost: {0}")]
     ConnectionLost(ConnectionError),
 }
 
+impl From<ConnectionError> for PipeError {
+    fn from(err: ConnectionError) -> Self {
+        match err {
+            ConnectionError::ApplicationClosed(close) if close.error_code == INTERRUPTED.into() => {
+                Self::PeerInterrupted
+            }
+            ConnectionError::TimedOut => Self::PeerVanished,
+            other => Self::ConnectionLost(other),
+        }
+    }
+}
+
 /// Dialer side: opens the pipe stream on `connection`.
 pub async fn open(connection: &Connection) -> Result<BiStream, PipeError> {
-    let mut stream = connection
-        .open_bi()
-        .await
-        .map_err(PipeError::ConnectionLost)?;
+    let mut stream = connection.open_bi().await.map_err(PipeError::from)?;
     stream.send.write_all(&[HELLO]).await.map_err(write_error)?;
     Ok(stream)
 }
 
 /// Listener side: accepts the pipe stream on `connection` and checks its header.
 pub async fn accept(connection: &Connection) -> Result<BiStream, PipeError> {
-    let mut stream = connection
-        .accept_bi()
-        .await
-        .map_err(PipeError::ConnectionLost)?;
+    let mut stream = connection.accept_bi().await.map_err(PipeError::from)?;
     let mut hello = [0u8; 1];
     stream
         .recv
@@ -120,7 +135,7 @@ async fn send_all(
         Ok(None) => Ok(sent),
         Ok(Some(code)) => Err(PipeError::PeerStopped(code.into_inner())),
         Err(StoppedError::ConnectionLost(e)) if is_done(&e) => Ok(sent),
-        Err(StoppedError::ConnectionLost(e)) => Err(PipeError::ConnectionLost(e)),
+        Err(StoppedError::ConnectionLost(e)) => Err(e.into()),
         Err(e) => Err(PipeError::Input(io::Error::other(e))),
     }
 }
@@ -144,7 +159,7 @@ fn is_done(err: &ConnectionError) -> bool {
 fn write_error(err: WriteError) -> PipeError {
     match err {
         WriteError::Stopped(code) => PipeError::PeerStopped(code.into_inner()),
-        WriteError::ConnectionLost(e) => PipeError::ConnectionLost(e),
+        WriteError::ConnectionLost(e) => e.into(),
         other => PipeError::Input(io::Error::other(other)),
     }
 }
@@ -152,7 +167,7 @@ fn write_error(err: WriteError) -> PipeError {
 fn read_error(err: ReadError) -> PipeError {
     match err {
         ReadError::Reset(code) => PipeError::PeerReset(code.into_inner()),
-        ReadError::ConnectionLost(e) => PipeError::ConnectionLost(e),
+        ReadError::ConnectionLost(e) => e.into(),
         other => PipeError::Input(io::Error::other(other)),
     }
 }

@@ -229,3 +229,85 @@ fn connecting_to_a_stopped_listener_fails() {
     let output = Home::new().run(&["connect", &ticket, "--timeout", "1"]);
     assert_eq!(output.status.code(), Some(1));
 }
+
+/// Sends `signal` (`-INT`, `-KILL`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// A listener sending without end (/dev/zero) and a connected peer reading it.
+fn endless_transfer() -> (Listener, std::process::Child, Home, Home) {
+    let (listener_home, connect_home) = (Home::new(), Home::new());
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let listener = Listener::start(&listener_home, &[], Stdio::from(zero));
+    let peer = connect_home
+        .pairs(&["connect", &listener.ticket])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pairs connect");
+    listener.wait_for_stderr("connected to");
+    (listener, peer, listener_home, connect_home)
+}
+
+#[test]
+fn sigint_stops_a_sending_listener_at_once_and_its_peer_hears_of_it() {
+    let (listener, peer, _homes, _homes2) = endless_transfer();
+    let started = std::time::Instant::now();
+    signal(listener.child.id(), "-INT");
+    let status = listener.wait(Duration::from_secs(3));
+    let stopped_in = started.elapsed();
+    assert!(
+        !status.success(),
+        "an interrupted transfer is not a success"
+    );
+    let output = wait_output(peer, Duration::from_secs(3));
+    let err = stderr_text(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("the peer was stopped"), "{err}");
+    eprintln!("listener stopped {stopped_in:?} after SIGINT");
+}
+
+#[test]
+fn sigint_stops_a_connect_and_the_listener_hears_of_it() {
+    let (listener, peer, _homes, _homes2) = endless_transfer();
+    signal(peer.id(), "-INT");
+    let output = wait_output(peer, Duration::from_secs(3));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_text(&output));
+    let said = listener.wait_for_stderr("error");
+    assert!(said.contains("the peer was stopped"), "{said}");
+}
+
+#[test]
+fn a_killed_listener_is_noticed_within_seconds() {
+    let (listener, peer, _homes, _homes2) = endless_transfer();
+    let killed = std::time::Instant::now();
+    signal(listener.child.id(), "-KILL");
+    let output = wait_output(peer, Duration::from_secs(8));
+    let noticed = killed.elapsed();
+    let err = stderr_text(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("stopped answering"), "{err}");
+    eprintln!("connect noticed the killed listener after {noticed:?}");
+}
+
+#[test]
+fn a_killed_connect_is_noticed_by_the_listener_within_seconds() {
+    let (listener, mut peer, _homes, _homes2) = endless_transfer();
+    let killed = std::time::Instant::now();
+    peer.kill().unwrap();
+    peer.wait().unwrap();
+    let said = listener.wait_for_stderr("error");
+    let noticed = killed.elapsed();
+    assert!(said.contains("stopped answering"), "{said}");
+    assert!(
+        noticed < Duration::from_secs(8),
+        "noticed after {noticed:?}"
+    );
+    eprintln!("listener noticed the killed connect after {noticed:?}");
+}

@@ -92,10 +92,14 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     let mut input = stdin_chunks().context("cannot read stdin")?;
     let output = StdoutSink::start().context("cannot write stdout")?;
     let mut result = Ok(());
+    // One signal listener for the whole run: a signal in the middle of a transfer stops it too.
+    let stop = super::stop_requested();
+    tokio::pin!(stop);
+    let mut stopped = false;
     loop {
         let connection = tokio::select! {
             connection = incoming.recv() => connection,
-            _ = super::stop_requested() => None,
+            _ = &mut stop => None,
         };
         let Some(connection) = connection else { break };
         let peer = connection.remote_node_id();
@@ -107,8 +111,16 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
         let served = async {
             let stream = pipe::accept(&connection).await?;
             pipe::run(&connection, stream, &mut input, output.sender()).await
-        }
-        .await;
+        };
+        let served = tokio::select! {
+            served = served => served,
+            _ = &mut stop => {
+                stopped = true;
+                connection.close(pipe::INTERRUPTED, b"interrupted");
+                result = Err(anyhow::anyhow!("interrupted; closed the connection to {}", peer.short()));
+                break;
+            }
+        };
         match served {
             Ok(t) => {
                 tracing::info!(peer = %peer.short(), sent = t.sent, received = t.received, "peer done")
@@ -120,7 +132,10 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
             break;
         }
     }
-    output.finish().context("writing stdout failed")?;
+    // Interrupted, the writer may be stuck on a stdout nobody reads: leave it.
+    if !stopped {
+        output.finish().context("writing stdout failed")?;
+    }
     if let Some(mapping) = mapping {
         mapping.shutdown().await;
     }
@@ -228,12 +243,21 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     );
     let mut input = stdin_chunks().context("cannot read stdin")?;
     let output = StdoutSink::start().context("cannot write stdout")?;
-    let result = async {
+    let transfer = async {
         let stream = pipe::open(&connection).await?;
         pipe::run(&connection, stream, &mut input, output.sender()).await
-    }
-    .await;
-    output.finish().context("writing stdout failed")?;
+    };
+    let result = tokio::select! {
+        result = transfer => {
+            output.finish().context("writing stdout failed")?;
+            result.map_err(anyhow::Error::from)
+        }
+        _ = super::stop_requested() => {
+            // Said to the peer at once, rather than leaving it to time out.
+            connection.close(pipe::INTERRUPTED, b"interrupted");
+            Err(anyhow::anyhow!("interrupted; closed the connection"))
+        }
+    };
     if let Some(nat) = nat {
         nat.shutdown().await;
     }
