@@ -55,8 +55,13 @@ def fresh(path):
     return path
 
 
-def wait_cpu(p, timeout=TIMEOUT):
-    """Waits for P; returns (exit code, user+system CPU seconds of it)."""
+RUN_TIMEOUT = [TIMEOUT]  # a benchmark may lower it for its runs
+
+
+def wait_cpu(p, timeout=None):
+    """Waits for P; returns (exit code, user+system CPU seconds of it); kills it after the timeout
+    (exit code None)."""
+    timeout = RUN_TIMEOUT[0] if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while True:
         pid, status, ru = os.wait4(p.pid, os.WNOHANG)
@@ -119,6 +124,10 @@ def make_small_tree(path, n):
             f.write(os.urandom(rnd.randint(4, 64) * 1024))
 
 
+def tree_count(path):
+    return sum(len(fs) for _, _, fs in os.walk(path))
+
+
 def tree_size(path):
     if os.path.isfile(path):
         return os.path.getsize(path)
@@ -143,7 +152,9 @@ def run_pairs_get(lab, path):
     err = get.stderr.read().decode(errors="replace")
     cpu_a = stop_cpu(lab, seed)
     if rc != 0:
-        raise RuntimeError(f"pairs get failed ({rc}): {err[-500:]}")
+        why = "timed out" if rc is None else f"exit {rc}"
+        raise RuntimeError(f"pairs get {why} after {wall:.0f} s with {tree_count(out)} files, "
+                           f"{tree_size(out)} bytes written: {err[-300:]}")
     return wall, cpu_a, cpu_b, tree_size(out)
 
 
@@ -165,7 +176,8 @@ def run_sendme(lab, path):
             if leftover.startswith(".sendme"):
                 shutil.rmtree(os.path.join(d, leftover), ignore_errors=True)
     if rc != 0:
-        raise RuntimeError(f"sendme receive failed ({rc}): {err[-500:]}")
+        why = "timed out" if rc is None else f"exit {rc}"
+        raise RuntimeError(f"sendme receive {why} after {wall:.0f} s: {err[-300:]}")
     return wall, cpu_a, cpu_b, tree_size(out)
 
 
@@ -213,6 +225,9 @@ def one_peer_lab():
     return lab
 
 
+FAILURES = []
+
+
 def best_of(fn, lab, path, rounds):
     best = None
     for i in range(rounds):
@@ -220,6 +235,7 @@ def best_of(fn, lab, path, rounds):
             r = fn(lab, path)
         except Exception as e:  # recorded, not fatal: a failing tool is a result
             log(f"    round {i + 1}: FAILED: {e}")
+            FAILURES.append(str(e).split(":")[0])
             continue
         log(f"    round {i + 1}: {r[0]:.2f} s, cpu send {r[1]:.2f} s recv {r[2]:.2f} s, {r[3]} bytes")
         if best is None or r[0] < best[0]:
@@ -278,37 +294,45 @@ def bench_one_peer():
 
 
 def bench_small():
-    tree = f"{WORK}/src/small"
-    make_small_tree(tree, SMALL_FILES)
-    total = tree_size(tree)
-    lab = one_peer_lab()
     rows = []
+    lab = one_peer_lab()
+    RUN_TIMEOUT[0] = float(os.environ.get("SMALL_TIMEOUT", "120"))
+    counts = sorted({SMALL_FILES, 200})
     try:
-        for link, mbit in LINKS:
-            lab.shape("a", mbit, mbit)
-            lab.shape("b", mbit, mbit)
-            for name, fn in (("pairs get", run_pairs_get), ("sendme", run_sendme)):
-                log(f"small files, {link}, {name}")
-                r = best_of(fn, lab, tree, ROUNDS)
-                rows.append((link, name, r))
+        for n in counts:
+            tree = f"{WORK}/src/small{n}"
+            make_small_tree(tree, n)
+            total = tree_size(tree)
+            for link, mbit in LINKS:
+                lab.shape("a", mbit, mbit)
+                lab.shape("b", mbit, mbit)
+                for name, fn in (("pairs get", run_pairs_get), ("sendme", run_sendme)):
+                    log(f"small files, {n} files, {link}, {name}")
+                    del FAILURES[:]
+                    r = best_of(fn, lab, tree, ROUNDS)
+                    rows.append((n, total, link, name, r, list(FAILURES)))
     finally:
+        RUN_TIMEOUT[0] = TIMEOUT
         lab.down()
-    print(f"\n## Many small files: {SMALL_FILES} files of 4-64 KiB ({total / MIB:.1f} MiB), best of {ROUNDS}\n")
-    print("| link | tool | wall s | files/s | Mbit/s | CPU s send | CPU s recv |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(f"\n## Many small files: N files of 4-64 KiB, best of {ROUNDS} "
+          f"(a run is stopped after {os.environ.get('SMALL_TIMEOUT', '120')} s)\n")
+    print("| files (MiB) | link | tool | wall s | files/s | Mbit/s | CPU s send | CPU s recv |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     walls = {}
-    for link, name, r in rows:
+    for n, total, link, name, r, fails in rows:
+        label = f"{n} ({total / MIB:.1f})"
         if r is None or r[3] != total:
-            print(f"| {link} | {name} | failed{'' if r is None else f' ({r[3]} of {total} bytes)'} | | | | |")
+            print(f"| {label} | {link} | {name} | failed: {'; '.join(fails)} | | | | |")
             continue
-        walls[(link, name)] = r[0]
-        print(f"| {link} | {name} | {r[0]:.2f} | {SMALL_FILES / r[0]:.0f} | {total * 8 / r[0] / 1e6:.0f} | "
+        walls[(n, link, name)] = r[0]
+        print(f"| {label} | {link} | {name} | {r[0]:.2f} | {n / r[0]:.0f} | {total * 8 / r[0] / 1e6:.0f} | "
               f"{r[1]:.2f} | {r[2]:.2f} |")
     print()
-    for link, _ in LINKS:
-        if (link, "pairs get") in walls and (link, "sendme") in walls:
-            print(f"- {link}: pairs get is {walls[(link, 'sendme')] / walls[(link, 'pairs get')]:.2f}x "
-                  f"sendme's speed")
+    for n in counts:
+        for link, _ in LINKS:
+            if (n, link, "pairs get") in walls and (n, link, "sendme") in walls:
+                print(f"- {n} files, {link}: pairs get is "
+                      f"{walls[(n, link, 'sendme')] / walls[(n, link, 'pairs get')]:.2f}x sendme's speed")
     sys.stdout.flush()
 
 
