@@ -18,8 +18,9 @@ use crate::cli::PasteArgs;
 use crate::stdio::{StdoutSink, stdin_chunks};
 use pairs::Node;
 
-/// After the last copy is confirmed, how long the sender waits for more receivers before exiting.
-const LINGER: Duration = Duration::from_secs(2);
+/// How long the sender keeps offering after the last copy was confirmed or the last peer joined,
+/// so a receiver started a few seconds after another still gets its copy.
+const LINGER: Duration = Duration::from_secs(5);
 
 pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Result<()> {
     let sending = args.send || (!args.receive && !std::io::stdin().is_terminal());
@@ -41,9 +42,17 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Re
         format!("paste '{name}'")
     };
     let result = if sending {
-        send(&node, topic, &shown, deadline, args.keep).await
+        send(
+            &node,
+            topic,
+            &shown,
+            deadline,
+            args.keep,
+            args.timeout.unwrap_or(0),
+        )
+        .await
     } else {
-        receive(&node, topic, &shown, deadline).await
+        receive(&node, topic, &shown, deadline, args.timeout.unwrap_or(0)).await
     };
     node.shutdown().await;
     result
@@ -55,6 +64,7 @@ async fn send(
     shown: &str,
     deadline: Option<Instant>,
     keep: bool,
+    timeout: u64,
 ) -> Result<()> {
     let spool = Spool::start(stdin_chunks().context("cannot read stdin")?)?;
     let mut peers = node.swarm()?.join(topic).await?;
@@ -79,6 +89,10 @@ async fn send(
         tokio::select! {
             event = peers.next() => match event {
                 Some(TopicEvent::Joined(mut peer)) => {
+                    // A receiver asks at once after joining: wait for it before leaving.
+                    if let Some(at) = linger_until.as_mut() {
+                        *at = (*at).max(Instant::now() + LINGER);
+                    }
                     let spool = spool.clone();
                     let done = done_tx.clone();
                     let started = started_tx.clone();
@@ -110,7 +124,7 @@ async fn send(
             },
             () = timer => {
                 if served == 0 {
-                    bail!("nobody received {shown} in time (--timeout); is a receiver running `pairs paste` with the same name on this network?");
+                    bail!("nobody asked for {shown} within {timeout} s (--timeout); is a receiver running `pairs paste` with the same name on this network?");
                 }
                 break;
             }
@@ -121,7 +135,13 @@ async fn send(
     Ok(())
 }
 
-async fn receive(node: &Node, topic: Topic, shown: &str, deadline: Option<Instant>) -> Result<()> {
+async fn receive(
+    node: &Node,
+    topic: Topic,
+    shown: &str,
+    deadline: Option<Instant>,
+    timeout: u64,
+) -> Result<()> {
     let mut peers = node.swarm()?.join(topic).await?;
     eprintln!("pairs: waiting for {shown} on this network");
     let output = StdoutSink::start().context("cannot write stdout")?;
@@ -140,7 +160,8 @@ async fn receive(node: &Node, topic: Topic, shown: &str, deadline: Option<Instan
     let mut timed_out = false;
     let not_found = || {
         anyhow::anyhow!(
-            "no {shown} found in time (--timeout); is a sender running `pairs paste` with the same name on this network?"
+            "found no sender of {shown} within {} s (--timeout); is `pairs paste` with the same name running on this network?",
+            timeout
         )
     };
     let outcome = loop {
