@@ -226,6 +226,13 @@ pub enum LogCommand {
         /// The log ticket
         ticket: String,
     },
+    /// Write one entry's payload to stdout, byte for byte (binary entries included)
+    Get {
+        /// The log ticket
+        ticket: String,
+        /// The entry's id (as `log append` and `log cat --json` print it)
+        id: String,
+    },
 }
 
 /// `pairs kv ...`

@@ -183,3 +183,115 @@ fn committed_appends_survive_sigkill() {
         }
     }
 }
+
+/// Appends `data` (from stdin) to the log; returns the entry id.
+fn append_stdin(home: &Home, ticket: &str, data: &[u8]) -> String {
+    let mut child = home
+        .pairs(&["log", "append", ticket, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    ok(wait_output(child, SHORT)).trim().to_owned()
+}
+
+#[test]
+fn a_binary_entry_comes_back_byte_for_byte_and_losslessly_in_json() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    // 1,024 bytes that are not UTF-8 (every byte value, 0xff and 0xfe among them).
+    let binary: Vec<u8> = (0..1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    assert!(std::str::from_utf8(&binary).is_err());
+    let id = append_stdin(&home, &ticket, &binary);
+    let text_id = append_stdin(&home, &ticket, "héllo\n".as_bytes());
+
+    let raw = home.run(&["log", "get", &ticket, &id]);
+    assert!(raw.status.success(), "{}", stderr_text(&raw));
+    assert!(raw.stdout == binary, "log get changed the bytes");
+    assert_eq!(
+        home.run(&["log", "get", &ticket, &text_id]).stdout,
+        "héllo\n".as_bytes()
+    );
+
+    let json = ok(home.run(&["log", "cat", &ticket, "--json"]));
+    let objects: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let of = |id: &str| objects.iter().find(|o| o["id"] == id).unwrap().clone();
+    let bin = of(&id);
+    assert_eq!(bin["kind"], "data");
+    assert_eq!(bin["encoding"], "base64");
+    let decoded = data_encoding::BASE64
+        .decode(bin["payload"].as_str().unwrap().as_bytes())
+        .unwrap();
+    assert!(decoded == binary, "--json lost bytes");
+    let text = of(&text_id);
+    assert_eq!(text["encoding"], "utf-8");
+    assert_eq!(text["payload"], "héllo\n");
+
+    // In text, a binary entry is a note naming the command that gives its bytes.
+    let cat = ok(home.run(&["log", "cat", &ticket]));
+    let first = cat.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("[1024 bytes of binary data: pairs log get TICKET {id}]")
+    );
+    assert!(!cat.contains('\u{fffd}'), "{cat}");
+}
+
+#[test]
+fn kv_operations_show_as_operations() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    ok(home.run(&["kv", "set", &ticket, "colour", "blue"]));
+    ok(home.run(&["kv", "del", &ticket, "colour"]));
+    assert_eq!(
+        entries(&home, &ticket),
+        ["[kv set \"colour\" = \"blue\"]", "[kv del \"colour\"]"]
+    );
+    let json = ok(home.run(&["log", "cat", &ticket, "--json"]));
+    let ops: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(ops[0]["kind"], "op");
+    assert_eq!(
+        ops[0]["op"],
+        serde_json::json!({"type": "map-set", "key": "colour", "value": "blue"})
+    );
+    assert_eq!(
+        ops[1]["op"],
+        serde_json::json!({"type": "map-delete", "key": "colour"})
+    );
+    assert!(ops.iter().all(|o| o.get("payload").is_none()));
+}
+
+#[test]
+fn log_get_of_an_unknown_id_names_the_problem() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    let id = ok(home.run(&["log", "append", &ticket, "x"]))
+        .trim()
+        .to_owned();
+    let mut other = id.clone().into_bytes();
+    other[0] = if other[0] == b'a' { b'b' } else { b'a' };
+    let other = String::from_utf8(other).unwrap();
+    let missing = home.run(&["log", "get", &ticket, &other]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr_text(&missing).contains("has no entry"),
+        "{}",
+        stderr_text(&missing)
+    );
+    let bad = home.run(&["log", "get", &ticket, "nonsense"]);
+    assert!(
+        stderr_text(&bad).contains("not an entry id"),
+        "{}",
+        stderr_text(&bad)
+    );
+}

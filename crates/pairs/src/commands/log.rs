@@ -5,11 +5,12 @@ use std::fmt::Write as _;
 use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
+use data_encoding::BASE64;
 use pairs::control::Client;
 use pairs::control::client::ControlStream;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
-use pairs_log::{Entry, LogId, LogTicket, Payload};
+use pairs_log::{Entry, EntryId, LogId, LogTicket, Op, Payload};
 use tokio::sync::mpsc;
 
 use crate::cli::{BindArgs, LogCommand, SourceArgs};
@@ -71,6 +72,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, command: LogCommand) -
             membership(data_dir, &ticket, &node_id, false).await
         }
         LogCommand::Info { ticket } => info(data_dir, &ticket).await,
+        LogCommand::Get { ticket, id } => get(data_dir, &ticket, &id).await,
     }
 }
 
@@ -159,30 +161,161 @@ async fn append_lines(client: &mut Client, log: LogId) -> Result<()> {
     Ok(())
 }
 
+/// Bytes for JSON: the text if they are UTF-8, else `{"base64": ...}`, so nothing is lost.
+fn json_bytes(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.into(),
+        Err(_) => serde_json::json!({ "base64": BASE64.encode(bytes) }),
+    }
+}
+
+/// Bytes for a person: the text if they are UTF-8, else their length.
+fn text_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => format!("{text:?}"),
+        Err(_) => format!("<{} bytes>", bytes.len()),
+    }
+}
+
+/// A view operation as JSON fields: its type and operands.
+fn op_json(op: &Op) -> serde_json::Value {
+    let ids = |ids: &[pairs_log::EntryId]| ids.iter().map(ToString::to_string).collect::<Vec<_>>();
+    match op {
+        Op::MapSet { key, value } => {
+            serde_json::json!({"type": "map-set", "key": json_bytes(key), "value": json_bytes(value)})
+        }
+        Op::MapDelete { key } => serde_json::json!({"type": "map-delete", "key": json_bytes(key)}),
+        Op::RegisterSet {
+            register,
+            value,
+            supersedes,
+        } => serde_json::json!({
+            "type": "register-set", "register": json_bytes(register), "value": json_bytes(value),
+            "supersedes": ids(supersedes),
+        }),
+        Op::SetAdd { set, element } => {
+            serde_json::json!({"type": "set-add", "set": json_bytes(set), "element": json_bytes(element)})
+        }
+        Op::SetRemove {
+            set,
+            element,
+            observed,
+        } => serde_json::json!({
+            "type": "set-remove", "set": json_bytes(set), "element": json_bytes(element),
+            "observed": ids(observed),
+        }),
+        Op::CounterAdd { counter, delta } => {
+            serde_json::json!({"type": "counter-add", "counter": json_bytes(counter), "delta": delta})
+        }
+    }
+}
+
+/// A view operation for a person, e.g. `[kv set "colour" = "blue"]`.
+fn op_text(op: &Op) -> String {
+    match op {
+        Op::MapSet { key, value } => {
+            format!("[kv set {} = {}]", text_bytes(key), text_bytes(value))
+        }
+        Op::MapDelete { key } => format!("[kv del {}]", text_bytes(key)),
+        Op::RegisterSet {
+            register, value, ..
+        } => format!(
+            "[register {} = {}]",
+            text_bytes(register),
+            text_bytes(value)
+        ),
+        Op::SetAdd { set, element } => {
+            format!("[set {} add {}]", text_bytes(set), text_bytes(element))
+        }
+        Op::SetRemove { set, element, .. } => {
+            format!("[set {} remove {}]", text_bytes(set), text_bytes(element))
+        }
+        Op::CounterAdd { counter, delta } => format!("[counter {} {delta:+}]", text_bytes(counter)),
+    }
+}
+
+/// One entry as a line of `log cat`: data as text (binary data as a note saying how to get its
+/// bytes), operations and membership changes in brackets; with `json`, one lossless JSON object.
 fn describe(entry: &Entry, json: bool) -> String {
     let body = entry.body();
-    let (kind, content) = match &body.payload {
-        Payload::Data(data) => ("data", String::from_utf8_lossy(data).into_owned()),
-        Payload::AddWriter(w) => ("add-writer", w.to_string()),
-        Payload::RemoveWriter { writer, .. } => ("remove-writer", writer.to_string()),
-    };
     if json {
-        serde_json::json!({
+        let mut object = serde_json::json!({
             "id": entry.id().to_string(),
             "author": body.author.to_string(),
             "seq": body.seq,
             "clock": body.clock,
             "parents": body.parents.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "timestamp": body.timestamp,
-            "kind": kind,
-            "payload": content,
-        })
-        .to_string()
-    } else if kind == "data" {
-        content
-    } else {
-        format!("[{kind} {content}]")
+        });
+        let fields = object.as_object_mut().expect("an object");
+        let mut set = |key: &str, value: serde_json::Value| {
+            fields.insert(key.to_owned(), value);
+        };
+        match (&body.payload, Op::from_payload(&body.payload)) {
+            (_, Some(op)) => {
+                set("kind", "op".into());
+                set("op", op_json(&op));
+            }
+            (Payload::Data(data), None) => {
+                set("kind", "data".into());
+                match std::str::from_utf8(data) {
+                    Ok(text) => {
+                        set("encoding", "utf-8".into());
+                        set("payload", text.into());
+                    }
+                    Err(_) => {
+                        set("encoding", "base64".into());
+                        set("payload", BASE64.encode(data).into());
+                    }
+                }
+            }
+            (Payload::AddWriter(writer), None) => {
+                set("kind", "add-writer".into());
+                set("writer", writer.to_string().into());
+            }
+            (Payload::RemoveWriter { writer, keep_until }, None) => {
+                set("kind", "remove-writer".into());
+                set("writer", writer.to_string().into());
+                set("keep_until", (*keep_until).into());
+            }
+        }
+        return object.to_string();
     }
+    match (&body.payload, Op::from_payload(&body.payload)) {
+        (_, Some(op)) => op_text(&op),
+        (Payload::Data(data), None) => match std::str::from_utf8(data) {
+            Ok(text) => text.to_owned(),
+            Err(_) => format!(
+                "[{} bytes of binary data: pairs log get TICKET {}]",
+                data.len(),
+                entry.id()
+            ),
+        },
+        (Payload::AddWriter(writer), None) => format!("[add-writer {writer}]"),
+        (Payload::RemoveWriter { writer, .. }, None) => format!("[remove-writer {writer}]"),
+    }
+}
+
+/// `log get`: one entry's payload, exactly as appended.
+async fn get(data_dir: Option<&Path>, ticket: &str, id: &str) -> Result<()> {
+    let log = parse_ticket(ticket)?.log;
+    let id = pairs_base::base32::decode(id.trim())
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .map(EntryId)
+        .with_context(|| {
+            format!("{id:?} is not an entry id (52 characters, as `pairs log append` prints)")
+        })?;
+    let entry = super::control(data_dir).await?.entry(log, id).await?;
+    let Payload::Data(data) = &entry.body().payload else {
+        bail!(
+            "entry {} is a membership change, not data: `pairs log cat` shows it",
+            id.short()
+        );
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(data)?;
+    out.flush()?;
+    Ok(())
 }
 
 async fn cat(data_dir: Option<&Path>, log: LogId, follow: bool, json: bool) -> Result<()> {

@@ -147,6 +147,16 @@ impl Client {
         }
     }
 
+    /// One entry by its id.
+    pub async fn entry(&mut self, log: LogId, id: EntryId) -> Result<Entry> {
+        match self.call(&Request::Entry { log, id }).await? {
+            Response::Entries(mut entries) if entries.len() == 1 => {
+                Ok(entries.pop().expect("one entry").into_entry())
+            }
+            other => unexpected(other),
+        }
+    }
+
     /// The heads.
     pub async fn heads(&mut self, log: LogId) -> Result<Vec<EntryId>> {
         match self.call(&Request::Heads { log }).await? {

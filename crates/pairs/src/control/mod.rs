@@ -152,6 +152,13 @@ pub enum Request {
         /// Where to.
         out: std::path::PathBuf,
     },
+    /// One entry, answered with [`Response::Entries`] holding it.
+    Entry {
+        /// The log.
+        log: LogId,
+        /// The entry.
+        id: EntryId,
+    },
 }
 
 /// What the node answers.

@@ -204,6 +204,19 @@ async fn answer(node: &Node, request: Request) -> Result<Response> {
             Response::Appended(handle.append_payloads(payloads).await?)
         }
         Request::Heads { log } => Response::Heads(readable(node, log).await?.store().heads()),
+        Request::Entry { log, id } => {
+            let entry = readable(node, log)
+                .await?
+                .store()
+                .get(&id)?
+                .with_context(|| {
+                    format!(
+                        "log {} has no entry {id} (pairs log cat --json lists their ids)",
+                        log.short()
+                    )
+                })?;
+            Response::Entries(vec![WireEntry::from(&entry)])
+        }
         Request::Info { log } => {
             let handle = readable(node, log).await?;
             let store = handle.store();
