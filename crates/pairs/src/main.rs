@@ -27,8 +27,11 @@ fn main() {
 /// Logs go to stderr only: stdout carries data. `RUST_LOG` wins over `-v`.
 fn init_logging(verbose: u8) {
     use tracing_subscriber::EnvFilter;
+    // Without -v, only what the user must act on: libraries' own complaints (the DHT failing to
+    // bootstrap offline, mDNS on an interface without multicast) are reported by pairs where they
+    // matter, or shown with -v.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,mainline=off,mdns_sd=off",
         1 => "info,pairs=debug",
         2 => "debug",
         _ => "trace",

@@ -15,7 +15,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use mdns_sd::{ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
 use pairs_base::{NodeAddr, NodeId};
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::Discovered;
 
@@ -173,7 +173,8 @@ async fn relay_events(
             return;
         }
     }
-    warn!("mDNS browser stopped");
+    // The daemon stops with the node: nothing for anyone to act on.
+    debug!("mDNS browser stopped");
 }
 
 /// Reads a node address from a resolved service, refusing anything that is not a well-formed pairs

@@ -81,10 +81,8 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
             let (found, _ignored) = mpsc::unbounded_channel();
             let dht = DhtDiscovery::start(config, &endpoint, &home::node_key(data_dir)?, found)
                 .context("cannot start the DHT")?;
-            eprintln!(
-                "pairs: or, once the DHT has our address:\n\n    pairs connect {}\n",
-                endpoint.node_id()
-            );
+            let dht = std::sync::Arc::new(dht);
+            tokio::spawn(announce_dht_path(dht.clone(), endpoint.node_id()));
             Some(dht)
         }
         None => None,
@@ -146,6 +144,34 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     nat.shutdown().await;
     router.shutdown().await;
     result
+}
+
+/// Offers the bare node id as a way to connect only once the DHT holds our address record: when
+/// the DHT cannot be reached, that way does not work, and saying so helps nobody act.
+async fn announce_dht_path(dht: std::sync::Arc<DhtDiscovery>, node: NodeId) {
+    if !dht.bootstrapped().await {
+        tracing::info!("the DHT is unreachable: the node id alone will not find this node");
+        return;
+    }
+    let mut said = None;
+    loop {
+        match dht.status().await.record.and_then(|r| r.result) {
+            Some(Ok(())) => {
+                eprintln!(
+                    "pairs: or, now that the DHT has our address:\n\n    pairs connect {node}\n"
+                );
+                return;
+            }
+            // The DHT driver tries again on its own schedule.
+            Some(Err(err)) if said.as_ref() != Some(&err) => {
+                tracing::info!(%err, "our address record did not reach the DHT yet");
+                said = Some(err);
+            }
+            // The put is still running.
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The port mapping protocols to try: the flag's, else all of them unless isolated.
