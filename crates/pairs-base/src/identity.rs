@@ -140,7 +140,8 @@ impl FromStr for NodeId {
         if text.len() != Self::TEXT_LEN {
             return Err(bad());
         }
-        let bytes: [u8; 32] = base32::decode(text)
+        // Upper case is the same id, as retyped or read from a QR code.
+        let bytes: [u8; 32] = base32::decode(&text.to_ascii_lowercase())
             .ok_or_else(bad)?
             .try_into()
             .map_err(|_| bad())?;

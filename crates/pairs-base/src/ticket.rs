@@ -19,10 +19,12 @@ pub const MAX_TICKET_LEN: usize = 4096;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TicketError {
     /// The string does not start with the expected kind.
-    #[error("not a {expected} ticket (a {expected} ticket starts with \"{expected}\")")]
+    #[error("not a {expected} ticket (a {expected} ticket starts with \"{expected}\"){}", hint_for(.found))]
     WrongKind {
         /// The kind that was expected.
         expected: &'static str,
+        /// The kind of pairs ticket it is instead, if it is one.
+        found: Option<&'static str>,
     },
     /// The string has characters outside the base32 alphabet or is too long.
     #[error("malformed {kind} ticket: {why}")]
@@ -72,12 +74,17 @@ pub trait Ticket: Serialize + DeserializeOwned {
         let kind = Self::KIND;
         let malformed = |why| TicketError::Malformed { kind, why };
         let text = text.trim();
-        let encoded = text
-            .strip_prefix(kind)
-            .ok_or(TicketError::WrongKind { expected: kind })?;
         if text.len() > MAX_TICKET_LEN {
             return Err(malformed("too long"));
         }
+        // Tickets are lowercase; one read aloud, retyped or scanned from a QR code may not be.
+        let text = text.to_ascii_lowercase();
+        let encoded = text
+            .strip_prefix(kind)
+            .ok_or_else(|| TicketError::WrongKind {
+                expected: kind,
+                found: KINDS.iter().copied().find(|k| text.starts_with(k)),
+            })?;
         let body = base32::decode(encoded).ok_or_else(|| {
             malformed("not base32 (a-z, 2-7), or cut short: copy it again in full")
         })?;
@@ -97,6 +104,18 @@ pub trait Ticket: Serialize + DeserializeOwned {
         let value: Self = postcard::from_bytes(&body[1..]).map_err(|_| malformed("bad payload"))?;
         value.check().map_err(malformed)?;
         Ok(value)
+    }
+}
+
+/// The kinds of ticket pairs prints, to tell a user which one they gave.
+const KINDS: [&str; 3] = ["node", "log", "blob"];
+
+fn hint_for(found: &Option<&'static str>) -> &'static str {
+    match found {
+        Some("node") => ": this is a node ticket, for `pairs connect`",
+        Some("log") => ": this is a log ticket, for `pairs log` and `pairs kv`",
+        Some("blob") => ": this is a blob ticket, for `pairs get`",
+        _ => "",
     }
 }
 
@@ -157,7 +176,22 @@ mod tests {
         let text = sample().to_ticket();
         assert_eq!(
             NodeAddr::from_ticket("blob123"),
-            Err(TicketError::WrongKind { expected: "node" })
+            Err(TicketError::WrongKind {
+                expected: "node",
+                found: Some("blob")
+            })
+        );
+        let wrong = NodeAddr::from_ticket("logabc").unwrap_err().to_string();
+        assert!(
+            wrong.contains("this is a log ticket, for `pairs log`"),
+            "{wrong}"
+        );
+        assert_eq!(
+            NodeAddr::from_ticket("xyz"),
+            Err(TicketError::WrongKind {
+                expected: "node",
+                found: None
+            })
         );
         assert!(matches!(
             NodeAddr::from_ticket(&text[..text.len() - 5]),
@@ -174,6 +208,13 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_upper_case_ticket_is_the_same_ticket() {
+        let addr = sample();
+        let text = addr.to_ticket();
+        assert_eq!(NodeAddr::from_ticket(&text.to_uppercase()), Ok(addr));
     }
 
     #[test]

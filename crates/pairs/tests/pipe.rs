@@ -311,3 +311,23 @@ fn a_killed_connect_is_noticed_by_the_listener_within_seconds() {
     );
     eprintln!("listener noticed the killed connect after {noticed:?}");
 }
+
+#[test]
+fn wrong_targets_are_named_for_what_they_are() {
+    let home = Home::new();
+    let listener = Listener::start(&Home::new(), &[], Stdio::null());
+    // Upper case is the same ticket.
+    let out = home.run(&["connect", &listener.ticket.to_uppercase(), "--timeout", "2"]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+
+    let id = SecretKey::generate().node_id().to_string();
+    let err = stderr_text(&home.run(&["connect", &id[..40]]));
+    assert!(
+        err.contains("a node id has 52 characters, this has 40"),
+        "{err}"
+    );
+
+    let log = String::from_utf8(home.run(&["log", "new"]).stdout).unwrap();
+    let err = stderr_text(&home.run(&["connect", log.trim()]));
+    assert!(err.contains("this is a log ticket"), "{err}");
+}

@@ -232,7 +232,7 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
             // A helper the peer is registered with needs no addresses.
             Ok(node) if !helpers.is_empty() => NodeAddr::new(node, Vec::new()),
             Ok(node) => resolve_on_dht(data_dir, isolated, &args, &endpoint, node).await?,
-            Err(_) => return Err(ticket_err.into()),
+            Err(_) => return Err(not_a_target(&args.ticket, ticket_err)),
         },
     };
     // One NAT service for the endpoint (it owns the socket's STUN traffic), if anything needs it.
@@ -293,6 +293,24 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     }
     result?;
     Ok(())
+}
+
+/// Why `text` is neither a node ticket nor a node id, in the words that help: a string that looks
+/// like a node id cut short says so, rather than that it lacks a ticket's prefix.
+fn not_a_target(text: &str, ticket_err: pairs_base::TicketError) -> anyhow::Error {
+    let text = text.trim();
+    let base32 = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || (b'2'..=b'7').contains(&b));
+    match ticket_err {
+        pairs_base::TicketError::WrongKind { found: None, .. } if base32 => anyhow::anyhow!(
+            "not a node id or node ticket: a node id has {} characters, this has {} (cut short when copied?)",
+            NodeId::TEXT_LEN,
+            text.len()
+        ),
+        other => other.into(),
+    }
 }
 
 /// Finds `node`'s addresses from its signed record on the DHT.
