@@ -130,7 +130,7 @@ impl EntryBody {
             return Err("parents not sorted and unique");
         }
         if self.payload.len() > MAX_PAYLOAD {
-            return Err("payload too large");
+            return Err("payload over the 64 KiB limit");
         }
         if self.parents.is_empty() != (self.clock == 0) {
             return Err("clock must be 0 exactly when there are no parents");
@@ -474,6 +474,6 @@ mod tests {
         assert_eq!(b.check_limits(), Err("parents not sorted and unique"));
         b.parents.sort();
         b.payload = Payload::Data(vec![0; MAX_PAYLOAD + 1]);
-        assert_eq!(b.check_limits(), Err("payload too large"));
+        assert_eq!(b.check_limits(), Err("payload over the 64 KiB limit"));
     }
 }

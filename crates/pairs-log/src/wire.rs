@@ -140,7 +140,7 @@ impl WireBatch {
             if let Payload::Data(data) = &wire.payload
                 && data.len() > crate::entry::MAX_PAYLOAD
             {
-                return Err("payload too large");
+                return Err("payload over the 64 KiB limit");
             }
             let author = *self
                 .authors

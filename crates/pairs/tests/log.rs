@@ -295,3 +295,60 @@ fn log_get_of_an_unknown_id_names_the_problem() {
         stderr_text(&bad)
     );
 }
+
+#[test]
+fn an_oversized_entry_is_refused_from_its_size_naming_the_limit() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    // 200 MiB offered on stdin: refused after reading just past the limit, so the writer sees
+    // the pipe close long before it wrote everything.
+    let mut child = home
+        .pairs(&["log", "append", &ticket, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 20];
+        let mut written = 0usize;
+        while written < 200 << 20 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+            written += chunk.len();
+        }
+        written
+    });
+    let out = wait_output(child, SHORT);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr_text(&out);
+    assert!(err.contains("at most 64 KiB"), "{err}");
+    assert!(
+        writer.join().unwrap() < 200 << 20,
+        "the whole input was read"
+    );
+
+    let line = format!("short\n{}\n", "y".repeat(70_000));
+    let mut child = home
+        .pairs(&["log", "append", &ticket, "-", "--lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(line.as_bytes())
+        .unwrap();
+    let out = wait_output(child, SHORT);
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("at most 64 KiB"),
+        "{err}"
+    );
+}

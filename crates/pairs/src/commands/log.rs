@@ -10,6 +10,7 @@ use data_encoding::BASE64;
 use pairs::control::Client;
 use pairs::control::client::ControlStream;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
+use pairs_log::entry::MAX_PAYLOAD;
 use pairs_log::{Entry, EntryId, LogId, LogTicket, Op, Payload};
 use tokio::sync::mpsc;
 
@@ -83,6 +84,9 @@ pub fn parse_ticket(ticket: &str) -> Result<LogTicket> {
 async fn append(data_dir: Option<&Path>, log: LogId, data: &str, lines: bool) -> Result<()> {
     let mut client = super::control(data_dir).await?;
     if data != "-" {
+        if data.len() > MAX_PAYLOAD {
+            return Err(too_large(data.len() as u64));
+        }
         let ids = client
             .append(log, vec![Payload::Data(data.as_bytes().to_vec())])
             .await?;
@@ -90,17 +94,39 @@ async fn append(data_dir: Option<&Path>, log: LogId, data: &str, lines: bool) ->
         return Ok(());
     }
     if !lines {
+        // Read one byte past the limit at most: a huge input is refused without holding it.
         let bytes = tokio::task::spawn_blocking(|| {
             let mut bytes = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes).map(|_| bytes)
+            let stdin = std::io::stdin().lock();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(stdin, MAX_PAYLOAD as u64 + 1),
+                &mut bytes,
+            )
+            .map(|_| bytes)
         })
         .await?
         .context("reading stdin")?;
+        if bytes.len() > MAX_PAYLOAD {
+            return Err(too_large(bytes.len() as u64));
+        }
         let ids = client.append(log, vec![Payload::Data(bytes)]).await?;
         println!("{}", ids[0]);
         return Ok(());
     }
     append_lines(&mut client, log).await
+}
+
+/// An entry too large to append, refused before anything is sent.
+fn too_large(len: u64) -> anyhow::Error {
+    let at_least = if len > MAX_PAYLOAD as u64 {
+        "over "
+    } else {
+        ""
+    };
+    anyhow::anyhow!(
+        "an entry holds at most {} KiB and this one is {at_least}{len} bytes: split it (`--lines` makes one entry per line), or share files with `pairs send`",
+        MAX_PAYLOAD / 1024
+    )
 }
 
 /// One entry per stdin line. Lines are committed in batches of whatever has arrived while the
@@ -110,9 +136,11 @@ async fn append_lines(client: &mut Client, log: LogId) -> Result<()> {
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(BATCH_LINES);
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
-        loop {
+        for number in 1.. {
             let mut line = Vec::new();
-            match stdin.read_until(b'\n', &mut line) {
+            // An entry and its line end at most: a longer line is refused without holding it.
+            let limit = MAX_PAYLOAD as u64 + 2;
+            match std::io::Read::take(&mut stdin, limit).read_until(b'\n', &mut line) {
                 Ok(0) => return,
                 Ok(_) => {
                     if line.last() == Some(&b'\n') {
@@ -120,6 +148,14 @@ async fn append_lines(client: &mut Client, log: LogId) -> Result<()> {
                         if line.last() == Some(&b'\r') {
                             line.pop();
                         }
+                    }
+                    if line.len() > MAX_PAYLOAD {
+                        let err = std::io::Error::other(format!(
+                            "line {number}: {}",
+                            too_large(line.len() as u64)
+                        ));
+                        let _ = tx.blocking_send(Err(err));
+                        return;
                     }
                     if tx.blocking_send(Ok(line)).is_err() {
                         return;
