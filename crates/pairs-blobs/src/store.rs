@@ -501,18 +501,31 @@ impl Store {
     pub fn ledger(&self, peer: &[u8; 32]) -> Result<(u64, u64), StoreError> {
         let tx = self.inner.db.begin_read().map_err(db_err)?;
         let table = tx.open_table(LEDGER).map_err(db_err)?;
-        Ok(table.get(peer).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0)))
+        Ok(table
+            .get(peer)
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or((0, 0)))
     }
 
     /// Adds a session's exchange with a peer to the ledger.
-    pub fn add_to_ledger(&self, peer: &[u8; 32], received: u64, sent: u64) -> Result<(), StoreError> {
+    pub fn add_to_ledger(
+        &self,
+        peer: &[u8; 32],
+        received: u64,
+        sent: u64,
+    ) -> Result<(), StoreError> {
         if received == 0 && sent == 0 {
             return Ok(());
         }
         let tx = self.inner.db.begin_write().map_err(db_err)?;
         {
             let mut table = tx.open_table(LEDGER).map_err(db_err)?;
-            let (r, s) = table.get(peer).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0));
+            let (r, s) = table
+                .get(peer)
+                .map_err(db_err)?
+                .map(|v| v.value())
+                .unwrap_or((0, 0));
             table
                 .insert(peer, (r.saturating_add(received), s.saturating_add(sent)))
                 .map_err(db_err)?;

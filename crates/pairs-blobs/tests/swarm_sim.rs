@@ -451,7 +451,10 @@ fn flash_crowd_spreads_pieces_among_leechers() {
         "flash crowd: seed uploaded {spread:.2}x the file before every group existed elsewhere, \
          {seeded:.2}x in all; last done at {last:?} (lower bound {bound:?})"
     );
-    assert!(spread < 2.0, "seed uploaded {spread:.2}x the file before every group existed elsewhere");
+    assert!(
+        spread < 2.0,
+        "seed uploaded {spread:.2}x the file before every group existed elsewhere"
+    );
 }
 
 #[test]

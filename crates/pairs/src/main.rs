@@ -7,6 +7,7 @@ mod stdio;
 use clap::Parser as _;
 
 fn main() {
+    limit_malloc_arenas();
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -21,6 +22,17 @@ fn main() {
             eprintln!("pairs: error: {err:#}");
             std::process::exit(1);
         }
+    }
+}
+
+/// glibc gives each thread that allocates its own malloc arena, and buffers freed on another thread
+/// than the one that allocated them (16 KiB blob groups move from network tasks to the writer) stay
+/// in those arenas: two arenas keep a 1 GiB download about 12 MiB smaller, at no measurable cost.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -164,3 +164,29 @@ fn pipe_to_reaches_a_node_by_its_id() {
         "ping"
     );
 }
+
+#[test]
+fn share_file_fetches_what_the_ticket_names() {
+    let port = fixed_port(4);
+    let a = home_with(port, &[]);
+    let b = home_with(fixed_port(5), &[format!("127.0.0.1:{port}")]);
+    let file = a.path().join("notes.txt");
+    std::fs::write(&file, "shared by hash\n".repeat(10_000)).unwrap();
+    let mut cmd = example("share_file");
+    cmd.arg(&file);
+    let mut sender = Killed(spawn(cmd, &a));
+    let sender_out = lines_of(sender.0.stdout.take().unwrap());
+    let ticket = wait_line(&sender_out, |l| l.starts_with("blob"));
+    let out = b.path().join("got");
+    let mut cmd = example("share_file");
+    cmd.arg(&ticket).arg(&out);
+    let mut getter = Killed(spawn(cmd, &b));
+    let getter_out = lines_of(getter.0.stdout.take().unwrap());
+    wait_line(&getter_out, |l| {
+        l.starts_with("got 150000 bytes in 1 files")
+    });
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+}
