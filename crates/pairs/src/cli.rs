@@ -30,7 +30,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print this node's id (created on first use)
-    Id,
+    Id {
+        /// Print JSON: {"node": ID}
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait for a peer, then pipe stdin to it and its data to stdout
     Listen(ListenArgs),
     /// Connect to a listening peer, then pipe stdin to it and its data to stdout

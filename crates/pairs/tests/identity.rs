@@ -62,3 +62,21 @@ fn usage_mistakes_explain_themselves() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr_text(&output).contains("<TICKET>"));
 }
+
+#[test]
+fn id_json_and_status_name_the_same_node_with_the_same_field() {
+    let home = Home::new();
+    let id = String::from_utf8(home.run(&["id"]).stdout).unwrap();
+    let id = id.trim();
+    let json = home.run(&["id", "--json"]);
+    assert!(json.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["node"], id);
+    let status = home.run(&["status", "--json", "--wait", "1", "--bind", "127.0.0.1:0"]);
+    assert!(status.status.success(), "{}", stderr_text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        status["node"], id,
+        "status reports another node than `pairs id`"
+    );
+}

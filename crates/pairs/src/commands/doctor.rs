@@ -16,7 +16,10 @@ const PUBLIC_STUN: [&str; 2] = ["stun.l.google.com:19302", "stun.cloudflare.com:
 
 #[derive(Debug, Serialize)]
 struct Report {
+    // One vocabulary across commands' JSON: `node` for a node id, `addrs` for its addresses.
+    #[serde(rename = "node")]
     node_id: String,
+    #[serde(rename = "addrs")]
     local_addrs: Vec<SocketAddr>,
     stun: Vec<StunReport>,
     nat: Option<Behaviour>,
@@ -43,6 +46,7 @@ struct MappingReport {
 
 #[derive(Debug, Serialize)]
 struct HelperReport {
+    #[serde(rename = "node")]
     node_id: String,
     observed: Option<SocketAddr>,
     error: Option<String>,

@@ -6,8 +6,16 @@ use anyhow::Result;
 
 use pairs::home;
 
-pub fn run(data_dir: Option<&Path>) -> Result<()> {
+pub fn run(data_dir: Option<&Path>, json: bool) -> Result<()> {
     let key = home::node_key(data_dir)?;
-    println!("{}", key.node_id());
+    if json {
+        // The same field name as every other command's JSON.
+        println!(
+            "{}",
+            serde_json::json!({ "node": key.node_id().to_string() })
+        );
+    } else {
+        println!("{}", key.node_id());
+    }
     Ok(())
 }

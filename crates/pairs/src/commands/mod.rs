@@ -72,7 +72,7 @@ pub(crate) async fn stop_requested() {
 pub async fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir.as_deref();
     match cli.command {
-        Command::Id => id::run(data_dir),
+        Command::Id { json } => id::run(data_dir, json),
         Command::Listen(args) => pipe::listen(data_dir, cli.isolated, args).await,
         Command::Connect(args) => pipe::connect(data_dir, cli.isolated, args).await,
         Command::Serve(args) => serve::run(data_dir, args).await,

@@ -66,7 +66,9 @@ fn settled(dht: Option<&DhtStatus>, topics: usize, all_topics_met: bool, lan: bo
     }
 }
 
-pub async fn run(data_dir: Option<&Path>, isolated: bool, args: StatusArgs) -> Result<()> {
+pub async fn run(data_dir: Option<&Path>, isolated: bool, mut args: StatusArgs) -> Result<()> {
+    // The status of this node, the one `pairs id` names: its own key, its own DHT record.
+    args.discovery.node_key = true;
     let node = super::swarm_node(data_dir, isolated, &args.discovery).await?;
     let sources = node
         .sources()
