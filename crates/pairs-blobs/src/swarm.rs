@@ -572,6 +572,7 @@ impl BlobSwarm {
         }
         self.update_interest(peer);
         self.start_layer_fetch();
+        self.close_if_done(peer);
     }
 
     fn on_bits(&mut self, peer: PeerKey, first: u64, bits: Vec<u8>) {
@@ -632,6 +633,7 @@ impl BlobSwarm {
             self.peer_mut(peer).holds = PeerHolds::All;
         }
         self.note_new_groups(peer, &newly);
+        self.close_if_done(peer);
     }
 
     fn note_new_groups(&mut self, peer: PeerKey, groups: &[u64]) {
@@ -659,6 +661,20 @@ impl BlobSwarm {
             if wanted {
                 self.request_from(peer, self.now);
             }
+        }
+    }
+
+    /// Ends the session with a peer when neither side can give the other anything: both hold the
+    /// whole blob. (Streams are a bounded resource: a collection of thousands of files must not keep
+    /// one open per finished file.)
+    fn close_if_done(&mut self, peer: PeerKey) {
+        if self.is_complete()
+            && self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| matches!(p.holds, PeerHolds::All))
+        {
+            self.drop_peer(peer, "both hold the whole blob", false);
         }
     }
 
@@ -1039,6 +1055,7 @@ impl BlobSwarm {
             let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
             for key in keys {
                 self.update_interest(key);
+                self.close_if_done(key);
             }
         }
     }

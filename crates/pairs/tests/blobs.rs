@@ -95,7 +95,12 @@ async fn hostile_collections_write_nothing_outside_the_output_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let seeder = node(&tmp.path().join("a")).await;
     let leecher = node(&tmp.path().join("b")).await;
-    let evil = seeder.blobs().store().import_bytes(b"owned").unwrap();
+    let evil = seeder
+        .blobs()
+        .store()
+        .unwrap()
+        .import_bytes(b"owned")
+        .unwrap();
     let entry = |path: &str| CollectionEntry {
         path: path.into(),
         hash: evil,
@@ -110,6 +115,7 @@ async fn hostile_collections_write_nothing_outside_the_output_directory() {
             let hash = seeder
                 .blobs()
                 .store()
+                .unwrap()
                 .import_bytes(&collection.encode())
                 .unwrap();
             seeder.blobs().share(hash).await.unwrap();
@@ -179,4 +185,52 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_many_small_files_arrives() {
+    // More files than a connection has streams at once (256): finished files must give theirs back.
+    let tmp = tempfile::tempdir().unwrap();
+    let seeder = node(&tmp.path().join("a")).await;
+    let leecher = node(&tmp.path().join("b")).await;
+    let dir = tmp.path().join("many");
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..400 {
+        std::fs::write(
+            dir.join(format!("f{i:03}")),
+            random_bytes(1000 + i * 37, i as u64),
+        )
+        .unwrap();
+    }
+    let added = seeder
+        .blobs()
+        .add(&dir, ImportMode::Reference)
+        .await
+        .unwrap();
+    seeder.blobs().share(added.hash).await.unwrap();
+    let ticket = seeder.blobs().ticket(added.hash, added.format);
+    let out = tmp.path().join("out");
+    let started = std::time::Instant::now();
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        leecher.blobs().get(&ticket, &out, |_| {}),
+    )
+    .await
+    .expect("400 files within 60 s")
+    .unwrap();
+    eprintln!(
+        "400 small files in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(done.files_done, 400);
+    for i in [0, 255, 256, 399] {
+        let name = format!("f{i:03}");
+        assert_eq!(
+            std::fs::read(out.join(&name)).unwrap(),
+            std::fs::read(dir.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+    seeder.shutdown().await;
+    leecher.shutdown().await;
 }

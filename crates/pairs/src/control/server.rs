@@ -311,7 +311,7 @@ async fn answer(node: &Node, request: Request) -> Result<Response> {
             let blobs = node.blobs();
             let shared = blobs.shared();
             let rows = blobs
-                .store()
+                .store()?
                 .list()?
                 .into_iter()
                 .filter_map(|(hash, status)| {
@@ -342,7 +342,7 @@ async fn answer(node: &Node, request: Request) -> Result<Response> {
             Response::Ok
         }
         Request::BlobExport { hash, out } => {
-            let store = node.blobs().store().clone();
+            let store = node.blobs().store()?;
             tokio::task::spawn_blocking(move || store.export(&hash, &out)).await??;
             Response::Ok
         }

@@ -69,9 +69,12 @@ enum Event {
 /// The node's blobs: the store and the exchanges under way.
 #[derive(Clone)]
 pub(crate) struct BlobService {
-    store: Store,
+    dir: PathBuf,
+    store: Arc<Mutex<Option<Store>>>,
     tasks: Arc<Mutex<HashMap<Hash, BlobTaskHandle>>>,
     topics: Arc<Mutex<HashMap<Hash, tokio::task::JoinHandle<()>>>>,
+    /// Bumped whenever a fetch starts, so every peer loop opens its stream for it at once.
+    wanted: Arc<watch::Sender<u64>>,
     /// Keeps an in-memory node's store alive until the node goes.
     _temp: Option<Arc<tempfile::TempDir>>,
 }
@@ -93,23 +96,36 @@ impl BlobService {
                 (temp.path().to_path_buf(), Some(Arc::new(temp)))
             }
         };
-        let store = Store::open(&dir)
-            .with_context(|| format!("opening the blob store in {}", dir.display()))?;
         Ok(BlobService {
-            store,
+            dir,
+            store: Default::default(),
             tasks: Default::default(),
             topics: Default::default(),
+            wanted: Arc::new(watch::channel(0).0),
             _temp: temp,
         })
     }
 
-    pub(crate) fn store(&self) -> &Store {
-        &self.store
+    /// The store, opened on first use: a node that never touches blobs (a `pairs swarm` or `paste`
+    /// next to a running node) never takes its lock.
+    pub(crate) fn store(&self) -> Result<Store> {
+        let mut store = self.store.lock().expect("store lock");
+        if let Some(store) = &*store {
+            return Ok(store.clone());
+        }
+        let opened = Store::open(&self.dir).with_context(|| {
+            format!(
+                "opening the blob store in {} (if another pairs process uses this data directory, run `pairs node` so that commands share it, or give this one its own --data-dir)",
+                self.dir.display()
+            )
+        })?;
+        *store = Some(opened.clone());
+        Ok(opened)
     }
 
     /// Adds a file to the store (referenced in place or copied).
     pub(crate) async fn add_file(&self, path: PathBuf, mode: ImportMode) -> Result<(Hash, u64)> {
-        let store = self.store.clone();
+        let store = self.store()?;
         Ok(tokio::task::spawn_blocking(move || store.import_file(&path, mode)).await??)
     }
 
@@ -138,7 +154,7 @@ impl BlobService {
     }
 
     fn shared_file(&self) -> PathBuf {
-        self.store.dir().join("shared")
+        self.dir.join("shared")
     }
 
     /// Records (or forgets) that `hash` is shared, so a restarted node shares it again.
@@ -192,7 +208,7 @@ impl BlobService {
     async fn serve_peer(self, mut peer: TopicPeer, root: Hash) {
         let node = peer.node_id();
         let mut opened = std::collections::HashSet::new();
-        let mut wanted_tick = tokio::time::interval(Duration::from_millis(200));
+        let mut wanted_changed = self.wanted.subscribe();
         loop {
             // Blobs we are downloading that this peer may have: the topic's root, or a member of it.
             let wanted: Vec<(Hash, BlobTaskHandle)> = self
@@ -241,7 +257,11 @@ impl BlobService {
                         }
                     });
                 }
-                _ = wanted_tick.tick() => {}
+                changed = wanted_changed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -257,7 +277,7 @@ impl BlobService {
         if let Some(task) = self.tasks.lock().expect("tasks lock").get(&hash) {
             return Some(task.clone());
         }
-        match self.store.status(&hash).ok()? {
+        match self.store().ok()?.status(&hash).ok()? {
             BlobStatus::Absent => None,
             _ => self.start_task(hash, None, false).ok(),
         }
@@ -269,14 +289,23 @@ impl BlobService {
         hash: Hash,
         dest: Option<PathBuf>,
     ) -> Result<watch::Receiver<BlobProgress>> {
-        if let Some(task) = self.tasks.lock().expect("tasks lock").get_mut(&hash) {
-            task.wants = true;
-            return Ok(task.progress.clone());
-        }
-        Ok(self.start_task(hash, dest, true)?.progress)
+        let progress = match self.tasks.lock().expect("tasks lock").get_mut(&hash) {
+            Some(task) => {
+                task.wants = true;
+                Some(task.progress.clone())
+            }
+            None => None,
+        };
+        let progress = match progress {
+            Some(progress) => progress,
+            None => self.start_task(hash, dest, true)?.progress,
+        };
+        self.wanted.send_modify(|n| *n += 1);
+        Ok(progress)
     }
 
     fn start_task(&self, hash: Hash, dest: Option<PathBuf>, wants: bool) -> Result<BlobTaskHandle> {
+        let store = self.store()?;
         // Bounded: a task that falls behind slows its peers' streams (QUIC flow control) instead of
         // buffering their data.
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -289,7 +318,7 @@ impl BlobService {
             ..SwarmConfig::default()
         };
         let mut task = BlobTask {
-            store: self.store.clone(),
+            store: store.clone(),
             core: BlobSwarm::new(hash, config.clone()),
             partial: None,
             have_since_checkpoint: 0,
@@ -306,19 +335,19 @@ impl BlobService {
             sent: 0,
             resumed: 0,
         };
-        match self.store.status(&hash)? {
+        match store.status(&hash)? {
             BlobStatus::Complete { size } => {
-                let layer = self.store.layer(&hash)?;
+                let layer = store.layer(&hash)?;
                 task.core = BlobSwarm::with_layer(
                     hash,
                     layer,
                     Bitfield::full(size.div_ceil(GROUP_SIZE)),
                     config,
                 );
-                task.reader = Some(Arc::new(self.store.reader(&hash)?));
+                task.reader = Some(Arc::new(store.reader(&hash)?));
             }
             BlobStatus::Partial { .. } => {
-                let layer = self.store.layer(&hash)?;
+                let layer = store.layer(&hash)?;
                 task.open_partial(layer, config)?;
             }
             BlobStatus::Absent => {}
@@ -774,11 +803,11 @@ pub struct Blobs {
 }
 
 /// Downloads of a collection's members at once.
-const PARALLEL_FILES: usize = 4;
+const PARALLEL_FILES: usize = 16;
 
 impl Blobs {
-    /// The blob store.
-    pub fn store(&self) -> &Store {
+    /// The blob store (opened on first use).
+    pub fn store(&self) -> Result<Store> {
         self.service.store()
     }
 
@@ -811,7 +840,7 @@ impl Blobs {
         let collection = Collection { entries };
         let size = collection.total_size();
         let files = collection.entries.len();
-        let store = self.store().clone();
+        let store = self.store()?;
         let hash =
             tokio::task::spawn_blocking(move || store.import_bytes(&collection.encode())).await??;
         Ok(Added {
@@ -879,7 +908,7 @@ impl Blobs {
         let encoded = collection.encode();
         Collection::decode(&encoded).context("these paths cannot be sent together")?;
         let (size, files) = (collection.total_size(), collection.entries.len());
-        let store = self.store().clone();
+        let store = self.store()?;
         let hash = tokio::task::spawn_blocking(move || store.import_bytes(&encoded)).await??;
         Ok(Added {
             hash,
@@ -932,7 +961,7 @@ impl Blobs {
     /// Stops sharing a blob and forgets it (a file it was served from is left alone).
     pub fn remove(&self, hash: &Hash) -> Result<bool> {
         self.unshare(hash);
-        Ok(self.store().remove(hash)?)
+        Ok(self.store()?.remove(hash)?)
     }
 
     /// Fetches a blob known only by its hash (from the peers found under its topic): a file is
@@ -946,7 +975,7 @@ impl Blobs {
         self.share(hash).await?;
         let rx = self.service.fetch(hash, None)?;
         let fetched = self.follow(vec![rx], 1, &progress).await?;
-        let reader = self.store().reader(&hash)?;
+        let reader = self.store()?.reader(&hash)?;
         let mut head = vec![0u8; reader.size().min(64) as usize];
         reader.read_at(&mut head, 0)?;
         if head.starts_with(b"pairs-collection/") {
@@ -957,7 +986,7 @@ impl Blobs {
             };
             return self.get(&ticket, out, progress).await;
         }
-        let store = self.store().clone();
+        let store = self.store()?;
         let out_file = out.to_path_buf();
         tokio::task::spawn_blocking(move || store.export(&hash, &out_file)).await??;
         Ok(fetched)
@@ -1011,7 +1040,7 @@ impl Blobs {
                 wait_complete(rx)
                     .await
                     .context("fetching the collection's list of files")?;
-                let bytes = self.store().reader(&ticket.hash)?;
+                let bytes = self.store()?.reader(&ticket.hash)?;
                 let mut encoded = vec![0u8; bytes.size() as usize];
                 if bytes.size() > pairs_blobs::collection::MAX_ENCODED {
                     bail!("the collection's list of files is over the size limit");
@@ -1036,7 +1065,7 @@ impl Blobs {
                         let Some(entry) = pending.next() else { break };
                         let dest = prepare_dest(out, &entry.path)?;
                         if matches!(
-                            self.store().status(&entry.hash)?,
+                            self.store()?.status(&entry.hash)?,
                             BlobStatus::Complete { .. }
                         ) && dest.exists()
                         {
