@@ -237,8 +237,9 @@ impl Picker {
                 break;
             }
         }
-        // 3. Strict endgame: nothing open is left that this peer has; duplicate what others are fetching.
-        if picked.len() < max && self.open_total_for(holds) == 0 {
+        // 3. Strict endgame: every missing group is requested from someone; duplicate what others are
+        // fetching (only when nothing anywhere is left unrequested, as libtorrent does).
+        if picked.len() < max && self.open.iter().all(|&open| open == 0) {
             let mut candidates: Vec<u64> = (0..self.groups)
                 .filter(|&g| {
                     !self.have.get(g)
@@ -255,20 +256,6 @@ impl Picker {
             }
         }
         picked
-    }
-
-    fn open_total_for(&self, holds: &dyn Holds) -> u64 {
-        (0..self.pieces())
-            .filter(|&p| self.open[p as usize] > 0)
-            .map(|p| {
-                let (start, end) = self.piece_range(p);
-                (start..end)
-                    .filter(|&g| {
-                        !self.have.get(g) && self.requested[g as usize] == 0 && holds.holds(g)
-                    })
-                    .count() as u64
-            })
-            .sum()
     }
 
     fn take_open(

@@ -1137,7 +1137,7 @@ impl BlobSwarm {
         let stuck: BTreeSet<u64> = self
             .peers
             .iter()
-            .filter(|(k, o)| **k != peer && (o.stalled || o.rate * 2.0 < my_rate || my_rate == 0.0))
+            .filter(|(k, o)| **k != peer && (o.stalled || o.rate * 2.0 < my_rate))
             .flat_map(|(_, o)| o.inflight.keys().copied())
             .collect();
         let picked = picker.pick_with(
