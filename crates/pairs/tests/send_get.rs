@@ -56,6 +56,23 @@ impl Drop for Sender {
     }
 }
 
+/// `pairs get TICKET -o OUT` running, its stderr as asked.
+fn spawn_get(home: &Home, ticket: &str, out: &Path, stderr: Stdio) -> Child {
+    home.pairs(&[
+        "get",
+        ticket,
+        "-o",
+        out.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(stderr)
+    .spawn()
+    .unwrap()
+}
+
 fn get_json(home: &Home, ticket: &str, out: &Path) -> serde_json::Value {
     let child = home
         .pairs(&[
@@ -169,20 +186,7 @@ fn a_download_killed_at_random_points_resumes_without_fetching_again_what_it_wro
         let out = files.path().join(format!("out{trial}"));
         let part = out.join("big.bin.pairs-part");
         let target = size as u64 * rng.u64(5..85) / 100;
-        let mut child = home
-            .pairs(&[
-                "get",
-                &sender.ticket,
-                "-o",
-                out.to_str().unwrap(),
-                "--bind",
-                "127.0.0.1:0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_get(&home, &sender.ticket, &out, Stdio::null());
         let deadline = Instant::now() + Duration::from_secs(60);
         let written = loop {
             let now = allocated(&part);
@@ -268,20 +272,7 @@ fn a_gigabyte_download_stays_under_64_mib() {
     let sender = Sender::start(&sender_home, &[&file]);
     let home = Home::new();
     let out = files.path().join("out");
-    let mut child = home
-        .pairs(&[
-            "get",
-            &sender.ticket,
-            "-o",
-            out.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_get(&home, &sender.ticket, &out, Stdio::piped());
     let started = Instant::now();
     let peak = peak_rss_until_exit(&mut child, Duration::from_secs(300));
     let output = child.wait_with_output().unwrap();
