@@ -57,6 +57,10 @@ pub enum PipeError {
     /// The peer was stopped (Ctrl-C, a signal) before both directions completed.
     #[error("the peer was stopped before the transfer ended")]
     PeerInterrupted,
+    /// The peer's node answered with a stateless reset: it no longer knows the connection (it was
+    /// stopped and its close was lost, e.g. dropped by a receive buffer full of data, or it restarted).
+    #[error("the peer stopped: its node no longer knows this connection")]
+    PeerGone,
     /// Nothing came from the peer for the idle timeout: it vanished, or the path broke.
     #[error("the peer stopped answering (it was killed, lost its network, or the path broke)")]
     PeerVanished,
@@ -72,6 +76,7 @@ impl From<ConnectionError> for PipeError {
                 Self::PeerInterrupted
             }
             ConnectionError::TimedOut => Self::PeerVanished,
+            ConnectionError::Reset => Self::PeerGone,
             other => Self::ConnectionLost(other),
         }
     }
