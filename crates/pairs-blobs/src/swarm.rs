@@ -831,7 +831,7 @@ impl BlobSwarm {
         for group in start..end {
             p.asked.push_back(group);
         }
-        self.pump_serving(peer);
+        self.pump_serving();
     }
 
     /// A peer's standing (FairTorrent's deficit): its credit from earlier sessions plus what it gave
@@ -847,7 +847,7 @@ impl BlobSwarm {
     /// takes, sends first the group it sent least often (its upload goes to what nobody has yet; a
     /// group already sent spreads from its first receiver), then by standing. Ties go to the peer
     /// unserved longest.
-    fn pump_serving(&mut self, _hint: PeerKey) {
+    fn pump_serving(&mut self) {
         let size = self.size().unwrap_or(0);
         let seeding = self.is_complete();
         while self.uploading < self.config.upload_queue {
@@ -895,7 +895,7 @@ impl BlobSwarm {
             p.uploading = p.uploading.saturating_sub(1);
             self.uploading = self.uploading.saturating_sub(1);
         }
-        self.pump_serving(peer);
+        self.pump_serving();
     }
 
     fn on_reject(&mut self, peer: PeerKey, start: u64, count: u32, now: Duration) {

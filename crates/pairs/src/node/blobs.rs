@@ -140,7 +140,7 @@ impl BlobService {
             Err(e) => return Err(e.into()),
         };
         let service = self.clone();
-        let task = tokio::spawn(async move { service.serve_topic(topic, hash).await });
+        let task = tokio::spawn(async move { service.serve_topic(topic).await });
         self.topics.lock().expect("topics lock").insert(hash, task);
         Ok(())
     }
@@ -188,13 +188,13 @@ impl BlobService {
             .collect()
     }
 
-    async fn serve_topic(self, mut topic: TopicHandle, root: Hash) {
+    async fn serve_topic(self, mut topic: TopicHandle) {
         let mut peers = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 event = topic.next() => match event {
                     Some(TopicEvent::Joined(peer)) => {
-                        peers.spawn(self.clone().serve_peer(peer, root));
+                        peers.spawn(self.clone().serve_peer(peer));
                     }
                     Some(TopicEvent::Left(_)) => {}
                     None => break,
@@ -205,20 +205,19 @@ impl BlobService {
     }
 
     /// One peer of a topic: opens a stream for each blob this node wants, routes the streams it opens.
-    async fn serve_peer(self, mut peer: TopicPeer, root: Hash) {
+    async fn serve_peer(self, mut peer: TopicPeer) {
         let node = peer.node_id();
         let mut opened = std::collections::HashSet::new();
         let mut wanted_changed = self.wanted.subscribe();
         loop {
-            // Blobs we are downloading that this peer may have: the topic's root, or a member of it.
+            // Every blob this node is fetching: a collection's members travel over its topic, and a peer
+            // without one says so at once.
             let wanted: Vec<(Hash, BlobTaskHandle)> = self
                 .tasks
                 .lock()
                 .expect("tasks lock")
                 .iter()
-                .filter(|(h, t)| {
-                    t.wants && !opened.contains(*h) && (**h == root || self.member_of(root))
-                })
+                .filter(|(h, t)| t.wants && !opened.contains(*h))
                 .map(|(h, t)| (*h, t.clone()))
                 .collect();
             for (hash, task) in wanted {
@@ -264,12 +263,6 @@ impl BlobService {
                 }
             }
         }
-    }
-
-    /// Whether collection members are fetched over `root`'s topic (any download under way counts: the
-    /// members' own streams name them).
-    fn member_of(&self, _root: Hash) -> bool {
-        true
     }
 
     /// The exchange task of a blob this node holds (started on demand to serve it).
@@ -321,7 +314,6 @@ impl BlobService {
             store: store.clone(),
             core: BlobSwarm::new(hash, config.clone()),
             partial: None,
-            have_since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             reader: None,
             dest,
@@ -411,7 +403,6 @@ struct BlobTask {
     store: Store,
     core: BlobSwarm,
     partial: Option<(PartialBlob, Bitfield)>,
-    have_since_checkpoint: u64,
     last_checkpoint: Instant,
     reader: Option<Arc<BlobReader>>,
     dest: Option<PathBuf>,
@@ -562,11 +553,9 @@ impl BlobTask {
                         .context("data before a partial blob")?;
                     partial.write_group(group, &bytes)?;
                     have.set(group);
-                    self.have_since_checkpoint += 1;
                     if self.last_checkpoint.elapsed() > Duration::from_secs(1) {
                         partial.checkpoint(have)?;
                         self.last_checkpoint = Instant::now();
-                        self.have_since_checkpoint = 0;
                     }
                 }
                 Action::LayerReady(layer) => {
