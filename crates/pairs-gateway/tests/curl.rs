@@ -252,7 +252,7 @@ fn directories_index_and_listings() {
     let reply = curl(&[&gateway.origin("/?format=json")]);
     let listing: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(listing["path"], "/");
-    assert_eq!(listing["entries"].as_array().unwrap().len(), 6, "{listing}");
+    assert_eq!(listing["entries"].as_array().unwrap().len(), 7, "{listing}");
 
     // A file is not a directory.
     assert_eq!(curl(&[&gateway.origin("/style.css/")]).status, 404);

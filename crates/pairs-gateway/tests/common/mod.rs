@@ -32,6 +32,12 @@ pub const STYLE_CSS: &str =
     "html, body { background: #12ab34; margin: 0; height: 100%; }\nh1 { color: #ffffff; }\n";
 pub const NOT_FOUND_HTML: &str = "<!DOCTYPE html>\n<h1>custom not found page</h1>\n";
 pub const DOCS_INDEX_HTML: &str = "<!DOCTYPE html>\n<h1>docs index</h1>\n";
+/// A page whose script reports whether it ran and could use storage (it cannot under the plain
+/// origin's sandbox).
+pub const SCRIPT_HTML: &str = "<!DOCTYPE html>\n<html><body><p id=\"out\">script did not run</p><script>\
+    var out = document.getElementById('out');\
+    try { localStorage.setItem('k', 'v'); out.textContent = 'script ran, storage ' + localStorage.getItem('k'); }\
+    catch (e) { out.textContent = 'script ran, no storage'; }</script></body></html>\n";
 
 /// 1 MiB of deterministic noise.
 pub fn binary() -> Vec<u8> {
@@ -67,6 +73,7 @@ impl MemSource {
         add("sub/b c.txt", b"file b c\n".to_vec());
         add("sub/deeper/d.txt", b"file d\n".to_vec());
         add("docs/index.html", DOCS_INDEX_HTML.into());
+        add("script.html", SCRIPT_HTML.into());
         MemSource {
             files,
             largest_read: Arc::default(),
