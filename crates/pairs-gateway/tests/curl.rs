@@ -5,8 +5,8 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{
-    BROKEN, DOCS_INDEX_HTML, HASH, INDEX_HTML, KEY, NOT_FOUND_HTML, Running, STYLE_CSS, TICKET,
-    binary, curl,
+    BROKEN, DOCS_INDEX_HTML, HASH, INDEX_HTML, KEY, NOT_FOUND_HTML, Running, SHORT, SLOW,
+    STYLE_CSS, TICKET, binary, curl,
 };
 
 #[test]
@@ -474,5 +474,40 @@ fn shutdown_does_not_wait_for_stalled_clients() {
     assert!(
         took < std::time::Duration::from_secs(10),
         "shutdown took {took:?}"
+    );
+}
+
+#[test]
+fn a_slow_source_times_out() {
+    let config = pairs_gateway::Config {
+        resolve_timeout: std::time::Duration::from_millis(200),
+        ..Default::default()
+    };
+    let gateway = Running::start_with(config);
+    let reply = curl(&[&gateway.plain(&format!("/share/{SLOW}/index.html"))]);
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.text(), "timed out\n");
+}
+
+#[test]
+fn a_file_shorter_than_promised_fails_the_transfer() {
+    let gateway = Running::start();
+    let url = gateway.plain(&format!("/share/{SHORT}/short.bin"));
+    let output = std::process::Command::new("/usr/bin/curl")
+        .args([
+            "--silent",
+            "--max-time",
+            "30",
+            "--output",
+            "/dev/null",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    // 18: "partial file", the connection closed before Content-Length bytes came.
+    assert_eq!(
+        output.status.code(),
+        Some(18),
+        "curl must see a failed transfer, not a short file"
     );
 }

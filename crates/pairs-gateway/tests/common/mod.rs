@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use pairs_gateway::{
-    BoxFuture, DirEntry, File, Gateway, GatewayError, RangeReader, Resolved, Site, Source,
+    BoxFuture, Config, DirEntry, File, Gateway, GatewayError, RangeReader, Resolved, Site, Source,
 };
 
 /// The share's key, as a node would print it (52 characters of base32).
@@ -21,6 +21,10 @@ pub const TICKET: &str = "shareTicketOfTheTestSite";
 pub const HASH: &str = "5d1be7e9dda1ee8896be5b7e34a85ee16452a7b4";
 /// A share whose source fails.
 pub const BROKEN: &str = "broken";
+/// A share whose source never answers.
+pub const SLOW: &str = "slow";
+/// A share with one file, `short.bin`, that promises more bytes than its reader has.
+pub const SHORT: &str = "short";
 
 /// The background colour the site's CSS sets: the browser test looks for it in the screenshot.
 pub const BACKGROUND: [u8; 3] = [0x12, 0xab, 0x34];
@@ -132,6 +136,10 @@ impl Source for MemSource {
                 Site::Share(ticket) if ticket == BROKEN => Err(GatewayError::Unavailable(
                     "no provider of this share answered".into(),
                 )),
+                Site::Share(ticket) if ticket == SLOW => std::future::pending().await,
+                Site::Share(ticket) if ticket == SHORT && path == "short.bin" => Ok(
+                    Resolved::File(File::new(1 << 20, "short", Arc::new(vec![7u8; 100_000]))),
+                ),
                 Site::Blob(hash) if hash == HASH && path.is_empty() => Ok(self.lookup("data.bin")),
                 _ => Ok(Resolved::NotFound),
             }
@@ -171,6 +179,10 @@ pub struct Running {
 
 impl Running {
     pub fn start() -> Running {
+        Running::start_with(Config::default())
+    }
+
+    pub fn start_with(config: Config) -> Running {
         let source = Arc::new(MemSource::new());
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -184,7 +196,8 @@ impl Running {
             runtime.block_on(async move {
                 let gateway = Gateway::bind("127.0.0.1:0".parse().unwrap())
                     .await
-                    .expect("bind 127.0.0.1:0");
+                    .expect("bind 127.0.0.1:0")
+                    .with_config(config);
                 port_tx.send(gateway.local_addr().port()).unwrap();
                 gateway
                     .run(serving, async move {
