@@ -56,6 +56,7 @@ pub struct File {
     pub size: u64,
     /// The strong entity tag without quotes, e.g. the content hash in hex. It must change whenever the
     /// content does (same tag means same bytes): ranges of one response may be combined with another's.
+    /// Visible ASCII without `"` (hex is safe); a tag that is not is left out of the response.
     pub etag: String,
     /// The media type, e.g. `image/png`. `None` guesses from the file name in the URL (the last path
     /// segment, or `index.html`), falling back to `application/octet-stream`.
