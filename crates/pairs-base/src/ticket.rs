@@ -108,13 +108,14 @@ pub trait Ticket: Serialize + DeserializeOwned {
 }
 
 /// The kinds of ticket pairs prints, to tell a user which one they gave.
-const KINDS: [&str; 3] = ["node", "log", "blob"];
+const KINDS: [&str; 4] = ["node", "log", "blob", "share"];
 
 fn hint_for(found: &Option<&'static str>) -> &'static str {
     match found {
         Some("node") => ": this is a node ticket, for `pairs connect`",
         Some("log") => ": this is a log ticket, for `pairs log` and `pairs kv`",
         Some("blob") => ": this is a blob ticket, for `pairs get`",
+        Some("share") => ": this is a share ticket, for `pairs sync` and `pairs get`",
         _ => "",
     }
 }

@@ -1028,12 +1028,34 @@ impl BlobSwarm {
             return;
         }
         self.actions.push_back(Action::Write(group, bytes));
+        self.now_held(group, Some(peer));
+    }
+
+    /// Groups the driver verified from data it already had (an older version of the file whose
+    /// groups match the new layer at the same place): held from now on, announced, never asked for.
+    /// Call after [`Action::LayerReady`]; the driver has written them itself (no [`Action::Write`]).
+    pub fn add_local_groups(&mut self, groups: &[u64]) {
+        for &group in groups {
+            let Some(picker) = self.picker.as_mut() else {
+                return;
+            };
+            if picker.received(group).0 {
+                self.now_held(group, None);
+            }
+        }
+        self.flush_have();
+        // Queues shrank: fill them with what is still missing.
+        self.request_all(None);
+    }
+
+    /// A group became held: announce it, cancel its other requests, finish if it was the last.
+    fn now_held(&mut self, group: u64, from: Option<PeerKey>) {
         self.pending_have.push(group);
         // Cancel the duplicates of an endgame request.
         let others: Vec<PeerKey> = self
             .peers
             .iter_mut()
-            .filter(|(k, _)| **k != peer)
+            .filter(|(k, _)| Some(**k) != from)
             .filter_map(|(k, p)| p.inflight.remove(&group).map(|_| *k))
             .collect();
         for other in others {

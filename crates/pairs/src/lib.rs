@@ -23,5 +23,6 @@ pub mod node;
 pub mod paste;
 pub mod pipe;
 mod seeds;
+pub mod share;
 
 pub use node::{LogHandle, Node, NodeBuilder};

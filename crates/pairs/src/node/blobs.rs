@@ -48,6 +48,8 @@ pub struct BlobProgress {
     pub received: u64,
     /// Bytes held when this task started.
     pub resumed: u64,
+    /// Bytes taken from an older version held here instead of the network (about: whole groups).
+    pub local: u64,
     /// Whether every byte is here.
     pub complete: bool,
     /// The last failure, if the exchange stopped (disk full and the like).
@@ -131,10 +133,17 @@ impl BlobService {
 
     /// Joins the swarm under `hash`'s topic and serves every stream peers open there.
     pub(crate) async fn share(&self, swarm: &Swarm, hash: Hash) -> Result<()> {
+        self.serve_on(swarm, hash, blob_topic(&hash)).await
+    }
+
+    /// Joins `topic` and exchanges blobs with every peer found there: any blob this node fetches is
+    /// asked of them, any blob it holds is served. `key` names the topic in [`BlobService::unshare`].
+    pub(crate) async fn serve_on(&self, swarm: &Swarm, key: Hash, topic: Topic) -> Result<()> {
+        let hash = key;
         if self.topics.lock().expect("topics lock").contains_key(&hash) {
             return Ok(());
         }
-        let topic = match swarm.join(blob_topic(&hash)).await {
+        let topic = match swarm.join(topic).await {
             Ok(topic) => topic,
             Err(pairs_net::swarm::SwarmError::AlreadyJoined) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -272,7 +281,7 @@ impl BlobService {
         }
         match self.store().ok()?.status(&hash).ok()? {
             BlobStatus::Absent => None,
-            _ => self.start_task(hash, None, false).ok(),
+            _ => self.start_task(hash, None, false, None).ok(),
         }
     }
 
@@ -281,6 +290,17 @@ impl BlobService {
         &self,
         hash: Hash,
         dest: Option<PathBuf>,
+    ) -> Result<watch::Receiver<BlobProgress>> {
+        self.fetch_with_hint(hash, dest, None)
+    }
+
+    /// [`BlobService::fetch`], taking every group that `hint` (an older version held here) has at the
+    /// same place from it instead of from the network: a changed file moves only its changed groups.
+    pub(crate) fn fetch_with_hint(
+        &self,
+        hash: Hash,
+        dest: Option<PathBuf>,
+        hint: Option<Hash>,
     ) -> Result<watch::Receiver<BlobProgress>> {
         let progress = match self.tasks.lock().expect("tasks lock").get_mut(&hash) {
             Some(task) => {
@@ -291,13 +311,19 @@ impl BlobService {
         };
         let progress = match progress {
             Some(progress) => progress,
-            None => self.start_task(hash, dest, true)?.progress,
+            None => self.start_task(hash, dest, true, hint)?.progress,
         };
         self.wanted.send_modify(|n| *n += 1);
         Ok(progress)
     }
 
-    fn start_task(&self, hash: Hash, dest: Option<PathBuf>, wants: bool) -> Result<BlobTaskHandle> {
+    fn start_task(
+        &self,
+        hash: Hash,
+        dest: Option<PathBuf>,
+        wants: bool,
+        hint: Option<Hash>,
+    ) -> Result<BlobTaskHandle> {
         let store = self.store()?;
         // Bounded: a task that falls behind slows its peers' streams (QUIC flow control) instead of
         // buffering their data.
@@ -317,6 +343,8 @@ impl BlobService {
             last_checkpoint: Instant::now(),
             reader: None,
             dest,
+            hint,
+            local_bytes: 0,
             banned: Default::default(),
             last_counts: HashMap::new(),
             peers: HashMap::new(),
@@ -406,6 +434,10 @@ struct BlobTask {
     last_checkpoint: Instant,
     reader: Option<Arc<BlobReader>>,
     dest: Option<PathBuf>,
+    /// An older version held here to take unchanged groups from.
+    hint: Option<Hash>,
+    /// Bytes taken from `hint`.
+    local_bytes: u64,
     /// Peers banned from this blob for bad data or broken protocol (across reconnections).
     banned: std::collections::HashSet<NodeId>,
     /// Each peer's (received, sent) as last published, for the ledger when the core drops a peer.
@@ -450,6 +482,7 @@ impl BlobTask {
             sent: self.sent,
             received: self.core.bytes_received(),
             resumed: self.resumed,
+            local: self.local_bytes,
             complete: self.core.is_complete(),
             error: None,
         });
@@ -561,8 +594,15 @@ impl BlobTask {
                 Action::LayerReady(layer) => {
                     let hash = self.core.hash();
                     let dest = self.dest.as_ref().map(|d| part_path(d));
-                    let (partial, have) = self.store.partial(&hash, &layer, dest.as_deref())?;
-                    self.partial = Some((partial, have));
+                    let (partial, mut have) = self.store.partial(&hash, &layer, dest.as_deref())?;
+                    if let Some(hint) = self.hint.take() {
+                        let local = self.copy_from_hint(hint, &layer, &partial, &mut have);
+                        self.local_bytes = local.len() as u64 * GROUP_SIZE;
+                        self.partial = Some((partial, have));
+                        self.core.add_local_groups(&local);
+                    } else {
+                        self.partial = Some((partial, have));
+                    }
                 }
                 Action::Complete => {
                     if let Some((partial, have)) = self.partial.take() {
@@ -585,6 +625,52 @@ impl BlobTask {
             }
         }
         Ok(())
+    }
+
+    /// Copies into `partial` every group of `hint` that is the same as the new blob's at the same
+    /// place (same chaining value, then checked against the new layer); returns those groups.
+    fn copy_from_hint(
+        &self,
+        hint: Hash,
+        layer: &Layer,
+        partial: &PartialBlob,
+        have: &mut Bitfield,
+    ) -> Vec<u64> {
+        let (old, reader) = match (self.store.layer(&hint), self.store.reader(&hint)) {
+            (Ok(old), Ok(reader)) => (old, reader),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::debug!(from = %hint.short(), "no older version to take groups from: {e}");
+                return Vec::new();
+            }
+        };
+        let hash = self.core.hash();
+        let mut copied = Vec::new();
+        let mut buf = vec![0u8; GROUP_SIZE as usize];
+        for (group, (new_cv, old_cv)) in (0u64..).zip(layer.cvs().iter().zip(old.cvs())) {
+            if new_cv != old_cv || have.get(group) {
+                continue;
+            }
+            let len = pairs_blobs::layer::group_len(layer.size(), group);
+            // The old file may have changed on disk since: only checked bytes are taken.
+            let Ok(read) = reader.read_group_into(group, &mut buf) else {
+                break;
+            };
+            if read != len || !layer.check_group(&hash, group, &buf[..len]) {
+                continue;
+            }
+            if partial.write_group(group, &buf[..len]).is_err() {
+                break;
+            }
+            have.set(group);
+            copied.push(group);
+        }
+        tracing::debug!(
+            blob = %hash.short(),
+            from = %hint.short(),
+            groups = copied.len(),
+            "took unchanged groups from the older version"
+        );
+        copied
     }
 
     /// Adds what was exchanged with a peer whose session ends to the ledger.
@@ -1036,12 +1122,28 @@ impl Blobs {
                 }
                 bytes.read_at(&mut encoded, 0)?;
                 let collection = Collection::decode(&encoded)?;
+                self.fetch_entries(collection.entries, out, progress).await
+            }
+        }
+    }
+
+    /// Fetches files named by hash into `out` under their paths (checked: never outside `out`),
+    /// several at once, each to a `.pairs-part` file renamed into place. A file already here with
+    /// its blob complete in the store is skipped.
+    pub(crate) async fn fetch_entries(
+        &self,
+        entries: Vec<CollectionEntry>,
+        out: &Path,
+        progress: impl Fn(&GetProgress),
+    ) -> Result<GetProgress> {
+        {
+            {
                 std::fs::create_dir_all(out)
                     .with_context(|| format!("creating {}", out.display()))?;
                 let mut receivers = Vec::new();
-                let files = collection.entries.len();
-                let total = collection.total_size();
-                let mut pending = collection.entries.into_iter();
+                let files = entries.len();
+                let total: u64 = entries.iter().map(|e| e.size).sum();
+                let mut pending = entries.into_iter();
                 let mut done = GetProgress {
                     total: Some(total),
                     files,

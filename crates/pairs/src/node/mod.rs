@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-mod blobs;
+pub(crate) mod blobs;
 mod logs;
 mod names;
 
@@ -231,6 +231,7 @@ impl NodeBuilder {
                 net,
                 logs,
                 blobs,
+                folders: Default::default(),
                 shared: Mutex::new(HashMap::new()),
             }),
         };
@@ -319,6 +320,8 @@ struct NodeInner {
     net: Option<Net>,
     logs: LogRegistry,
     blobs: BlobService,
+    /// Folders kept in step with shares.
+    folders: crate::share::Folders,
     /// Logs shared on the swarm: the task replicating each with its peers.
     shared: Mutex<HashMap<LogId, logs::Sharing>>,
 }
@@ -398,6 +401,15 @@ impl Node {
         }
     }
 
+    /// The node's shared folders: publish a folder, keep one in step with a share, fetch paths once.
+    pub fn shares(&self) -> crate::share::Shares {
+        crate::share::Shares { node: self.clone() }
+    }
+
+    pub(crate) fn folders(&self) -> &crate::share::Folders {
+        &self.inner.folders
+    }
+
     /// Creates a log owned by a fresh key (kept in the data directory, or in memory) and returns it.
     pub async fn create_log(&self) -> Result<LogHandle> {
         let owner = SecretKey::generate();
@@ -454,12 +466,14 @@ impl Node {
             self.log_by_id(*id).await?.share().await?;
         }
         let blobs = self.blobs().reshare().await?;
-        Ok(ids.len() + blobs)
+        let folders = self.shares().resume().await?;
+        Ok(ids.len() + blobs + folders)
     }
 
     /// Stops the node: sharing ends, relayed connections hand over what they queued (their last
     /// acknowledgements and close), then the endpoint closes.
     pub async fn shutdown(&self) {
+        self.inner.folders.stop_all();
         // Close the connections before leaving the topics: leaving first would tell every peer
         // "no shared topic", and a peer told that does not dial again when we come back.
         if let Some(net) = &self.inner.net {
