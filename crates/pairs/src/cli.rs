@@ -66,9 +66,22 @@ pub enum Command {
     /// Fetch what a ticket (or a hash) names, from its node and every other peer that has it;
     /// an interrupted fetch resumes where it stopped
     #[command(
-        after_help = "Examples:\n  pairs get TICKET                  # into the current directory, names kept\n  pairs get TICKET -o downloads/    # somewhere else\n  pairs get HASH -o file.bin        # by hash alone: peers found through the swarm"
+        disable_version_flag = true,
+        after_help = "Examples:\n  pairs get TICKET                  # into the current directory, names kept\n  pairs get TICKET -o downloads/    # somewhere else\n  pairs get HASH -o file.bin        # by hash alone: peers found through the swarm\n  pairs get SHARE-TICKET docs/      # only that part of a share (--version N: an older one)"
     )]
     Get(GetArgs),
+    /// Share a folder: publish it and keep it live (changes here are published, admitted writers'
+    /// changes arrive); `pairs share ls|log|diff|admit|stop` manage shares
+    #[command(
+        after_help = "Examples:\n  pairs share photos/               # prints a ticket; elsewhere: pairs sync TICKET photos/\n  pairs share ls                    # the folders kept in step here\n  pairs share ls TICKET             # a share's files (--version N for an older one)\n  pairs share log TICKET            # its versions\n  pairs share diff TICKET 3         # what changed since version 3\n  pairs share admit TICKET NODE-ID  # let another node publish its changes too"
+    )]
+    Share(ShareArgs),
+    /// Keep a folder in step with a share: fetch its files, then follow its changes live (and
+    /// publish changes made here, once the share's owner admits this node)
+    #[command(
+        after_help = "Examples:\n  pairs sync TICKET photos/         # a running `pairs node` keeps it in step from now on\n  pairs id                          # the id to give the owner for `pairs share admit`"
+    )]
+    Sync(SyncArgs),
     /// The blob store: what this node holds and serves
     #[command(subcommand)]
     Blobs(BlobsCommand),
@@ -102,8 +115,16 @@ pub struct SendArgs {
 /// `pairs get`
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The ticket `pairs send` printed, or a blob's 64-character hash
+    /// The ticket `pairs send` or `pairs share` printed, or a blob's 64-character hash
     pub ticket: String,
+
+    /// For a share: the paths to fetch (files or directories; default: all of it)
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<String>,
+
+    /// For a share: fetch this version (`pairs share log TICKET` lists them)
+    #[arg(long, value_name = "N")]
+    pub version: Option<usize>,
 
     /// Where to write: a directory for what `pairs send` sent (default: the current one), a file
     /// for a single blob
@@ -111,6 +132,91 @@ pub struct GetArgs {
     pub out: Option<PathBuf>,
 
     /// Print a JSON summary instead of text
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// `pairs share`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ShareArgs {
+    #[command(subcommand)]
+    pub command: Option<ShareCommand>,
+
+    /// The folder to share
+    #[arg(required = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Print the ticket as JSON
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// `pairs share ...`
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// The folders kept in step here; with TICKET, that share's files
+    #[command(disable_version_flag = true)]
+    Ls {
+        /// A share ticket
+        ticket: Option<String>,
+        /// With TICKET: the files at this version (`pairs share log TICKET` lists them)
+        #[arg(long, value_name = "N")]
+        version: Option<usize>,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// A share's versions, oldest first
+    Log {
+        /// A share ticket
+        ticket: String,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// What changed in a share from version FROM to version TO (default: the latest)
+    Diff {
+        /// A share ticket
+        ticket: String,
+        /// The older version
+        from: usize,
+        /// The newer version
+        to: Option<usize>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Admit a writer: its node publishes its changes to the share too (owner only)
+    Admit {
+        /// A share ticket
+        ticket: String,
+        /// The writer's node id (`pairs id` on its machine)
+        node_id: String,
+    },
+    /// Stop keeping a folder in step (the folder and the share stay)
+    Stop {
+        /// A share ticket, or the folder
+        target: String,
+    },
+}
+
+/// `pairs sync`
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The ticket `pairs share` printed
+    pub ticket: String,
+
+    /// The folder to keep in step (created if missing)
+    pub dir: PathBuf,
+
+    /// Print the ticket as JSON
     #[arg(long)]
     pub json: bool,
 
@@ -580,4 +686,16 @@ pub struct StatusArgs {
 
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks the whole command tree (unique argument names and the like) only when a
+    /// subcommand is used: check every one at once.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

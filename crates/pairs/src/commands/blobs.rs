@@ -17,7 +17,7 @@ use pairs::node::GetProgress;
 use super::{control, stop_requested, swarm_node};
 use crate::cli::{BlobsCommand, GetArgs, SendArgs};
 
-fn bar(total: Option<u64>) -> ProgressBar {
+pub(super) fn bar(total: Option<u64>) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(total, indicatif::ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
@@ -29,7 +29,7 @@ fn bar(total: Option<u64>) -> ProgressBar {
     bar
 }
 
-fn update(bar: &ProgressBar, p: &GetProgress) {
+pub(super) fn update(bar: &ProgressBar, p: &GetProgress) {
     if let Some(total) = p.total {
         bar.set_length(total);
     }
@@ -129,6 +129,11 @@ fn print_ticket(ticket: &str, hash: pairs::blobs::Hash, size: u64, files: usize,
 
 /// `pairs get`.
 pub(crate) async fn get(data_dir: Option<&Path>, isolated: bool, args: GetArgs) -> Result<()> {
+    if !args.paths.is_empty() || args.version.is_some() {
+        bail!(
+            "PATH and --version are for share tickets (from `pairs share`); this is a blob ticket or hash"
+        );
+    }
     let reference = parse_blob_ref(&args.ticket)?;
     let out = match (&reference, &args.out) {
         (_, Some(out)) => out.clone(),
@@ -165,9 +170,14 @@ pub(crate) async fn get(data_dir: Option<&Path>, isolated: bool, args: GetArgs) 
         result?
     };
     bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
+    summary(&done, &out, started.elapsed().as_secs_f64(), args.json);
+    Ok(())
+}
+
+/// The line (or JSON object) that ends a fetch.
+pub(super) fn summary(done: &GetProgress, out: &Path, secs: f64, json: bool) {
     let size = done.total.unwrap_or(done.held);
-    if args.json {
+    if json {
         println!(
             "{}",
             serde_json::json!({
@@ -188,7 +198,6 @@ pub(crate) async fn get(data_dir: Option<&Path>, isolated: bool, args: GetArgs) 
             out.display()
         );
     }
-    Ok(())
 }
 
 /// `pairs blobs ...`.

@@ -9,6 +9,7 @@ mod node;
 mod paste;
 mod pipe;
 mod serve;
+mod share;
 mod status;
 mod swarm;
 
@@ -82,7 +83,12 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Doctor(args) => doctor::run(data_dir, cli.isolated, args).await,
         Command::Node(args) => node::run(data_dir, cli.isolated, args).await,
         Command::Send(args) => blobs::send(data_dir, cli.isolated, args).await,
-        Command::Get(args) => blobs::get(data_dir, cli.isolated, args).await,
+        Command::Get(args) => match pairs::share::ShareTicket::parse(&args.ticket) {
+            Ok(share) => share::get(data_dir, cli.isolated, share, args).await,
+            Err(_) => blobs::get(data_dir, cli.isolated, args).await,
+        },
+        Command::Share(args) => share::run(data_dir, cli.isolated, args).await,
+        Command::Sync(args) => share::sync(data_dir, cli.isolated, args).await,
         Command::Blobs(command) => blobs::run(data_dir, command).await,
         Command::Log(command) => log::run(data_dir, cli.isolated, command).await,
         Command::Kv(command) => kv::run(data_dir, command).await,

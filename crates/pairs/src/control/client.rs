@@ -288,11 +288,26 @@ impl Client {
         out: &Path,
         mut progress: impl FnMut(&crate::node::GetProgress),
     ) -> Result<crate::node::GetProgress> {
+        self.share_get(ticket, &[], None, out, &mut progress).await
+    }
+
+    /// Fetches what a blob ticket, a hash or a share ticket names (for a share: `paths` of it, at
+    /// `version`), reporting progress as it goes.
+    pub async fn share_get(
+        &mut self,
+        ticket: &str,
+        paths: &[String],
+        version: Option<usize>,
+        out: &Path,
+        mut progress: impl FnMut(&crate::node::GetProgress),
+    ) -> Result<crate::node::GetProgress> {
         let out = std::path::absolute(out)
             .with_context(|| format!("cannot resolve {}", out.display()))?;
         self.send(&Request::BlobGet {
             ticket: ticket.to_string(),
             out,
+            paths: paths.to_vec(),
+            version,
         })
         .await?;
         loop {
@@ -301,6 +316,99 @@ impl Client {
                 Response::BlobDone(p) => return Ok(p),
                 other => return unexpected(other),
             }
+        }
+    }
+}
+
+impl Client {
+    /// Publishes a folder as a new share (`ticket` None) or keeps it in step with a share; the
+    /// node keeps it live. Returns the share and its ticket.
+    pub async fn share_start(
+        &mut self,
+        dir: &Path,
+        ticket: Option<&str>,
+    ) -> Result<(pairs_log::LogId, String)> {
+        let dir = std::path::absolute(dir)
+            .with_context(|| format!("cannot resolve {}", dir.display()))?;
+        match self
+            .call(&Request::ShareStart {
+                dir,
+                ticket: ticket.map(str::to_string),
+            })
+            .await?
+        {
+            Response::ShareStarted { log, ticket } => Ok((log, ticket)),
+            other => unexpected(other),
+        }
+    }
+
+    /// The folders the node keeps in step.
+    pub async fn share_list(&mut self) -> Result<Vec<super::ShareRow>> {
+        match self.call(&Request::ShareList).await? {
+            Response::Shares(rows) => Ok(rows),
+            other => unexpected(other),
+        }
+    }
+
+    /// Stops keeping a share's folder in step.
+    pub async fn share_stop(&mut self, log: pairs_log::LogId) -> Result<()> {
+        match self.call(&Request::ShareStop { log }).await? {
+            Response::Ok => Ok(()),
+            other => unexpected(other),
+        }
+    }
+
+    /// A share's files at a version.
+    pub async fn share_files(
+        &mut self,
+        ticket: &str,
+        version: Option<usize>,
+    ) -> Result<super::ShareFiles> {
+        match self
+            .call(&Request::ShareFiles {
+                ticket: ticket.to_string(),
+                version,
+            })
+            .await?
+        {
+            Response::ShareFiles(files) => Ok(files),
+            other => unexpected(other),
+        }
+    }
+
+    /// A share's versions.
+    pub async fn share_history(
+        &mut self,
+        ticket: &str,
+    ) -> Result<Vec<crate::share::model::VersionSummary>> {
+        match self
+            .call(&Request::ShareHistory {
+                ticket: ticket.to_string(),
+            })
+            .await?
+        {
+            Response::ShareHistory(rows) => Ok(rows),
+            other => unexpected(other),
+        }
+    }
+
+    /// What changed in a share between two versions.
+    pub async fn share_diff(
+        &mut self,
+        ticket: &str,
+        from: usize,
+        to: Option<usize>,
+    ) -> Result<crate::share::model::Diff> {
+        match self
+            .call(&Request::ShareDiff {
+                ticket: ticket.to_string(),
+                from,
+                to,
+            })
+            .await?
+        {
+            Response::ShareDiff(diff) => Ok(diff),
+            other => unexpected(other),
         }
     }
 }

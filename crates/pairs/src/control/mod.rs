@@ -147,10 +147,50 @@ pub enum Request {
     /// Fetch what a blob ticket (or a bare hash) names to `out` (absolute path): answered with
     /// [`Response::BlobProgress`] frames, then [`Response::BlobDone`].
     BlobGet {
-        /// A blob ticket or a hash.
+        /// A blob ticket, a hash, or a share ticket.
         ticket: String,
         /// Where to.
         out: std::path::PathBuf,
+        /// For a share: the paths to fetch (all if empty).
+        paths: Vec<String>,
+        /// For a share: the version (its log's first N entries; the latest if None).
+        version: Option<usize>,
+    },
+    /// Publish a folder as a new share (`ticket` None), or keep it in step with the share a ticket
+    /// names; the node keeps it live, across restarts. Answered with [`Response::ShareStarted`].
+    ShareStart {
+        /// The folder (absolute path).
+        dir: std::path::PathBuf,
+        /// The share to follow, if not a new one.
+        ticket: Option<String>,
+    },
+    /// The folders kept in step; answered with [`Response::Shares`].
+    ShareList,
+    /// Stop keeping a share's folder in step.
+    ShareStop {
+        /// The share.
+        log: LogId,
+    },
+    /// A share's files at a version; answered with [`Response::ShareFiles`].
+    ShareFiles {
+        /// The share ticket.
+        ticket: String,
+        /// The version (the latest if None).
+        version: Option<usize>,
+    },
+    /// A share's versions; answered with [`Response::ShareHistory`].
+    ShareHistory {
+        /// The share ticket.
+        ticket: String,
+    },
+    /// What changed between two versions; answered with [`Response::ShareDiff`].
+    ShareDiff {
+        /// The share ticket.
+        ticket: String,
+        /// From this version.
+        from: usize,
+        /// To this one (the latest if None).
+        to: Option<usize>,
     },
     /// One entry, answered with [`Response::Entries`] holding it.
     Entry {
@@ -205,6 +245,93 @@ pub enum Response {
     BlobProgress(GetProgress),
     /// A fetch finished.
     BlobDone(GetProgress),
+    /// A folder is kept in step with a share.
+    ShareStarted {
+        /// The share.
+        log: LogId,
+        /// Its ticket, naming this node.
+        ticket: String,
+    },
+    /// The folders kept in step.
+    Shares(Vec<ShareRow>),
+    /// A share's files.
+    ShareFiles(ShareFiles),
+    /// A share's versions, oldest first.
+    ShareHistory(Vec<crate::share::model::VersionSummary>),
+    /// What changed between two versions.
+    ShareDiff(crate::share::model::Diff),
+}
+
+/// One folder of [`Response::Shares`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareRow {
+    /// The share.
+    pub log: LogId,
+    /// Its ticket, naming this node.
+    pub ticket: String,
+    /// What the folder is doing.
+    pub status: crate::share::FolderStatus,
+}
+
+/// A share's files at a version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareFiles {
+    /// The version shown (entries of the log folded).
+    pub version: usize,
+    /// Files, in path order.
+    pub files: Vec<ShareFile>,
+}
+
+/// One file of a share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareFile {
+    /// Path in the share.
+    pub path: String,
+    /// Bytes (0 for a link).
+    pub size: u64,
+    /// Content hash (none for a link).
+    pub hash: Option<Hash>,
+    /// The link's target, for a link.
+    pub link: Option<String>,
+    /// The executable bit.
+    pub executable: bool,
+    /// A conflict copy (a concurrent version of another path).
+    pub conflict: bool,
+}
+
+impl ShareFiles {
+    /// The files of a tree.
+    pub fn of(tree: &crate::share::model::Tree) -> ShareFiles {
+        use crate::share::model::FileState;
+        let files = tree
+            .shown()
+            .into_iter()
+            .map(|(path, s)| {
+                let (size, hash, link, executable) = match s.version.state {
+                    FileState::File {
+                        hash,
+                        size,
+                        executable,
+                        ..
+                    } => (size, Some(Hash(hash)), None, executable),
+                    FileState::Symlink { target } => (0, None, Some(target), false),
+                    FileState::Deleted => (0, None, None, false),
+                };
+                ShareFile {
+                    path,
+                    size,
+                    hash,
+                    link,
+                    executable,
+                    conflict: s.conflict,
+                }
+            })
+            .collect();
+        ShareFiles {
+            version: tree.entries,
+            files,
+        }
+    }
 }
 
 /// What [`Request::BlobAdd`] answers.

@@ -15,9 +15,11 @@ use tokio::sync::Semaphore;
 
 use super::{
     BlobAdded, BlobRow, ENTRIES_PER_FRAME, FrameError, LOCK_FILE, LogInfo, LogStatus, MAX_REQUEST,
-    NodeStatus, Request, Response, SOCKET_FILE, WireEntry, read_frame, write_frame,
+    NodeStatus, Request, Response, SOCKET_FILE, ShareFiles, ShareRow, WireEntry, read_frame,
+    write_frame,
 };
 use crate::node::{GetProgress, LogHandle, Node};
+use crate::share::ShareTicket;
 use pairs_blobs::layer::GROUP_SIZE;
 use pairs_blobs::store::ImportMode;
 use pairs_blobs::ticket::BlobFormat;
@@ -161,8 +163,15 @@ where
                 log.replicate(&mut stream, live).await?;
                 return Ok(());
             }
-            Request::BlobGet { ticket, out } => {
-                if let Err(err) = send_blob_get(&node, &ticket, &out, &mut stream).await {
+            Request::BlobGet {
+                ticket,
+                out,
+                paths,
+                version,
+            } => {
+                if let Err(err) =
+                    send_blob_get(&node, &ticket, &out, &paths, version, &mut stream).await
+                {
                     write_frame(&mut stream, &Response::Error(format!("{err:#}"))).await?;
                 }
             }
@@ -346,6 +355,59 @@ async fn answer(node: &Node, request: Request) -> Result<Response> {
             tokio::task::spawn_blocking(move || store.export(&hash, &out)).await??;
             Response::Ok
         }
+        Request::ShareStart { dir, ticket } => {
+            let shares = node.shares();
+            let handle = match ticket {
+                None => shares.create(&dir).await?,
+                Some(ticket) => shares.sync(&ShareTicket::parse(&ticket)?, &dir).await?,
+            };
+            Response::ShareStarted {
+                log: handle.id(),
+                ticket: handle.ticket().to_ticket(),
+            }
+        }
+        Request::ShareList => {
+            let providers: Vec<_> = node.node_addr().into_iter().collect();
+            Response::Shares(
+                node.shares()
+                    .list()
+                    .into_iter()
+                    .map(|(log, status)| ShareRow {
+                        log,
+                        ticket: ShareTicket {
+                            log,
+                            providers: providers.clone(),
+                        }
+                        .to_ticket(),
+                        status,
+                    })
+                    .collect(),
+            )
+        }
+        Request::ShareStop { log } => {
+            if !node.shares().stop(log) {
+                bail!(
+                    "no folder is kept in step with share {} here (see pairs share ls)",
+                    log.short()
+                );
+            }
+            Response::Ok
+        }
+        Request::ShareFiles { ticket, version } => {
+            let tree = node
+                .shares()
+                .tree(&ShareTicket::parse(&ticket)?, version)
+                .await?;
+            Response::ShareFiles(ShareFiles::of(&tree))
+        }
+        Request::ShareHistory { ticket } => {
+            Response::ShareHistory(node.shares().history(&ShareTicket::parse(&ticket)?).await?)
+        }
+        Request::ShareDiff { ticket, from, to } => Response::ShareDiff(
+            node.shares()
+                .diff(&ShareTicket::parse(&ticket)?, from, to)
+                .await?,
+        ),
         Request::Entries { .. } | Request::Replicate { .. } | Request::BlobGet { .. } => {
             unreachable!("streams are served by serve_connection")
         }
@@ -435,7 +497,14 @@ where
 }
 
 /// Fetches what a ticket or hash names, sending progress frames, then [`Response::BlobDone`].
-async fn send_blob_get<S>(node: &Node, ticket: &str, out: &Path, stream: &mut S) -> Result<()>
+async fn send_blob_get<S>(
+    node: &Node,
+    ticket: &str,
+    out: &Path,
+    paths: &[String],
+    version: Option<usize>,
+    stream: &mut S,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -445,6 +514,9 @@ where
         progress_tx.send_replace(p.clone());
     };
     let fetch = async {
+        if let Ok(share) = ShareTicket::parse(ticket) {
+            return node.shares().get(&share, paths, out, version, report).await;
+        }
         match parse_blob_ref(ticket)? {
             BlobRef::Ticket(ticket) => blobs.get(&ticket, out, report).await,
             BlobRef::Hash(hash) => blobs.get_hash(hash, out, report).await,

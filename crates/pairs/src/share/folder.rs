@@ -17,7 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use pairs_blobs::Hash;
 use pairs_blobs::collection::safe_join;
 use pairs_blobs::store::{BlobStatus, ImportMode};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::index::{Content, Index, Local};
@@ -35,7 +35,7 @@ const SETTLE: Duration = Duration::from_millis(50);
 const BUSY_ROUND_GAP: Duration = Duration::from_millis(500);
 
 /// What a synced folder is doing.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FolderStatus {
     /// The folder.
     pub dir: PathBuf,

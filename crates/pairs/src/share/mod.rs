@@ -182,6 +182,28 @@ impl Shares {
         Ok(tokio::task::spawn_blocking(move || Tree::of(&store, version)).await??)
     }
 
+    /// The versions of a share, oldest first.
+    pub async fn history(&self, ticket: &ShareTicket) -> Result<Vec<model::VersionSummary>> {
+        self.tree(ticket, Some(0)).await?;
+        let log = self.node.log_by_id(ticket.log).await?;
+        let entries = log.entries()?;
+        Ok(model::history(&entries))
+    }
+
+    /// What changed in a share from version `a` to version `b` (None: the latest).
+    pub async fn diff(
+        &self,
+        ticket: &ShareTicket,
+        a: usize,
+        b: Option<usize>,
+    ) -> Result<model::Diff> {
+        let new = self.tree(ticket, b).await?;
+        let log = self.node.log_by_id(ticket.log).await?;
+        let store = log.store().clone();
+        let old = tokio::task::spawn_blocking(move || Tree::of(&store, Some(a))).await??;
+        Ok(model::Diff::between(&old, &new))
+    }
+
     /// Fetches paths of a share once into `out` (every file if `paths` is empty; a directory's
     /// files if a path names one), without downloading the rest of the share.
     pub async fn get(

@@ -192,7 +192,7 @@ pub struct Shown {
 }
 
 /// A path a writer wrote that this replica will not show, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejected {
     /// The path as written (cut to 200 characters).
     pub path: String,
@@ -474,8 +474,46 @@ pub fn check_link(path: &str, target: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One version of a share: an entry that carried changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// The version number: the tree after the log's first `version` entries.
+    pub version: usize,
+    /// Who wrote it.
+    pub author: NodeId,
+    /// The author's wall clock, milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Files written (new or changed).
+    pub written: usize,
+    /// Paths deleted.
+    pub deleted: usize,
+    /// The first few paths it touched.
+    pub paths: Vec<String>,
+}
+
+/// The versions of a share, oldest first (entries in the log's causal order).
+pub fn history(entries: &[Entry]) -> Vec<VersionSummary> {
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let changes = decode_changes(entry);
+        if changes.is_empty() {
+            continue;
+        }
+        let deleted = changes.iter().filter(|c| c.state.is_deleted()).count();
+        out.push(VersionSummary {
+            version: i + 1,
+            author: entry.body().author,
+            timestamp: entry.body().timestamp,
+            written: changes.len() - deleted,
+            deleted,
+            paths: changes.iter().take(5).map(|c| c.path.clone()).collect(),
+        });
+    }
+    out
+}
+
 /// How two trees differ, path by path.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diff {
     /// Paths only in the second tree.
     pub added: Vec<String>,
