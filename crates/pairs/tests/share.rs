@@ -384,3 +384,66 @@ async fn get_fetches_one_path_without_the_rest() {
     owner.shutdown().await;
     other.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_small_files_and_large_ones_sync_and_stay_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = node(&tmp.path().join("owner")).await;
+    let other = node(&tmp.path().join("other")).await;
+    let a_dir = tmp.path().join("a");
+    let b_dir = tmp.path().join("b");
+    for i in 0..10_000u64 {
+        let dir = a_dir.join(format!("d{:02}", i % 100));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i:05}.txt")),
+            format!("file {i}\n").repeat((i % 7 + 1) as usize),
+        )
+        .unwrap();
+    }
+    for i in 0..3 {
+        std::fs::write(
+            a_dir.join(format!("large-{i}.bin")),
+            random_bytes(8 << 20, 100 + i),
+        )
+        .unwrap();
+    }
+    let started = Instant::now();
+    let a = owner.shares().create(&a_dir).await.unwrap();
+    in_step(&a).await;
+    let published = started.elapsed();
+    let b = other.shares().sync(&a.ticket(), &b_dir).await.unwrap();
+    b.wait_for(Duration::from_secs(300), |s| s.in_step && s.files == 10_003)
+        .await
+        .unwrap();
+    let synced = started.elapsed() - published;
+    println!("10,003 files: published in {published:.1?}, mirrored in {synced:.1?}");
+    assert_eq!(shared(&a_dir), shared(&b_dir));
+
+    // Both sides change at once: different files, one file on both, a delete and a new file.
+    a.log().add_writer(other.id()).await.unwrap();
+    b.wait_for(WAIT, |s| s.writable).await.unwrap();
+    std::fs::write(a_dir.join("d01/f00001.txt"), b"changed by a").unwrap();
+    std::fs::write(b_dir.join("d02/f00002.txt"), b"changed by b").unwrap();
+    std::fs::write(a_dir.join("d03/f00003.txt"), b"a's version").unwrap();
+    std::fs::write(b_dir.join("d03/f00003.txt"), b"b's version").unwrap();
+    std::fs::remove_file(b_dir.join("d04/f00004.txt")).unwrap();
+    std::fs::write(a_dir.join("large-0.bin"), random_bytes(8 << 20, 200)).unwrap();
+    converge(&a, &a_dir, &b, &b_dir).await;
+    let files = shared(&b_dir);
+    assert_eq!(files["d01/f00001.txt"], b"changed by a");
+    assert_eq!(files["d02/f00002.txt"], b"changed by b");
+    assert!(!files.contains_key("d04/f00004.txt"));
+    let versions: Vec<&Vec<u8>> = files
+        .iter()
+        .filter(|(k, _)| k.starts_with("d03/f00003"))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        versions.len(),
+        2,
+        "both versions of the file edited on both sides are kept"
+    );
+    owner.shutdown().await;
+    other.shutdown().await;
+}

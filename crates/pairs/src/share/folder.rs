@@ -9,8 +9,9 @@
 //! files. A change made here that the share cannot take (this node is not a writer) is kept and
 //! reported, never overwritten.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
@@ -81,6 +82,9 @@ pub(crate) struct Folder {
     pub(crate) running: HashMap<String, Hash>,
     /// Where fetches report.
     pub(crate) done: mpsc::UnboundedSender<Fetched>,
+    /// Paths this engine writes (fetches under way, copies) since the last round: reports of
+    /// changes to them are its own, not the user's.
+    pub(crate) writing: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 /// A file to fetch into the folder.
@@ -121,11 +125,21 @@ impl Folder {
         let watcher = {
             use notify::Watcher as _;
             let tx = changed_tx.clone();
+            let writing = self.writing.clone();
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Reading the folder opens its files and directories: those reports are ours.
-                if let Ok(event) = event
-                    && !matches!(event.kind, notify::EventKind::Access(_))
-                {
+                // Reading the folder opens its files and directories, and writing it creates,
+                // renames and changes files: those reports are ours.
+                let Ok(event) = event else { return };
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                let ours = {
+                    let writing = writing.lock().expect("writing lock");
+                    event.paths.iter().all(|p| {
+                        p.extension().is_some_and(|e| e == "pairs-part") || writing.contains(p)
+                    })
+                };
+                if !ours || event.paths.is_empty() {
                     let _ = tx.try_send(());
                 }
             })
@@ -259,6 +273,10 @@ impl Folder {
                     }
                 };
             self.running.insert(fetch.path.clone(), fetch.hash);
+            self.writing
+                .lock()
+                .expect("writing lock")
+                .insert(fetch.dest.clone());
             let done = self.done.clone();
             tokio::spawn(async move {
                 let result = wait_complete(progress.clone()).await.map(|_| ());
@@ -286,6 +304,14 @@ impl Folder {
 
     /// One round; true when the folder and the share agree.
     pub(crate) async fn round(&mut self) -> Result<bool> {
+        {
+            let running: HashSet<PathBuf> =
+                self.running.keys().map(|p| self.root.join(p)).collect();
+            self.writing
+                .lock()
+                .expect("writing lock")
+                .retain(|p| running.contains(p));
+        }
         let writable = self.writable();
         let root = self.root.clone();
         let (seen, unreadable) = tokio::task::spawn_blocking(move || walk(&root)).await??;
@@ -497,6 +523,10 @@ impl Folder {
                     continue;
                 }
             };
+            self.writing
+                .lock()
+                .expect("writing lock")
+                .insert(dest.clone());
             if let Some(from) = movable.get_mut(&content).and_then(|paths| paths.pop()) {
                 let source = self.root.join(&from);
                 if std::fs::rename(&source, &dest).is_ok() {

@@ -404,6 +404,7 @@ impl Shares {
             queue: Default::default(),
             running: Default::default(),
             done: done_tx,
+            writing: Default::default(),
         };
         tokio::spawn(folder.run(stop_rx, done_rx));
         self.node
