@@ -59,6 +59,8 @@ pub struct BlobProgress {
 enum Event {
     Stream {
         node: NodeId,
+        /// The connection's QUIC stable id.
+        connection: usize,
         stream: BiStream,
         hello: Option<Message>,
     },
@@ -216,6 +218,7 @@ impl BlobService {
     /// One peer of a topic: opens a stream for each blob this node wants, routes the streams it opens.
     async fn serve_peer(self, mut peer: TopicPeer) {
         let node = peer.node_id();
+        let connection = peer.connection().quinn().stable_id();
         let mut opened = std::collections::HashSet::new();
         let mut wanted_changed = self.wanted.subscribe();
         loop {
@@ -237,6 +240,7 @@ impl BlobService {
                             .events
                             .send(Event::Stream {
                                 node,
+                                connection,
                                 stream,
                                 hello: None,
                             })
@@ -254,7 +258,7 @@ impl BlobService {
                         let Message::Hello { hash, .. } = hello else { return };
                         match service.task_for_serving(hash) {
                             Some(task) => {
-                                let _ = task.events.send(Event::Stream { node, stream, hello: Some(hello) }).await;
+                                let _ = task.events.send(Event::Stream { node, connection, stream, hello: Some(hello) }).await;
                             }
                             None => {
                                 let mut frame = Vec::new();
@@ -417,6 +421,8 @@ async fn read_hello(stream: &mut BiStream) -> Option<Message> {
 
 struct PeerLink {
     node: NodeId,
+    /// The connection the stream runs on (its QUIC stable id).
+    connection: usize,
     frames: mpsc::UnboundedSender<Out>,
 }
 
@@ -527,17 +533,41 @@ impl BlobTask {
         match event {
             Event::Stream {
                 node,
+                connection,
                 stream,
                 hello,
             } => {
-                if self.banned.contains(&node) || self.peers.values().any(|p| p.node == node) {
-                    // One stream per peer and blob: the other side opened one too.
+                if self.banned.contains(&node) {
                     return;
+                }
+                let existing = self
+                    .peers
+                    .iter()
+                    .find(|(_, p)| p.node == node)
+                    .map(|(&k, p)| (k, p.connection));
+                match existing {
+                    // One stream per peer and blob: the other side opened one too.
+                    Some((_, on)) if on == connection => return,
+                    // A newer connection (the peer restarted, or reconnected): the old stream
+                    // is dead even if its connection has not timed out yet.
+                    Some((old, _)) => {
+                        self.settle(old);
+                        self.peers.remove(&old);
+                        self.core.remove_peer(old);
+                    }
+                    None => {}
                 }
                 let key = self.next_key;
                 self.next_key += 1;
                 let (tx, rx) = mpsc::unbounded_channel();
-                self.peers.insert(key, PeerLink { node, frames: tx });
+                self.peers.insert(
+                    key,
+                    PeerLink {
+                        node,
+                        connection,
+                        frames: tx,
+                    },
+                );
                 spawn_peer_io(key, stream, rx, self.events.clone());
                 // Credit from earlier sessions: what it gave us beyond what we gave it, never negative.
                 let credit = match self.store.ledger(node.as_bytes()) {
