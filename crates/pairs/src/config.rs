@@ -29,6 +29,19 @@ pub struct Config {
     pub dns_seeds: Vec<String>,
     /// The Mainline DHT.
     pub dht: DhtSection,
+    /// The local HTTP gateway.
+    pub gateway: GatewaySection,
+}
+
+/// The `[gateway]` table: the HTTP gateway on 127.0.0.1 (blobs and shares for this machine's
+/// browser).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Serve it at all (`pairs node` does unless this says `false`).
+    pub enabled: Option<bool>,
+    /// TCP port on 127.0.0.1 (0: any free port) [default for `pairs node`: 4480].
+    pub port: Option<u16>,
 }
 
 /// The `[dht]` table.
@@ -208,11 +221,12 @@ mod tests {
     #[test]
     fn a_full_config_parses_and_unknown_keys_are_refused() {
         let config: Config = toml::from_str(
-            "port = 7000\nlan = false\npeers = [\"10.0.0.1:7000\"]\ndns_seeds = [\"seed.example:7000\"]\n\n[dht]\nenabled = true\nbootstrap = [\"10.0.0.2:6881\"]\nport = 6881\n",
+            "port = 7000\nlan = false\npeers = [\"10.0.0.1:7000\"]\ndns_seeds = [\"seed.example:7000\"]\n\n[dht]\nenabled = true\nbootstrap = [\"10.0.0.2:6881\"]\nport = 6881\n\n[gateway]\nport = 8080\n",
         )
         .unwrap();
         assert_eq!(config.port, Some(7000));
         assert_eq!(config.dht.bootstrap, vec!["10.0.0.2:6881".to_string()]);
+        assert_eq!(config.gateway.port, Some(8080));
         let err = toml::from_str::<Config>("prot = 1\n")
             .unwrap_err()
             .to_string();

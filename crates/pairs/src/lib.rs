@@ -18,6 +18,8 @@ pub use pairs_net as net;
 
 pub mod config;
 pub mod control;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod home;
 pub mod node;
 pub mod paste;

@@ -78,7 +78,25 @@ pub struct NodeBuilder {
     network: bool,
     max_connections: usize,
     protocols: Vec<AddProtocol>,
+    gateway: GatewayChoice,
 }
+
+/// Whether a node serves the HTTP gateway, and on which port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GatewayChoice {
+    /// As `config.toml`'s `[gateway]` says (none if it names no port).
+    Config,
+    /// As the config says, else on [`DEFAULT_GATEWAY_PORT`] or any free port if that one is taken.
+    ConfigOrDefault,
+    /// This port (0: any free port); a taken port is an error.
+    Port(u16),
+    /// None.
+    Off,
+}
+
+/// The TCP port on 127.0.0.1 `pairs node` serves the HTTP gateway on unless `[gateway] port` in
+/// `config.toml` says otherwise.
+pub const DEFAULT_GATEWAY_PORT: u16 = 4480;
 
 impl std::fmt::Debug for NodeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,6 +124,7 @@ impl Default for NodeBuilder {
             network: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             protocols: Vec::new(),
+            gateway: GatewayChoice::Config,
         }
     }
 }
@@ -186,6 +205,24 @@ impl NodeBuilder {
         self
     }
 
+    /// Serves the HTTP gateway (blobs and shares for this machine's browser, see [`crate::gateway`])
+    /// on `127.0.0.1:PORT` (0: any free port; [`Node::gateway_addr`] tells which), or not at all
+    /// with `None`. Without this call a node does as its `config.toml` says (`[gateway] port`), and
+    /// serves none if it says nothing. A port in use fails [`NodeBuilder::spawn`]. Needs the
+    /// `gateway` feature (on by default) and the network.
+    pub fn gateway(mut self, port: Option<u16>) -> Self {
+        self.gateway = port.map_or(GatewayChoice::Off, GatewayChoice::Port);
+        self
+    }
+
+    /// Serves the HTTP gateway as `pairs node` does: on `config.toml`'s `[gateway] port`, else on
+    /// [`DEFAULT_GATEWAY_PORT`], or on any free port when that default is taken (another node on
+    /// this machine); none if the config says `enabled = false`.
+    pub fn gateway_by_default(mut self) -> Self {
+        self.gateway = GatewayChoice::ConfigOrDefault;
+        self
+    }
+
     /// Serves protocol `alpn` on the node's router, next to the node's own protocols.
     pub fn accept(
         mut self,
@@ -214,14 +251,25 @@ impl NodeBuilder {
         };
         let logs = LogRegistry::new(data_dir.clone());
         let blobs = BlobService::open(data_dir.as_deref())?;
+        let mut gateway_listener = None;
         let net = if self.network {
             let (config, config_path) = match &data_dir {
                 Some(dir) => Config::load(Some(dir))?,
                 None => (Config::default(), PathBuf::new()),
             };
-            let sources = Sources::from_config(config, config_path, self.isolated, &self.sources)?;
+            let gateway = gateway_port(self.gateway, &config.gateway);
+            let sources =
+                Sources::from_config(config, config_path.clone(), self.isolated, &self.sources)?;
+            if let Some((port, fallback)) = gateway {
+                gateway_listener = Some(bind_gateway(port, fallback, &config_path).await?);
+            }
             Some(Net::start(&self, protocols, secret.clone(), sources, logs.clone()).await?)
         } else {
+            if matches!(self.gateway, GatewayChoice::Port(_)) {
+                anyhow::bail!(
+                    "an offline node serves no HTTP gateway: leave out `gateway` or `offline`"
+                );
+            }
             None
         };
         let node = Node {
@@ -233,8 +281,16 @@ impl NodeBuilder {
                 blobs,
                 folders: Default::default(),
                 shared: Mutex::new(HashMap::new()),
+                gateway: Mutex::new(None),
             }),
         };
+        #[cfg(not(feature = "gateway"))]
+        let _ = gateway_listener;
+        #[cfg(feature = "gateway")]
+        if let Some(listener) = gateway_listener {
+            let running = crate::gateway::start(&node, listener);
+            *node.inner.gateway.lock().expect("gateway lock") = Some(running);
+        }
         if let Some(net) = &node.inner.net {
             tracing::info!(ticket = %net.router.endpoint().node_addr().to_ticket(), "node up");
         }
@@ -314,6 +370,19 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
+/// A node that does not keep it running (what the gateway holds, so the node can go).
+#[cfg(feature = "gateway")]
+#[derive(Clone)]
+pub(crate) struct WeakNode(std::sync::Weak<NodeInner>);
+
+#[cfg(feature = "gateway")]
+impl WeakNode {
+    /// The node, unless it is gone.
+    pub(crate) fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(|inner| Node { inner })
+    }
+}
+
 struct NodeInner {
     secret: SecretKey,
     data_dir: Option<PathBuf>,
@@ -324,6 +393,66 @@ struct NodeInner {
     folders: crate::share::Folders,
     /// Logs shared on the swarm: the task replicating each with its peers.
     shared: Mutex<HashMap<LogId, logs::Sharing>>,
+    /// The HTTP gateway, if it serves.
+    gateway: Mutex<Option<GatewayRunning>>,
+}
+
+#[cfg(feature = "gateway")]
+type GatewayRunning = crate::gateway::Running;
+#[cfg(not(feature = "gateway"))]
+type GatewayRunning = std::convert::Infallible;
+
+#[cfg(feature = "gateway")]
+type GatewayListener = pairs_gateway::Gateway;
+#[cfg(not(feature = "gateway"))]
+type GatewayListener = std::convert::Infallible;
+
+/// The gateway's port and whether another may be taken if it is in use; `None`: no gateway.
+fn gateway_port(
+    choice: GatewayChoice,
+    config: &crate::config::GatewaySection,
+) -> Option<(u16, bool)> {
+    match choice {
+        GatewayChoice::Off => None,
+        GatewayChoice::Port(port) => Some((port, false)),
+        _ if config.enabled == Some(false) => None,
+        _ if config.port.is_some() => config.port.map(|port| (port, false)),
+        GatewayChoice::ConfigOrDefault => Some((DEFAULT_GATEWAY_PORT, true)),
+        GatewayChoice::Config => None,
+    }
+}
+
+/// Binds the gateway's port on 127.0.0.1; with `fallback`, any free port if that one is taken.
+#[cfg(feature = "gateway")]
+async fn bind_gateway(port: u16, fallback: bool, config_path: &Path) -> Result<GatewayListener> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match pairs_gateway::Gateway::bind(addr).await {
+        Ok(gateway) => Ok(gateway),
+        Err(err) if fallback && err.kind() == std::io::ErrorKind::AddrInUse => {
+            let gateway = pairs_gateway::Gateway::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .context("cannot listen on 127.0.0.1 for the HTTP gateway")?;
+            tracing::warn!(
+                "the gateway's port {port} is in use (another pairs node?): serving on port {} instead; \
+                 fix one with `[gateway] port = N` in {}",
+                gateway.local_addr().port(),
+                config_path.display()
+            );
+            Ok(gateway)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(
+            "the HTTP gateway cannot listen on {addr}: the port is in use (another pairs node, or another \
+             program). Pick another with `[gateway] port = N` in {} (0: any free port), or \
+             `enabled = false` there to serve none",
+            config_path.display()
+        ),
+        Err(err) => Err(err).with_context(|| format!("the HTTP gateway cannot listen on {addr}")),
+    }
+}
+
+#[cfg(not(feature = "gateway"))]
+async fn bind_gateway(_port: u16, _fallback: bool, _config_path: &Path) -> Result<GatewayListener> {
+    anyhow::bail!("this build of pairs has no HTTP gateway (the `gateway` feature is off)")
 }
 
 impl std::fmt::Debug for Node {
@@ -384,6 +513,27 @@ impl Node {
     /// What static peers and DNS seeds resolved to.
     pub fn resolved(&self) -> Option<Resolutions> {
         self.net().ok().map(|net| net.resolved.clone())
+    }
+
+    /// Where the HTTP gateway listens (always on 127.0.0.1), if this node serves it; see
+    /// [`NodeBuilder::gateway`]. Its URLs: [`crate::gateway::origin_url`] and friends.
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "gateway")]
+        {
+            self.inner
+                .gateway
+                .lock()
+                .expect("gateway lock")
+                .as_ref()
+                .map(|running| running.addr)
+        }
+        #[cfg(not(feature = "gateway"))]
+        None
+    }
+
+    #[cfg(feature = "gateway")]
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
     }
 
     fn net(&self) -> Result<&Net> {
@@ -473,6 +623,13 @@ impl Node {
     /// Stops the node: sharing ends, relayed connections hand over what they queued (their last
     /// acknowledgements and close), then the endpoint closes.
     pub async fn shutdown(&self) {
+        let gateway = self.inner.gateway.lock().expect("gateway lock").take();
+        #[cfg(feature = "gateway")]
+        if let Some(gateway) = gateway {
+            gateway.stop().await;
+        }
+        #[cfg(not(feature = "gateway"))]
+        let _ = gateway;
         self.inner.folders.stop_all();
         // Close the connections before leaving the topics: leaving first would tell every peer
         // "no shared topic", and a peer told that does not dial again when we come back.
