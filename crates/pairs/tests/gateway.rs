@@ -1,0 +1,435 @@
+//! The node's HTTP gateway between in-process nodes on loopback: node A shares a small site, node B
+//! (which does not hold it) serves it to curl and to headless Chromium, fetching from A on demand.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pairs::Node;
+use pairs::base::Ticket as _;
+use pairs::blobs::store::ImportMode;
+use pairs::gateway::{blob_url, share_origin_url, share_url};
+use pairs::share::ShareHandle;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The page's background, set by its stylesheet: found in the screenshot, it proves both arrived.
+const BACKGROUND: [u8; 3] = [0x12, 0xab, 0x34];
+const INDEX_HTML: &str = "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>site</title>\
+    <link rel=\"stylesheet\" href=\"style.css\"></head>\n<body><h1>pairs site</h1>\
+    <p><a href=\"sub/\">sub</a></p></body></html>\n";
+const STYLE_CSS: &str =
+    "html, body { background: #12ab34; margin: 0; height: 100%; }\nh1 { color: #ffffff; }\n";
+const SUB_HTML: &str = "<!DOCTYPE html>\n<h1>a page in a folder</h1>\n";
+
+async fn node(dir: &Path, gateway: Option<u16>) -> Node {
+    Node::builder()
+        .data_dir(dir)
+        .fresh_key()
+        .isolated(true)
+        .bind(Some("127.0.0.1:0".parse().unwrap()))
+        .gateway(gateway)
+        .spawn()
+        .await
+        .expect("node starts")
+}
+
+/// 1 MiB of deterministic noise.
+fn binary() -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    (0..1 << 20).map(|_| rng.u8(..)).collect()
+}
+
+/// Writes the site into `dir`: a page, its stylesheet, a folder with a page and a text file, and
+/// a binary.
+fn write_site(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("index.html"), INDEX_HTML).unwrap();
+    std::fs::write(dir.join("style.css"), STYLE_CSS).unwrap();
+    std::fs::write(dir.join("sub/page.html"), SUB_HTML).unwrap();
+    std::fs::write(dir.join("sub/notes.txt"), "notes\n").unwrap();
+    std::fs::write(dir.join("data.bin"), binary()).unwrap();
+}
+
+/// A share of the site, published by `owner`.
+async fn share_site(owner: &Node, dir: &Path) -> ShareHandle {
+    write_site(dir);
+    let share = owner.shares().create(dir).await.unwrap();
+    share
+        .wait_for(WAIT, |s| s.in_step && s.files == 5)
+        .await
+        .unwrap();
+    share
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Seconds from the start until the first byte of the answer (curl's `time_starttransfer`).
+    first_byte: f64,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).expect("a UTF-8 body")
+    }
+}
+
+/// `/usr/bin/curl` with `args` (a URL among them), on a blocking thread: the nodes run on this
+/// runtime.
+async fn curl(args: &[&str]) -> Reply {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || curl_blocking(&args))
+        .await
+        .unwrap()
+}
+
+fn curl_blocking(args: &[String]) -> Reply {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head");
+    let body = dir.path().join("body");
+    let output = Command::new("/usr/bin/curl")
+        .args([
+            "--silent",
+            "--show-error",
+            "--max-time",
+            "60",
+            "--noproxy",
+            "*",
+        ])
+        .args(["--write-out", "%{time_starttransfer}"])
+        .arg("--dump-header")
+        .arg(&head)
+        .arg("--output")
+        .arg(&body)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("running /usr/bin/curl failed ({err}); install Debian curl"));
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let head = std::fs::read_to_string(&head).unwrap();
+    let mut lines = head.lines();
+    let status_line = lines.next().expect("a status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect(status_line);
+    let headers = lines
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: std::fs::read(&body).unwrap_or_default(),
+        first_byte: String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_share_not_on_the_node_browses_through_its_gateway() {
+    let (a_dir, b_dir, site) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = node(a_dir.path(), None).await;
+    let b = node(b_dir.path(), Some(0)).await;
+    assert_eq!(a.gateway_addr(), None, "no gateway unless asked");
+    let addr = b.gateway_addr().expect("B serves the gateway");
+    assert!(addr.ip().is_loopback(), "{addr}");
+    let port = addr.port();
+
+    let share = share_site(&a, site.path()).await;
+    let ticket = share.ticket().to_ticket();
+    let base = share_url(&ticket, port);
+
+    // The first page of a share B has never seen: B catches up with A's log, then fetches the page.
+    let started = Instant::now();
+    let page = curl(&[&base]).await;
+    let took = started.elapsed();
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    assert_eq!(page.text(), INDEX_HTML);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    eprintln!(
+        "first page of a share not on the node: first byte after {:.0} ms (curl), {:.0} ms in all",
+        page.first_byte * 1000.0,
+        took.as_secs_f64() * 1000.0
+    );
+    // A file not fetched yet, of a share B now holds: a blob from A.
+    let css = curl(&[&format!("{base}style.css")]).await;
+    eprintln!(
+        "a file of a share held, not fetched yet: first byte after {:.0} ms",
+        css.first_byte * 1000.0
+    );
+    assert_eq!(css.text(), STYLE_CSS);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+
+    // The same share as its own origin: the label is the share's key.
+    let origin = share_origin_url(share.id(), addr);
+    assert!(origin.starts_with(&format!("http://{}.localhost:", share.id())));
+    let page = curl(&[&origin]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.text(), INDEX_HTML);
+    // Sites run at their own origin: not sandboxed.
+    assert_eq!(page.header("content-security-policy"), None);
+    let upper = origin.replace(
+        &share.id().to_string(),
+        &share.id().to_string().to_uppercase(),
+    );
+    assert_eq!(
+        curl(&[&format!("{upper}sub/page.html")]).await.text(),
+        SUB_HTML
+    );
+
+    // The binary: whole, a range, its ETag.
+    let data = binary();
+    let whole = curl(&[&format!("{origin}data.bin")]).await;
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == data, "the binary arrived intact");
+    let etag = whole.header("etag").expect("an ETag").to_owned();
+    let hash = blake3::hash(&data).to_hex().to_string();
+    assert_eq!(etag, format!("\"{hash}\""), "the ETag is the content hash");
+    let part = curl(&[&format!("{origin}data.bin"), "-H", "Range: bytes=1000-1999"]).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range"),
+        Some("bytes 1000-1999/1048576")
+    );
+    assert!(part.body == data[1000..2000], "the range's bytes");
+    let tail = curl(&[&format!("{origin}data.bin"), "-H", "Range: bytes=-100"]).await;
+    assert!(tail.body == data[data.len() - 100..]);
+    let same = curl(&[
+        &format!("{origin}data.bin"),
+        "-H",
+        &format!("If-None-Match: {etag}"),
+    ])
+    .await;
+    assert_eq!(same.status, 304);
+    assert!(same.body.is_empty());
+
+    // Directories: listings as JSON, the redirect to the slash, 404s.
+    let listing = curl(&[&format!("{origin}sub/?format=json")]).await;
+    assert_eq!(listing.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&listing.body).unwrap();
+    let names: Vec<&str> = json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["notes.txt", "page.html"]);
+    let root = curl(&[&format!("{base}?format=json")]).await;
+    let json: serde_json::Value = serde_json::from_slice(&root.body).unwrap();
+    let entries = json["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["name"] == "sub" && e["type"] == "dir"),
+        "{json}"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["name"] == "data.bin" && e["size"] == 1 << 20),
+        "{json}"
+    );
+    assert_eq!(curl(&[&format!("{origin}sub")]).await.status, 302);
+    assert_eq!(curl(&[&format!("{origin}missing.html")]).await.status, 404);
+    assert_eq!(curl(&[&format!("{base}sub/nope/")]).await.status, 404);
+    // Nothing is writable, and only the gateway's own names are answered.
+    let put = curl(&[&format!("{origin}index.html"), "-X", "PUT", "-d", "x"]).await;
+    assert_eq!(put.status, 405);
+    let rebound = curl(&[
+        &format!("http://127.0.0.1:{port}/"),
+        "-H",
+        "Host: evil.example",
+    ])
+    .await;
+    assert_eq!(rebound.status, 403);
+
+    // A blob A shares: by ticket (naming A), a file and a collection.
+    let blobs_dir = tempfile::tempdir().unwrap();
+    let note = blobs_dir.path().join("note.txt");
+    std::fs::write(&note, b"a note, as a blob\n").unwrap();
+    let added = a.blobs().add(&note, ImportMode::Copy).await.unwrap();
+    a.blobs().share(added.hash).await.unwrap();
+    let blob_ticket = a.blobs().ticket(added.hash, added.format).to_ticket();
+    let reply = curl(&[&blob_url(&blob_ticket, port)]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "a note, as a blob\n");
+    assert_eq!(
+        reply.header("etag"),
+        Some(format!("\"{}\"", added.hash).as_str())
+    );
+    // Under a name, the type follows it; by its bare hash, now that B holds it.
+    let named = curl(&[&format!(
+        "{}note.txt",
+        blob_url(&added.hash.to_string(), port)
+    )])
+    .await;
+    assert_eq!(named.text(), "a note, as a blob\n");
+    assert_eq!(
+        named.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+
+    let folder = a
+        .blobs()
+        .add(site.path(), ImportMode::Reference)
+        .await
+        .unwrap();
+    a.blobs().share(folder.hash).await.unwrap();
+    let folder_url = blob_url(
+        &a.blobs().ticket(folder.hash, folder.format).to_ticket(),
+        port,
+    );
+    let listing = curl(&[&format!("{folder_url}sub/?format=json")]).await;
+    assert_eq!(
+        listing.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&listing.body)
+    );
+    assert!(listing.text().contains("page.html"), "{}", listing.text());
+    assert_eq!(
+        curl(&[&format!("{folder_url}sub/page.html")]).await.text(),
+        SUB_HTML
+    );
+    assert_eq!(curl(&[&format!("{folder_url}nothing")]).await.status, 404);
+    assert_eq!(
+        curl(&[&blob_url("not-a-hash", port)]).await.status,
+        400,
+        "a name that is no hash or ticket"
+    );
+
+    b.shutdown().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the gateway stops with the node"
+    );
+    a.shutdown().await;
+}
+
+/// Headless Chromium loads the site at its own origin through B's gateway and screenshots it: the
+/// stylesheet's colour fills the picture, the heading is drawn on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chromium_renders_a_site_through_the_gateway() {
+    let (a_dir, b_dir, site, profile) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = node(a_dir.path(), None).await;
+    let b = node(b_dir.path(), Some(0)).await;
+    let share = share_site(&a, site.path()).await;
+    let addr = b.gateway_addr().unwrap();
+    // The origin names only the share's key: B learns where it is from a ticket it was shown.
+    let seen = curl(&[&share_url(&share.ticket().to_ticket(), addr.port())]).await;
+    assert_eq!(seen.status, 200);
+    let url = share_origin_url(share.id(), addr);
+    let shot = profile.path().join("page.png");
+    let args = vec![
+        format!(
+            "--user-data-dir={}",
+            profile.path().join("profile").display()
+        ),
+        format!("--screenshot={}", shot.display()),
+        url.clone(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("/usr/bin/timeout")
+            .args(["--kill-after=5", "120", "chromium"])
+            .args(CHROMIUM_FLAGS)
+            .args(&args)
+            .output()
+            .expect("running /usr/bin/timeout failed (coreutils)")
+    })
+    .await
+    .unwrap();
+    assert_ne!(
+        output.status.code(),
+        Some(127),
+        "chromium is not installed: this test needs Debian's chromium"
+    );
+    assert!(
+        output.status.success(),
+        "chromium failed on {url}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let png = std::fs::read(&shot).expect("chromium wrote a screenshot");
+    let (width, height, pixels) = decode_rgb(&png);
+    assert_eq!((width, height), (800, 600));
+    let total = pixels.len();
+    let background = pixels.iter().filter(|&&p| p == BACKGROUND).count();
+    let white = pixels.iter().filter(|&&p| p == [0xff, 0xff, 0xff]).count();
+    assert!(
+        background * 10 > total * 9,
+        "{background} of {total} pixels have the CSS's background colour"
+    );
+    assert!(
+        white > 100,
+        "only {white} white pixels: the heading was not drawn"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// Flags for a headless Chromium that talks to nothing but the page it is given (as in the
+/// pairs-gateway tests).
+const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    // As root Chromium runs only without its sandbox.
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--metrics-recording-only",
+    "--disable-extensions",
+    "--hide-scrollbars",
+    "--force-color-profile=srgb",
+    "--window-size=800,600",
+];
+
+/// Decodes an 8-bit RGB or RGBA PNG into its size and RGB pixels.
+fn decode_rgb(png_bytes: &[u8]) -> (u32, u32, Vec<[u8; 3]>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("a PNG of sane size")];
+    let info = reader.next_frame(&mut buf).expect("a PNG frame");
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
+    let channels = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    let pixels = buf[..info.buffer_size()]
+        .chunks_exact(channels)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect();
+    (info.width, info.height, pixels)
+}
