@@ -91,6 +91,41 @@ pub enum Command {
     /// A key-value map kept in a log (last writer wins)
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Sites: a folder with an index.html, shared and opened in the browser through the node's
+    /// HTTP gateway
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+/// `pairs site`
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Share a folder with an index.html and print the URL to open it at (its own origin on the
+    /// node's gateway) and its share ticket
+    #[command(
+        after_help = "Examples:\n  pairs site publish www/           # prints http://KEY.localhost:4480/ and the ticket\n  pairs sync TICKET www/            # elsewhere: a copy of the folder, kept in step\n\nThrough a running `pairs node` the site stays up (stop: pairs share stop DIR); without one, this\ncommand serves it until Ctrl-C. The gateway's port: `[gateway] port = N` in config.toml."
+    )]
+    Publish(SitePublishArgs),
+}
+
+/// `pairs site publish`
+#[derive(Debug, Args)]
+pub struct SitePublishArgs {
+    /// The folder: an index.html at its top, the rest as the page links it
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+
+    /// Print the URL and ticket as JSON
+    #[arg(long)]
+    pub json: bool,
+
+    /// TCP port of the gateway on 127.0.0.1 when no node runs (0: any free port) [default: the
+    /// config's `[gateway] port`, else 4480]
+    #[arg(long, value_name = "PORT")]
+    pub gateway_port: Option<u16>,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
 }
 
 /// `pairs send`

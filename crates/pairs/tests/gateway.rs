@@ -1,5 +1,8 @@
 //! The node's HTTP gateway between in-process nodes on loopback: node A shares a small site, node B
 //! (which does not hold it) serves it to curl and to headless Chromium, fetching from A on demand.
+//! Then the command line: `pairs node` with its gateway, `pairs site publish` through it and alone.
+
+mod common;
 
 use std::path::Path;
 use std::process::Command;
@@ -10,6 +13,9 @@ use pairs::base::Ticket as _;
 use pairs::blobs::store::ImportMode;
 use pairs::gateway::{blob_url, share_origin_url, share_url};
 use pairs::share::ShareHandle;
+
+use common::node_proc::NodeProc;
+use common::{Home, SHORT, lines_of, stderr_text};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -432,4 +438,112 @@ fn decode_rgb(png_bytes: &[u8]) -> (u32, u32, Vec<[u8; 3]>) {
         .map(|p| [p[0], p[1], p[2]])
         .collect();
     (info.width, info.height, pixels)
+}
+
+/// `pairs node` serves the gateway on the configured port and says where; `pairs site publish`
+/// through it prints the site's URL, which serves the page, and publishing again is the same site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_publish_through_the_running_node() {
+    let home = Home::new();
+    std::fs::write(home.path().join("config.toml"), "[gateway]\nport = 0\n").unwrap();
+    let site = tempfile::tempdir().unwrap();
+    write_site(site.path());
+    let node = NodeProc::start(&home, "127.0.0.1:0", &[]);
+
+    let status = home.run(&["node", "status", "--json"]);
+    assert!(status.status.success(), "{}", stderr_text(&status));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let gateway = status["gateway"]
+        .as_str()
+        .expect("the status names the gateway");
+    assert!(gateway.starts_with("http://localhost:"), "{gateway}");
+
+    let publish = || {
+        let out = home.run(&["site", "publish", site.path().to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", stderr_text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let first = publish();
+    let url = first["url"].as_str().unwrap().to_owned();
+    let port = gateway
+        .trim_start_matches("http://localhost:")
+        .trim_end_matches('/');
+    assert!(url.ends_with(&format!(".localhost:{port}/")), "{url}");
+    assert!(first["ticket"].as_str().unwrap().starts_with("share"));
+    assert_eq!(
+        publish()["url"],
+        first["url"],
+        "the same folder is the same site"
+    );
+
+    let page = curl(&[&url]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.text(), INDEX_HTML);
+    assert_eq!(
+        curl(&[&format!("{url}sub/page.html")]).await.text(),
+        SUB_HTML
+    );
+
+    let no_index = tempfile::tempdir().unwrap();
+    let out = home.run(&["site", "publish", no_index.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_text(&out).contains("no index.html"),
+        "{}",
+        stderr_text(&out)
+    );
+    assert!(node.stop().success());
+}
+
+/// Without a node, `pairs site publish` runs one with the gateway until stopped; a configured port
+/// that is taken is an error that says how to pick another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_publish_on_its_own_and_a_taken_port() {
+    let home = Home::new();
+    let site = tempfile::tempdir().unwrap();
+    write_site(site.path());
+    let mut child = home
+        .pairs(&[
+            "site",
+            "publish",
+            site.path().to_str().unwrap(),
+            "--gateway-port",
+            "0",
+            "--bind",
+            "127.0.0.1:0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = lines_of(child.stdout.take().unwrap());
+    let url = stdout.recv_timeout(SHORT).expect("the site's URL");
+    let ticket = stdout.recv_timeout(SHORT).expect("the share ticket");
+    assert!(
+        url.starts_with("http://") && url.contains(".localhost:"),
+        "{url}"
+    );
+    assert!(ticket.starts_with("share"), "{ticket}");
+    let page = curl(&[&url]).await;
+    assert_eq!(page.text(), INDEX_HTML);
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = common::wait_status(child, SHORT);
+    assert!(status.success(), "{status}");
+
+    // A port taken by someone else.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!("[gateway]\nport = {port}\n"),
+    )
+    .unwrap();
+    let out = home.run(&["node", "--bind", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("in use") && err.contains("[gateway] port"),
+        "{err}"
+    );
 }

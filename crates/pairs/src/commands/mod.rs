@@ -10,6 +10,7 @@ mod paste;
 mod pipe;
 mod serve;
 mod share;
+mod site;
 mod status;
 mod swarm;
 
@@ -92,5 +93,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Blobs(command) => blobs::run(data_dir, command).await,
         Command::Log(command) => log::run(data_dir, cli.isolated, command).await,
         Command::Kv(command) => kv::run(data_dir, command).await,
+        Command::Site(command) => site::run(data_dir, cli.isolated, command).await,
     }
 }

@@ -13,11 +13,21 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: NodeArgs) -> Res
     match args.command {
         Some(NodeCommand::Status { json }) => status(data_dir, json).await,
         None => {
-            let (node, control) =
-                start(data_dir, isolated, &args.bind, &args.sources, args.no_relay).await?;
+            let (node, control) = start_with_gateway(
+                data_dir,
+                isolated,
+                &args.bind,
+                &args.sources,
+                args.no_relay,
+                true,
+            )
+            .await?;
             let shared = node.reshare().await?;
             eprintln!("pairs: node {} running", node.id());
             eprintln!("pairs: ticket {}", node.ticket().unwrap_or_default());
+            if let Some(addr) = node.gateway_addr() {
+                eprintln!("pairs: gateway http://localhost:{}/", addr.port());
+            }
             eprintln!("pairs: control socket {}", control.path().display());
             eprintln!("pairs: sharing {shared} logs; Ctrl-C or SIGTERM stops");
             super::stop_requested().await;
@@ -38,6 +48,19 @@ pub(crate) async fn start(
     sources: &SourceArgs,
     no_relay: bool,
 ) -> Result<(Node, ControlServer)> {
+    start_with_gateway(data_dir, isolated, bind, sources, no_relay, false).await
+}
+
+/// [`start`], serving the HTTP gateway as `pairs node` does (`[gateway]` in the config, else the
+/// default port) if `gateway`.
+async fn start_with_gateway(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    bind: &BindArgs,
+    sources: &SourceArgs,
+    no_relay: bool,
+    gateway: bool,
+) -> Result<(Node, ControlServer)> {
     let mut builder = Node::builder()
         .isolated(isolated)
         .sources(sources.options())
@@ -50,6 +73,9 @@ pub(crate) async fn start(
         });
     if let Some(dir) = data_dir {
         builder = builder.data_dir(dir);
+    }
+    if gateway {
+        builder = builder.gateway_by_default();
     }
     let node = builder.spawn().await?;
     let control = ControlServer::listen(&node)?;
@@ -78,6 +104,7 @@ fn status_json(status: &NodeStatus) -> serde_json::Value {
     serde_json::json!({
         "node": status.id.to_string(),
         "ticket": status.ticket,
+        "gateway": status.gateway.map(|addr| format!("http://localhost:{}/", addr.port())),
         "pid": status.pid,
         "connections": status.connections,
         "peers": ids(&status.peers),
@@ -95,6 +122,9 @@ fn print_status(status: &NodeStatus) {
     println!("pid          {}", status.pid);
     if let Some(ticket) = &status.ticket {
         println!("ticket       {ticket}");
+    }
+    if let Some(addr) = status.gateway {
+        println!("gateway      http://localhost:{}/", addr.port());
     }
     println!(
         "peers        {} ({} connections)",

@@ -421,6 +421,8 @@ pub struct NodeStatus {
     pub connections: u64,
     /// Every log held: id, entries, shared, peers replicating it.
     pub logs: Vec<LogStatus>,
+    /// Where the HTTP gateway listens, if the node serves it.
+    pub gateway: Option<std::net::SocketAddr>,
 }
 
 /// One log in [`NodeStatus`].

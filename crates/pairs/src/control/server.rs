@@ -440,6 +440,7 @@ async fn status(node: &Node) -> NodeStatus {
         peers,
         connections,
         logs,
+        gateway: node.gateway_addr(),
     }
 }
 
