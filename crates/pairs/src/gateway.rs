@@ -96,7 +96,7 @@ type Items = BTreeMap<String, Item>;
 
 /// What a path turned out to be.
 #[derive(Debug, PartialEq, Eq)]
-enum Found {
+enum At {
     File(Hash, u64),
     Dir(Vec<DirEntry>),
     NotFound,
@@ -192,9 +192,9 @@ impl NodeSource {
         path: &str,
     ) -> Result<Resolved, GatewayError> {
         Ok(match lookup(items, path) {
-            Found::File(hash, _) => Resolved::File(content(node, hash).await?),
-            Found::Dir(entries) => Resolved::Directory(entries),
-            Found::NotFound => Resolved::NotFound,
+            At::File(hash, _) => Resolved::File(content(node, hash).await?),
+            At::Dir(entries) => Resolved::Directory(entries),
+            At::NotFound => Resolved::NotFound,
         })
     }
 
@@ -465,25 +465,25 @@ impl pairs_gateway::RangeReader for StoreFile {
 }
 
 /// What `path` is in `items`, following links within them.
-fn lookup(items: &Items, path: &str) -> Found {
+fn lookup(items: &Items, path: &str) -> At {
     let mut path = path.to_owned();
     for _ in 0..=MAX_LINKS {
         match items.get(&path) {
-            Some(Item::File { hash, size }) => return Found::File(*hash, *size),
+            Some(Item::File { hash, size }) => return At::File(*hash, *size),
             Some(Item::Link(target)) => match follow(&path, target) {
                 Some(next) => path = next,
-                None => return Found::NotFound,
+                None => return At::NotFound,
             },
             None if path.is_empty() || is_dir(items, &path) => {
-                return Found::Dir(children(items, &path));
+                return At::Dir(children(items, &path));
             }
             None => match through_link(items, &path) {
                 Some(next) => path = next,
-                None => return Found::NotFound,
+                None => return At::NotFound,
             },
         }
     }
-    Found::NotFound
+    At::NotFound
 }
 
 /// `path` with its first component that is a link replaced by where the link leads.
@@ -608,29 +608,26 @@ mod tests {
             ("out", Some("../../etc/passwd")),
             ("gone", Some("nothing-here")),
         ]);
-        assert!(matches!(lookup(&items, "index.html"), Found::File(_, 10)));
-        assert!(matches!(lookup(&items, "home.html"), Found::File(_, 10)));
-        assert!(matches!(lookup(&items, "css/up.html"), Found::File(_, 10)));
-        assert!(matches!(
-            lookup(&items, "styles/site.css"),
-            Found::File(_, 12)
-        ));
-        assert!(matches!(lookup(&items, "styles/deep"), Found::Dir(_)));
-        assert_eq!(lookup(&items, "loop/x"), Found::NotFound);
+        assert!(matches!(lookup(&items, "index.html"), At::File(_, 10)));
+        assert!(matches!(lookup(&items, "home.html"), At::File(_, 10)));
+        assert!(matches!(lookup(&items, "css/up.html"), At::File(_, 10)));
+        assert!(matches!(lookup(&items, "styles/site.css"), At::File(_, 12)));
+        assert!(matches!(lookup(&items, "styles/deep"), At::Dir(_)));
+        assert_eq!(lookup(&items, "loop/x"), At::NotFound);
         assert_eq!(
             lookup(&items, "css"),
-            Found::Dir(vec![
+            At::Dir(vec![
                 DirEntry::dir("deep"),
                 DirEntry::file("site.css", 12),
                 DirEntry::file("up.html", 10),
             ])
         );
-        assert!(matches!(lookup(&items, "styles"), Found::Dir(ref e) if e.len() == 3));
-        assert_eq!(lookup(&items, "cs"), Found::NotFound);
-        assert_eq!(lookup(&items, "loop"), Found::NotFound);
-        assert_eq!(lookup(&items, "out"), Found::NotFound);
-        assert_eq!(lookup(&items, "gone"), Found::NotFound);
-        let Found::Dir(root) = lookup(&items, "") else {
+        assert!(matches!(lookup(&items, "styles"), At::Dir(ref e) if e.len() == 3));
+        assert_eq!(lookup(&items, "cs"), At::NotFound);
+        assert_eq!(lookup(&items, "loop"), At::NotFound);
+        assert_eq!(lookup(&items, "out"), At::NotFound);
+        assert_eq!(lookup(&items, "gone"), At::NotFound);
+        let At::Dir(root) = lookup(&items, "") else {
             panic!("the root is a directory")
         };
         let mut names: Vec<_> = root.iter().map(|e| (e.name.as_str(), e.is_dir)).collect();

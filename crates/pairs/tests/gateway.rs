@@ -2,6 +2,8 @@
 //! (which does not hold it) serves it to curl and to headless Chromium, fetching from A on demand.
 //! Then the command line: `pairs node` with its gateway, `pairs site publish` through it and alone.
 
+#![cfg(feature = "gateway")]
+
 mod common;
 
 use std::path::Path;
