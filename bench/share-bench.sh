@@ -518,7 +518,7 @@ sync_part() {
     result "== $name: $files file(s), $mb MB, $RATE_MBIT Mbit/s tbf each way =="
     b3sum_rate "$bytes" "$src"
     result "  b3sum, all threads: $B3_ALL s, $(calc %.0f "$bytes / 1e6 / $B3_ALL") MB/s; one thread: $B3_ONE s, $(calc %.0f "$bytes / 1e6 / $B3_ONE") MB/s"
-    if [ "${SKIP_PAIRS:-0}" = 1 ]; then PUB=1 SYNC=1; else pairs_publish_and_sync "$name" "$src" "$files" "$bytes" "$edit"; fi
+    pairs_publish_and_sync "$name" "$src" "$files" "$bytes" "$edit"
     result "  pairs share add speed / b3sum: $(calc %.2f "$B3_ALL / $PUB") (all threads), $(calc %.2f "$B3_ONE / $PUB") (one thread)  [goal >= 0.8]"
     if [ "$RSYNC" = 1 ]; then
         rsync_run "$name" "$src"
