@@ -97,9 +97,11 @@ PAIRS_BIN=$(realpath "$PAIRS_BIN")
 
 # --- lab and cleanup ----------------------------------------------------------------------------
 PIDS=()
+CHILD=
 cleanup() {
     local rc=$?
     set +e
+    [ -z "$CHILD" ] || kill -TERM "$CHILD" 2>/dev/null
     for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null; done
     sleep 0.3
     for ns in $NS_A $NS_B; do
@@ -323,8 +325,9 @@ if __name__ == "__main__":
           "st-pending": st_pending, "st-wait": st_wait}[cmd]
     sys.exit(fn(*args) or 0)
 EOF
-helper() { "$PY" "$WORK/helper.py" "$@"; }
-helper_in() { local ns=$1; shift; ip netns exec "$ns" "$PY" "$WORK/helper.py" "$@"; }
+# Helpers run in the background and are waited for, so that an interrupt reaches the traps at once.
+helper() { "$PY" "$WORK/helper.py" "$@" & CHILD=$!; wait $CHILD; }
+helper_in() { local ns=$1; shift; ip netns exec "$ns" "$PY" "$WORK/helper.py" "$@" & CHILD=$!; wait $CHILD; }
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -413,9 +416,9 @@ pairs_publish_and_sync() {
     result "  pairs sync (B, until in step and equal): $SYNC s"
     if [ -n "$edit" ]; then
         local out
-        out=$(helper edit-latency "$a" "$b" "$EDITS") || die "pairs: an edit never arrived"
+        helper edit-latency "$a" "$b" "$EDITS" >"$WORK/logs/$name-pairs-edits.json" || die "pairs: an edit never arrived"
+        out=$(cat "$WORK/logs/$name-pairs-edits.json")
         result "  pairs edit on A -> content on B ($EDITS edits): median $(jq -r '.median*1000|round' <<<"$out") ms, p90 $(jq -r '.p90*1000|round' <<<"$out") ms, max $(jq -r '.max*1000|round' <<<"$out") ms"
-        echo "$out" >"$WORK/logs/$name-pairs-edits.json"
     fi
     stop_all
     rm -rf "$a" "$b" "$ha" "$hb"
@@ -497,9 +500,9 @@ syncthing_run() {
     result "  syncthing (B accepts the folder until complete): $ST_T s"
     if [ -n "$edit" ]; then
         local out
-        out=$(helper edit-latency "$a" "$b" "$EDITS") || die "syncthing: an edit never arrived"
+        helper edit-latency "$a" "$b" "$EDITS" >"$WORK/logs/$name-st-edits.json" || die "syncthing: an edit never arrived"
+        out=$(cat "$WORK/logs/$name-st-edits.json")
         result "  syncthing edit on A -> content on B (fsWatcherDelayS=1, $EDITS edits): median $(jq -r '.median*1000|round' <<<"$out") ms, p90 $(jq -r '.p90*1000|round' <<<"$out") ms, max $(jq -r '.max*1000|round' <<<"$out") ms"
-        echo "$out" >"$WORK/logs/$name-st-edits.json"
     fi
     stop_all
     rm -rf "$a" "$b" "$WORK/st-home-a" "$WORK/st-home-b"
