@@ -13,11 +13,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The tests here each run two nodes that hash and move many megabytes: one at a time, so that two
 /// cores are not shared four ways.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn node(dir: &Path) -> Node {
     Node::builder()
@@ -100,7 +96,7 @@ async fn in_step(h: &ShareHandle) -> FolderStatus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_edit_delete_rename_and_conflict_without_losing_anything() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let owner = node(&tmp.path().join("owner")).await;
     let other = node(&tmp.path().join("other")).await;
@@ -204,7 +200,7 @@ async fn two_writers_edit_delete_rename_and_conflict_without_losing_anything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_megabyte_of_a_large_file_moves_about_a_megabyte() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     const SIZE: usize = 256 << 20;
     let tmp = tempfile::tempdir().unwrap();
     let owner = node(&tmp.path().join("owner")).await;
@@ -266,7 +262,7 @@ async fn a_changed_megabyte_of_a_large_file_moves_about_a_megabyte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admitted_writer_cannot_write_outside_the_folder() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let owner = node(&tmp.path().join("owner")).await;
     let rogue = node(&tmp.path().join("rogue")).await;
@@ -362,7 +358,7 @@ async fn an_admitted_writer_cannot_write_outside_the_folder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_fetches_one_path_without_the_rest() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let owner = node(&tmp.path().join("owner")).await;
     let other = node(&tmp.path().join("other")).await;
@@ -399,7 +395,7 @@ async fn get_fetches_one_path_without_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_small_files_and_large_ones_sync_and_stay_identical() {
-    let _serial = one_at_a_time();
+    let _serial = ONE_AT_A_TIME.lock().await;
     let tmp = tempfile::tempdir().unwrap();
     let owner = node(&tmp.path().join("owner")).await;
     let other = node(&tmp.path().join("other")).await;

@@ -29,6 +29,17 @@ pub(crate) async fn swarm_node(
     isolated: bool,
     args: &DiscoveryArgs,
 ) -> Result<Node> {
+    node_with(data_dir, isolated, args, !args.node_key).await
+}
+
+/// A node with the discovery flags: a fresh key, or the data directory's own (which a share's
+/// admitted writer needs across runs).
+pub(crate) async fn node_with(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    args: &DiscoveryArgs,
+    fresh_key: bool,
+) -> Result<Node> {
     let mut builder = Node::builder()
         .isolated(isolated)
         .sources(args.sources.options())
@@ -42,7 +53,7 @@ pub(crate) async fn swarm_node(
     if let Some(dir) = data_dir {
         builder = builder.data_dir(dir);
     }
-    if !args.node_key {
+    if fresh_key {
         builder = builder.fresh_key();
     }
     builder.spawn().await

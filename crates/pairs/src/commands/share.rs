@@ -22,20 +22,7 @@ async fn folder_node(
     isolated: bool,
     args: &DiscoveryArgs,
 ) -> Result<Node> {
-    let mut builder = Node::builder()
-        .isolated(isolated)
-        .sources(args.sources.options())
-        .bind(args.bind.bind)
-        .port(args.bind.port)
-        .relay_circuits(if args.no_relay {
-            0
-        } else {
-            pairs::node::DEFAULT_RELAY_CIRCUITS
-        });
-    if let Some(dir) = data_dir {
-        builder = builder.data_dir(dir);
-    }
-    builder.spawn().await
+    super::node_with(data_dir, isolated, args, false).await
 }
 
 fn parse(ticket: &str) -> Result<ShareTicket> {

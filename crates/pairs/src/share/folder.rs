@@ -438,13 +438,23 @@ impl Folder {
             self.log.append_payloads(encode_changes(&changes)).await?;
             self.status.send_modify(|s| s.published += count);
         }
-        // Record what the share now holds for what is here.
-        let shown = self.tree().await?.shown();
+        // Record what the share now holds for what is here. A value just published may lose the
+        // path to a concurrent one (it is then a conflict copy): it is still what this copy is in
+        // step with, so the next edit here replaces it rather than adding a third version.
+        let tree = self.tree().await?;
+        let shown = tree.shown();
+        let me = self.log.writer();
         for (path, local) in self.index.paths.iter_mut() {
             if let Some(s) = shown.get(path)
                 && Content::of(&s.version.state).as_ref() == Some(&local.content)
             {
                 local.synced = Some((s.version.id, local.content.clone()));
+            } else if local.modified()
+                && let Some(v) = tree.versions(path).iter().find(|v| {
+                    v.author == me && Content::of(&v.state).as_ref() == Some(&local.content)
+                })
+            {
+                local.synced = Some((v.id, local.content.clone()));
             }
         }
         Ok(())
