@@ -20,6 +20,17 @@ impl NodeAddr {
     /// Most addresses a ticket may carry; a longer list is rejected when parsing.
     pub const MAX_ADDRS: usize = 32;
 
+    /// Checks a ticket's list of providers: at most `max`, each within [`NodeAddr::MAX_ADDRS`].
+    pub fn check_providers(providers: &[NodeAddr], max: usize) -> Result<(), &'static str> {
+        if providers.len() > max {
+            return Err("too many providers");
+        }
+        if providers.iter().any(|p| p.addrs.len() > Self::MAX_ADDRS) {
+            return Err("too many addresses");
+        }
+        Ok(())
+    }
+
     /// A node address with the given id and addresses.
     pub fn new(node_id: NodeId, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
         Self {

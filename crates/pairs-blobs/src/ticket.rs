@@ -30,17 +30,7 @@ impl Ticket for BlobTicket {
     const KIND: &'static str = "blob";
 
     fn check(&self) -> Result<(), &'static str> {
-        if self.providers.len() > BlobTicket::MAX_PROVIDERS {
-            return Err("too many providers");
-        }
-        if self
-            .providers
-            .iter()
-            .any(|p| p.addrs.len() > NodeAddr::MAX_ADDRS)
-        {
-            return Err("too many addresses");
-        }
-        Ok(())
+        NodeAddr::check_providers(&self.providers, BlobTicket::MAX_PROVIDERS)
     }
 }
 

@@ -316,13 +316,13 @@ impl Folder {
         let root = self.root.clone();
         let (seen, unreadable) = tokio::task::spawn_blocking(move || walk(&root)).await??;
         self.refresh(&seen).await?;
-        if writable {
-            self.publish(&seen).await?;
+        let tree = if writable {
+            self.publish(&seen).await?
         } else {
             // A mirror puts back what was deleted here.
             self.index.paths.retain(|path, _| seen.contains_key(path));
-        }
-        let tree = self.tree().await?;
+            self.tree().await?
+        };
         let left = self.apply(&tree, writable).await?;
         if let Some(path) = &self.index_path {
             self.index.save(path)?;
@@ -397,8 +397,9 @@ impl Folder {
         Ok(())
     }
 
-    /// Publishes what changed here since the last round as one batch.
-    async fn publish(&mut self, seen: &BTreeMap<String, Seen>) -> Result<()> {
+    /// Publishes what changed here since the last round as one batch; returns the share's tree
+    /// after it (folded again only if something was published).
+    async fn publish(&mut self, seen: &BTreeMap<String, Seen>) -> Result<Tree> {
         let tree = self.tree().await?;
         let shown = tree.shown();
         let mut changes = Vec::new();
@@ -433,15 +434,17 @@ impl Folder {
         for path in gone {
             self.index.paths.remove(&path);
         }
-        if !changes.is_empty() {
+        let tree = if changes.is_empty() {
+            tree
+        } else {
             let count = changes.len() as u64;
             self.log.append_payloads(encode_changes(&changes)).await?;
             self.status.send_modify(|s| s.published += count);
-        }
+            self.tree().await?
+        };
         // Record what the share now holds for what is here. A value just published may lose the
         // path to a concurrent one (it is then a conflict copy): it is still what this copy is in
         // step with, so the next edit here replaces it rather than adding a third version.
-        let tree = self.tree().await?;
         let shown = tree.shown();
         let me = self.log.writer();
         for (path, local) in self.index.paths.iter_mut() {
@@ -457,7 +460,7 @@ impl Folder {
                 local.synced = Some((v.id, local.content.clone()));
             }
         }
-        Ok(())
+        Ok(tree)
     }
 
     /// Writes the share's tree into the folder; returns how many paths are still to do.

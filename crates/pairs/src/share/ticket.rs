@@ -18,17 +18,7 @@ impl Ticket for ShareTicket {
     const KIND: &'static str = "share";
 
     fn check(&self) -> Result<(), &'static str> {
-        if self.providers.len() > ShareTicket::MAX_PROVIDERS {
-            return Err("too many providers");
-        }
-        if self
-            .providers
-            .iter()
-            .any(|p| p.addrs.len() > NodeAddr::MAX_ADDRS)
-        {
-            return Err("too many addresses");
-        }
-        Ok(())
+        NodeAddr::check_providers(&self.providers, ShareTicket::MAX_PROVIDERS)
     }
 }
 
