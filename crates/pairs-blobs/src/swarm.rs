@@ -230,6 +230,8 @@ pub struct BlobSwarm {
     uploading: usize,
     /// Times each group was sent to anyone.
     served: Vec<u16>,
+    /// Bytes a reader waits for ([`BlobSwarm::set_reader_window`]), kept until the layer is known.
+    reader_window: Option<(u64, u64)>,
 }
 
 impl BlobSwarm {
@@ -255,6 +257,7 @@ impl BlobSwarm {
             received_gone: 0,
             uploading: 0,
             served: Vec::new(),
+            reader_window: None,
             config,
         };
         if hash == Hash::of(b"") {
@@ -280,6 +283,10 @@ impl BlobSwarm {
         self.picker = Some(Picker::new(have, self.config.seed));
         self.layer = Some(layer);
         self.layer_state = LayerState::Ready;
+        // A reader that came before the layer: its groups are the first asked for.
+        if let Some((start, end)) = self.reader_window {
+            self.apply_reader_window(start, end);
+        }
         // Peers were told we hold nothing; from now on we can trade, so say what we hold.
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
@@ -358,13 +365,24 @@ impl BlobSwarm {
     }
 
     /// A reader waits for bytes `start..end` (video, a file opened on demand): those groups come first.
+    /// Set before the layer is known, it applies from the first requests on. An empty window
+    /// (`start >= end`) clears it.
     pub fn set_reader_window(&mut self, start: u64, end: u64) {
+        self.reader_window = (start < end).then_some((start, end));
+        self.apply_reader_window(start, end);
+        self.request_all(None);
+    }
+
+    fn apply_reader_window(&mut self, start: u64, end: u64) {
         if let Some(picker) = &mut self.picker {
             let first = start / GROUP_SIZE;
-            let last = end.div_ceil(GROUP_SIZE);
-            picker.set_deadlines(vec![(first, last)]);
+            let last = end.div_ceil(GROUP_SIZE).min(picker.have().len());
+            picker.set_deadlines(if first < last {
+                vec![(first, last)]
+            } else {
+                Vec::new()
+            });
         }
-        self.request_all(None);
     }
 
     /// A stream to a peer opened (either side): send our hello and what we hold.

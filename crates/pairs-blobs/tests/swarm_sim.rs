@@ -509,3 +509,43 @@ fn a_free_rider_gets_a_small_share_while_upload_is_contended() {
     sim.run_until_done(&[rider], Duration::from_secs(600));
     sim.assert_intact(rider);
 }
+
+#[test]
+fn a_reader_window_set_before_the_layer_is_fetched_first() {
+    let size = 8 * MB;
+    let mut sim = Sim::new(content(size, 9));
+    sim.add(true, Behaviour::Honest, 64 * 1024);
+    let reader = sim.add(false, Behaviour::Honest, 64 * 1024);
+    // Half a MiB near the end, asked for before anything is known of the blob (a gateway request
+    // that arrives first).
+    let (start, end) = (6 * MB as u64, 6 * MB as u64 + MB as u64 / 2);
+    sim.nodes[reader].swarm.set_reader_window(start, end);
+    sim.mesh();
+    let (first, last) = (start / GROUP_SIZE, end / GROUP_SIZE);
+    let window_held = |sim: &Sim| {
+        sim.nodes[reader]
+            .swarm
+            .have()
+            .is_some_and(|have| (first..last).all(|g| have.get(g)))
+    };
+    while !window_held(&sim) {
+        assert!(sim.now < Duration::from_secs(60), "the window never came");
+        sim.step();
+    }
+    let held = sim.nodes[reader].swarm.bytes_held();
+    // The window, the last group (which proves the size) and little else: not a random quarter.
+    assert!(
+        held <= end - start + MB as u64 / 4,
+        "the window came first: {held} bytes held when it was complete"
+    );
+    for g in first..last {
+        let at = (g * GROUP_SIZE) as usize;
+        assert!(
+            sim.nodes[reader].data[g as usize].as_deref()
+                == Some(&sim.content[at..at + GROUP_SIZE as usize]),
+            "group {g} is the content's"
+        );
+    }
+    sim.run_until_done(&[reader], Duration::from_secs(60));
+    sim.assert_intact(reader);
+}
