@@ -14,7 +14,11 @@
 //! path is a 404 with the site's own `404.html` when it has one. Files support a single `Range`
 //! (206/416, `Accept-Ranges: bytes`), a strong `ETag` (the [`File::etag`] the source gives) with
 //! `If-None-Match` (304) and `If-Range`, and HEAD; any other method is 405. Bodies are streamed in
-//! chunks of [`CHUNK`] bytes read on blocking threads, never held whole in memory.
+//! chunks of [`CHUNK`] bytes read on blocking threads, never held whole in memory. A file may still
+//! be arriving ([`RangeReader::ready`]): its headers go out with the first bytes of the range asked
+//! for, and the rest follows as it comes; if the first bytes take longer than
+//! [`Config::read_timeout`] the answer is 504, if later ones do the connection is closed (a truncated
+//! body, never a short file that looks whole). HEAD does not wait.
 //!
 //! Only requests whose `Host` names the gateway (`127.0.0.1`, `localhost`, `[::1]` or
 //! `LABEL.localhost`, with its port) are answered; anything else is 403, which defeats DNS rebinding.

@@ -4,6 +4,7 @@
 use std::io;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -82,6 +83,7 @@ async fn handle(State(inner): State<Arc<Inner>>, request: Request) -> Response {
                 inner: &inner,
                 path: &path,
                 headers: request.headers(),
+                head,
             };
             ask.serve(uri.path(), uri.query()).await
         }
@@ -119,6 +121,8 @@ struct Ask<'a> {
     inner: &'a Inner,
     path: &'a SitePath,
     headers: &'a HeaderMap,
+    /// A HEAD request: headers only, sent without waiting for the body's bytes.
+    head: bool,
 }
 
 impl Ask<'_> {
@@ -137,7 +141,7 @@ impl Ask<'_> {
             }
             Resolved::File(file) => {
                 let name = self.path.segments.last().map_or("", String::as_str);
-                self.file(file, name, StatusCode::OK)
+                self.file(file, name, StatusCode::OK).await
             }
             Resolved::Directory(mut entries) => {
                 if !self.path.trailing_slash {
@@ -159,7 +163,7 @@ impl Ask<'_> {
                     format!("{joined}/index.html")
                 };
                 match self.resolve(&index).await {
-                    Ok(Resolved::File(file)) => self.file(file, "index.html", StatusCode::OK),
+                    Ok(Resolved::File(file)) => self.file(file, "index.html", StatusCode::OK).await,
                     Ok(_) => {
                         let is_root = self.path.segments.is_empty();
                         self.own_page(
@@ -189,13 +193,13 @@ impl Ask<'_> {
     /// 404, with the site's own `404.html` when it has one.
     async fn not_found(&self) -> Response {
         match self.resolve("404.html").await {
-            Ok(Resolved::File(file)) => self.file(file, "404.html", StatusCode::NOT_FOUND),
+            Ok(Resolved::File(file)) => self.file(file, "404.html", StatusCode::NOT_FOUND).await,
             _ => self.secured(text(StatusCode::NOT_FOUND, "not found\n")),
         }
     }
 
     /// A file: 200 (or `status`, for a 404 page), 206, 304 or 416.
-    fn file(&self, file: File, name: &str, status: StatusCode) -> Response {
+    async fn file(&self, file: File, name: &str, status: StatusCode) -> Response {
         let etag = range::quote(&file.etag);
         let mut headers = HeaderMap::new();
         if let Ok(value) = HeaderValue::from_str(&etag) {
@@ -218,7 +222,7 @@ impl Ask<'_> {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             headers.remove(header::ETAG);
             headers.insert(header::CONTENT_TYPE, content_type);
-            return self.secured(body_response(status, headers, &file, 0..file.size));
+            return self.secured(self.body(status, headers, &file, 0..file.size).await);
         }
 
         let if_none_match = self
@@ -252,9 +256,10 @@ impl Ask<'_> {
             _ => Ranged::Full,
         };
         match ranged {
-            Ranged::Full => {
-                self.secured(body_response(StatusCode::OK, headers, &file, 0..file.size))
-            }
+            Ranged::Full => self.secured(
+                self.body(StatusCode::OK, headers, &file, 0..file.size)
+                    .await,
+            ),
             Ranged::Partial(range) => {
                 let content_range =
                     format!("bytes {}-{}/{}", range.start, range.end - 1, file.size);
@@ -262,12 +267,10 @@ impl Ask<'_> {
                     header::CONTENT_RANGE,
                     HeaderValue::from_str(&content_range).expect("ascii"),
                 );
-                self.secured(body_response(
-                    StatusCode::PARTIAL_CONTENT,
-                    headers,
-                    &file,
-                    range,
-                ))
+                self.secured(
+                    self.body(StatusCode::PARTIAL_CONTENT, headers, &file, range)
+                        .await,
+                )
             }
             Ranged::Unsatisfiable => {
                 let content_range = format!("bytes */{}", file.size);
@@ -282,6 +285,48 @@ impl Ask<'_> {
                 self.secured(response)
             }
         }
+    }
+
+    /// A response with `range` of `file` as its body. The headers are known already; they go out with
+    /// the first bytes of the range (a file still arriving waits for them, at most
+    /// [`Config::read_timeout`], else 504), or at once for HEAD.
+    async fn body(
+        &self,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        file: &File,
+        range: Range<u64>,
+    ) -> Response {
+        headers.insert(
+            header::CONTENT_LENGTH,
+            HeaderValue::from(range.end - range.start),
+        );
+        if self.head || range.is_empty() {
+            return with_headers(status, headers, Body::empty());
+        }
+        let timeout = self.inner.config.read_timeout;
+        let first =
+            match tokio::time::timeout(timeout, file.reader.ready(range.start, range.end)).await {
+                Ok(Ok(0)) => {
+                    return error(&GatewayError::Unavailable(format!(
+                        "the file ended at byte {}",
+                        range.start
+                    )));
+                }
+                Ok(Ok(available)) => available,
+                Ok(Err(err)) => return error(&GatewayError::Unavailable(err.to_string())),
+                Err(_) => {
+                    return text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the content did not arrive in time\n",
+                    );
+                }
+            };
+        with_headers(
+            status,
+            headers,
+            read_body(file.reader.clone(), range, first, timeout),
+        )
     }
 
     /// A page the gateway writes itself (a listing).
@@ -352,42 +397,60 @@ fn guess_type(name: &str) -> String {
     }
 }
 
-/// A response with `range` of `file` as its body.
-fn body_response(
-    status: StatusCode,
-    mut headers: HeaderMap,
-    file: &File,
-    range: Range<u64>,
-) -> Response {
-    headers.insert(
-        header::CONTENT_LENGTH,
-        HeaderValue::from(range.end - range.start),
-    );
-    with_headers(status, headers, read_body(file.reader.clone(), range))
-}
-
 /// Streams `range` of `reader`, one chunk of at most [`CHUNK`] bytes at a time, each read on a blocking
-/// thread. A read error or a file shorter than promised ends the body early, so the client sees the
-/// transfer fail rather than a short file.
-fn read_body(reader: Arc<dyn RangeReader>, range: Range<u64>) -> Body {
-    let chunks = stream::unfold((reader, range), |(reader, range)| async move {
-        if range.is_empty() {
-            return None;
-        }
-        let len = (range.end - range.start).min(CHUNK as u64) as usize;
-        let offset = range.start;
-        let task_reader = reader.clone();
-        let read = tokio::task::spawn_blocking(move || read_exact_at(&*task_reader, len, offset))
-            .await
-            .unwrap_or_else(|err| Err(io::Error::other(err)));
-        match read {
-            Ok(bytes) => Some((Ok(bytes), (reader, offset + len as u64..range.end))),
-            Err(err) => {
-                debug!(%err, offset, "gateway: reading a file failed; ending the response early");
-                Some((Err(err), (reader, range.end..range.end)))
+/// thread, never more than [`RangeReader::ready`] allowed (`available`: what it allowed from
+/// `range.start` on). A read error, a wait longer than `timeout` or a file shorter than promised ends
+/// the body early, so the client sees the transfer fail rather than a short file.
+fn read_body(
+    reader: Arc<dyn RangeReader>,
+    range: Range<u64>,
+    available: u64,
+    timeout: Duration,
+) -> Body {
+    let chunks = stream::unfold(
+        (reader, range, available),
+        move |(reader, range, available)| async move {
+            if range.is_empty() {
+                return None;
             }
-        }
-    });
+            let offset = range.start;
+            let available = match available {
+                0 => match tokio::time::timeout(timeout, reader.ready(offset, range.end)).await {
+                    Ok(Ok(0)) => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file ended at byte {offset}"),
+                    )),
+                    Ok(result) => result,
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("byte {offset} did not arrive in time"),
+                    )),
+                },
+                available => Ok(available),
+            };
+            let read = match available {
+                Ok(available) => {
+                    let len = (range.end - offset).min(available).min(CHUNK as u64) as usize;
+                    let task_reader = reader.clone();
+                    tokio::task::spawn_blocking(move || read_exact_at(&*task_reader, len, offset))
+                        .await
+                        .unwrap_or_else(|err| Err(io::Error::other(err)))
+                        .map(|bytes| (bytes, available - len as u64))
+                }
+                Err(err) => Err(err),
+            };
+            match read {
+                Ok((bytes, left)) => {
+                    let next = offset + bytes.len() as u64..range.end;
+                    Some((Ok(bytes), (reader, next, left)))
+                }
+                Err(err) => {
+                    debug!(%err, offset, "gateway: reading a file failed; ending the response early");
+                    Some((Err(err), (reader, range.end..range.end, 0)))
+                }
+            }
+        },
+    );
     Body::from_stream(chunks)
 }
 

@@ -25,6 +25,11 @@ use crate::source::Source;
 pub struct Config {
     /// How long one [`Source::resolve`] call may take before the request is answered with 504.
     pub resolve_timeout: Duration,
+    /// How long a response waits for the next bytes of a file still arriving
+    /// ([`RangeReader::ready`](crate::RangeReader::ready)): for the first ones, the answer is then a
+    /// 504 (no headers were sent yet); later, the connection is closed, so the client sees a
+    /// truncated body rather than a complete-looking one.
+    pub read_timeout: Duration,
     /// How long a connection may take to send a request's headers (idle keep-alive connections
     /// included) before it is closed.
     pub header_read_timeout: Duration,
@@ -39,6 +44,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             resolve_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
             max_connections: 256,
             shutdown_grace: Duration::from_secs(2),

@@ -134,9 +134,23 @@ impl DirEntry {
 ///
 /// Calls may block (disk reads): the gateway makes them on tokio's blocking threads, one chunk of at
 /// most [`CHUNK`](crate::CHUNK) bytes at a time, so a file is never held in memory whole.
+///
+/// A file may still be arriving (fetched from peers while it is served): before each read the gateway
+/// awaits [`ready`](RangeReader::ready), and reads no more than it allowed.
 pub trait RangeReader: Send + Sync + 'static {
     /// Reads up to `buf.len()` bytes at `offset`, returning how many were read (0 only at the end).
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Waits until the bytes at `offset` may be read, for a response that reads `offset..end` in
+    /// order (a hint of what to fetch first), and returns how many bytes from `offset` on may be read
+    /// now: at least 1 when `offset < end`. An error ends the response: before its headers with 502,
+    /// after them by closing the connection. The default, for a file that is all here, allows the
+    /// rest at once.
+    ///
+    /// The gateway bounds each wait by [`Config::read_timeout`](crate::Config::read_timeout).
+    fn ready(&self, offset: u64, end: u64) -> BoxFuture<'_, io::Result<u64>> {
+        Box::pin(std::future::ready(Ok(end.saturating_sub(offset))))
+    }
 }
 
 impl RangeReader for Bytes {
@@ -200,7 +214,8 @@ impl From<io::Error> for GatewayError {
 /// trailing slash; `""` is the site's root. The gateway guarantees every segment is non-empty and none
 /// is `.` or `..` or contains NUL or `\`. A directory's `index.html` and a site's `404.html` are asked
 /// for like any other path. Calls may come concurrently; each is bounded by
-/// [`Config::resolve_timeout`](crate::Config::resolve_timeout).
+/// [`Config::resolve_timeout`](crate::Config::resolve_timeout). A file need not be here whole to
+/// be resolved: its [`RangeReader::ready`] waits for its bytes as they arrive.
 pub trait Source: Send + Sync + 'static {
     /// Looks up `path` in `site`.
     fn resolve<'a>(

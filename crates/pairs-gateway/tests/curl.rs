@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::Ordering;
 
 use common::{
-    BROKEN, DOCS_INDEX_HTML, HASH, INDEX_HTML, KEY, NOT_FOUND_HTML, Running, SHORT, SLOW,
+    ARRIVING, BROKEN, DOCS_INDEX_HTML, HASH, INDEX_HTML, KEY, NOT_FOUND_HTML, Running, SHORT, SLOW,
     STYLE_CSS, TICKET, binary, curl,
 };
 
@@ -509,5 +509,108 @@ fn a_file_shorter_than_promised_fails_the_transfer() {
         output.status.code(),
         Some(18),
         "curl must see a failed transfer, not a short file"
+    );
+}
+
+/// Reads from `stream` until `buf` holds at least `len` bytes (or the stream ends).
+fn read_until_len(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, len: usize) {
+    use std::io::Read;
+    let mut chunk = [0u8; 64 * 1024];
+    while buf.len() < len {
+        match stream.read(&mut chunk).expect("reading the response") {
+            0 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn a_file_is_served_as_its_bytes_arrive() {
+    use std::io::Write;
+    let gateway = Running::start();
+    let arriving = gateway.source.arriving.clone();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /share/{ARRIVING}/live.bin HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+        gateway.port
+    )
+    .unwrap();
+    // Only the first 300,000 bytes are here: the headers and those bytes come, the rest waits.
+    arriving.release(300_000);
+    let mut received = Vec::new();
+    let mut head_end = None;
+    while head_end.is_none() {
+        let want = received.len() + 1;
+        read_until_len(&mut stream, &mut received, want);
+        head_end = received
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| at + 4);
+    }
+    let head_end = head_end.unwrap();
+    let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 1048576\r\n"), "{head}");
+    assert!(head.contains("etag: \"live\"\r\n"), "{head}");
+    assert!(head.contains("accept-ranges: bytes\r\n"), "{head}");
+    read_until_len(&mut stream, &mut received, head_end + 300_000);
+    let data = &arriving.bytes;
+    assert!(
+        received[head_end..] == data[..300_000],
+        "the bytes that arrived, and no more: got {}",
+        received.len() - head_end
+    );
+    // The rest arrives: the body completes, intact.
+    arriving.release(data.len() as u64);
+    read_until_len(&mut stream, &mut received, usize::MAX);
+    assert!(received[head_end..] == data[..], "the whole file, intact");
+}
+
+#[test]
+fn a_file_that_never_arrives_is_a_504_and_head_answers_at_once() {
+    let config = pairs_gateway::Config {
+        read_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let gateway = Running::start_with(config);
+    let url = gateway.plain(&format!("/share/{ARRIVING}/live.bin"));
+    let reply = curl(&[&url]);
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.text(), "the content did not arrive in time\n");
+    // HEAD needs no byte of the body: its headers are known.
+    let head = curl(&["--head", &url]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("1048576"));
+    assert_eq!(head.header("etag"), Some("\"live\""));
+}
+
+#[test]
+fn a_file_that_stops_arriving_ends_in_a_truncated_body() {
+    let config = pairs_gateway::Config {
+        read_timeout: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let gateway = Running::start_with(config);
+    let arriving = gateway.source.arriving.clone();
+    arriving.release(100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let output = std::process::Command::new("/usr/bin/curl")
+        .args(["--silent", "--max-time", "30", "--output"])
+        .arg(&body)
+        .arg(gateway.plain(&format!("/share/{ARRIVING}/live.bin")))
+        .output()
+        .unwrap();
+    // 18: "partial file": the connection closed before Content-Length bytes came.
+    assert_eq!(output.status.code(), Some(18), "a failed transfer");
+    let got = std::fs::read(&body).unwrap();
+    assert!(
+        got == arriving.bytes[..100_000],
+        "what arrived, and nothing else: {} bytes",
+        got.len()
     );
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use pairs_gateway::{
@@ -25,6 +25,9 @@ pub const BROKEN: &str = "broken";
 pub const SLOW: &str = "slow";
 /// A share with one file, `short.bin`, that promises more bytes than its reader has.
 pub const SHORT: &str = "short";
+/// A share with one file, `live.bin` (the 1 MiB binary), whose bytes arrive as the test releases
+/// them ([`Arriving`]).
+pub const ARRIVING: &str = "arriving";
 
 /// The background colour the site's CSS sets: the browser test looks for it in the screenshot.
 pub const BACKGROUND: [u8; 3] = [0x12, 0xab, 0x34];
@@ -61,6 +64,8 @@ pub struct MemSource {
     files: BTreeMap<String, Arc<Vec<u8>>>,
     /// The largest buffer any read was asked to fill: reads come in chunks.
     pub largest_read: Arc<AtomicUsize>,
+    /// The file of the [`ARRIVING`] share.
+    pub arriving: Arc<Arriving>,
 }
 
 impl MemSource {
@@ -81,6 +86,11 @@ impl MemSource {
         MemSource {
             files,
             largest_read: Arc::default(),
+            arriving: Arc::new(Arriving {
+                bytes: binary(),
+                arrived: AtomicU64::new(0),
+                more: tokio::sync::Notify::new(),
+            }),
         }
     }
 
@@ -140,6 +150,14 @@ impl Source for MemSource {
                 Site::Share(ticket) if ticket == SHORT && path == "short.bin" => Ok(
                     Resolved::File(File::new(1 << 20, "short", Arc::new(vec![7u8; 100_000]))),
                 ),
+                Site::Share(ticket) if ticket == ARRIVING && path == "live.bin" => {
+                    let size = self.arriving.bytes.len() as u64;
+                    Ok(Resolved::File(File::new(
+                        size,
+                        "live",
+                        self.arriving.clone(),
+                    )))
+                }
                 Site::Blob(hash) if hash == HASH && path.is_empty() => Ok(self.lookup("data.bin")),
                 _ => Ok(Resolved::NotFound),
             }
@@ -165,6 +183,46 @@ impl RangeReader for Counting {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         self.largest.fetch_max(buf.len(), Ordering::Relaxed);
         self.bytes.read_at(buf, offset)
+    }
+}
+
+/// A file whose bytes arrive in order as the test releases them, like a download under way: reads
+/// past what arrived fail, so a gateway that did not wait would send a broken body.
+pub struct Arriving {
+    pub bytes: Vec<u8>,
+    arrived: AtomicU64,
+    more: tokio::sync::Notify,
+}
+
+impl Arriving {
+    /// Makes the first `n` bytes readable.
+    pub fn release(&self, n: u64) {
+        self.arrived.fetch_max(n, Ordering::SeqCst);
+        self.more.notify_waiters();
+    }
+}
+
+impl RangeReader for Arriving {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        if offset + buf.len() as u64 > self.arrived.load(Ordering::SeqCst) {
+            return Err(io::Error::other("read past the bytes that arrived"));
+        }
+        let start = offset as usize;
+        buf.copy_from_slice(&self.bytes[start..start + buf.len()]);
+        Ok(buf.len())
+    }
+
+    fn ready(&self, offset: u64, _end: u64) -> BoxFuture<'_, io::Result<u64>> {
+        Box::pin(async move {
+            loop {
+                let more = self.more.notified();
+                let arrived = self.arrived.load(Ordering::SeqCst);
+                if arrived > offset {
+                    return Ok(arrived - offset);
+                }
+                more.await;
+            }
+        })
     }
 }
 
