@@ -53,9 +53,10 @@ impl std::fmt::Debug for Layer {
 }
 
 /// Builds a layer (and the root hash) from the bytes of a blob fed in order, in pieces of any size.
+///
+/// Every byte is hashed once: the root is merged from the groups' chaining values.
 #[derive(Debug)]
 pub struct LayerBuilder {
-    whole: blake3::Hasher,
     group: Vec<u8>,
     cvs: Vec<ChainingValue>,
     size: u64,
@@ -64,7 +65,6 @@ pub struct LayerBuilder {
 impl Default for LayerBuilder {
     fn default() -> Self {
         LayerBuilder {
-            whole: blake3::Hasher::new(),
             group: Vec::with_capacity(GROUP_SIZE as usize),
             cvs: Vec::new(),
             size: 0,
@@ -75,7 +75,6 @@ impl Default for LayerBuilder {
 impl LayerBuilder {
     /// Feeds the next bytes of the blob.
     pub fn update(&mut self, mut data: &[u8]) {
-        self.whole.update(data);
         self.size += data.len() as u64;
         while !data.is_empty() {
             if self.group.is_empty() && data.len() > GROUP_SIZE as usize {
@@ -98,20 +97,13 @@ impl LayerBuilder {
 
     /// The root hash and the layer.
     pub fn finish(mut self) -> (Hash, Layer) {
-        let root = Hash(*self.whole.finalize().as_bytes());
-        if self.size > GROUP_SIZE {
-            let index = self.cvs.len() as u64;
-            self.cvs.push(group_cv(index, &self.group));
-        } else {
-            self.cvs.clear();
+        if self.size <= GROUP_SIZE {
+            // The only group is the whole blob, hashed as the root.
+            return (Hash::of(&self.group), Layer::empty(self.size));
         }
-        (
-            root,
-            Layer {
-                size: self.size,
-                cvs: self.cvs,
-            },
-        )
+        let index = self.cvs.len() as u64;
+        self.cvs.push(group_cv(index, &self.group));
+        Layer::from_cvs(self.size, self.cvs)
     }
 }
 
@@ -139,6 +131,27 @@ impl Layer {
         let mut builder = LayerBuilder::default();
         builder.update(data);
         builder.finish()
+    }
+
+    /// The layer of a blob of at most one group (it has no values).
+    fn empty(size: u64) -> Layer {
+        debug_assert!(size <= GROUP_SIZE);
+        Layer {
+            size,
+            cvs: Vec::new(),
+        }
+    }
+
+    /// The root hash and layer of a blob of more than one group, from its groups' chaining values
+    /// computed in any order (e.g. by several threads).
+    ///
+    /// # Panics
+    /// If `size` is at most one group or `cvs` does not have one value per group.
+    pub fn from_cvs(size: u64, cvs: Vec<ChainingValue>) -> (Hash, Layer) {
+        assert!(size > GROUP_SIZE, "a blob of one group has no layer");
+        assert_eq!(cvs.len() as u64, group_count(size), "one value per group");
+        let layer = Layer { size, cvs };
+        (layer.root(), layer)
     }
 
     /// A layer received from a peer, accepted only if it hashes to `root` for a blob of `size` bytes.

@@ -1,6 +1,7 @@
 //! pairs blobs: content named by its BLAKE3 hash, moved from many peers at once and verified 16 KiB at a time.
 //!
 //! - [`hash`]: blob names.
+//! - [`hashing`]: files hashed on every core, each byte read and hashed once.
 //! - [`layer`]: the piece layer that lets every 16 KiB group be checked on its own.
 //! - [`wire`]: the protocol's frames, every one bounded.
 //! - [`picker`] and [`swarm`]: the sans-IO core of a blob's swarm (piece picking, pipelining, choking).
@@ -15,6 +16,7 @@
 pub mod bitfield;
 pub mod collection;
 pub mod hash;
+pub mod hashing;
 pub mod layer;
 pub mod picker;
 pub mod store;

@@ -18,14 +18,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::bitfield::Bitfield;
 use crate::hash::Hash;
+use crate::hashing::{self, HashError};
 use crate::layer::{GROUP_SIZE, Layer, LayerBuilder, group_count, group_len};
 
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
+/// Piece layers of blobs of more than one group (32 bytes per group), written with their record.
+const LAYERS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("layers");
 /// Bytes exchanged with each peer over all sessions: node id → (received from it, sent to it).
 const LEDGER: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("ledger");
 
@@ -119,6 +124,8 @@ fn db_err(e: impl std::fmt::Display) -> StoreError {
 struct Inner {
     dir: PathBuf,
     db: Database,
+    /// Whether a commit since the last durable one was not durable ([`Store::flush`]).
+    unflushed: std::sync::atomic::AtomicBool,
 }
 
 /// The blob store. Cheap to clone; every clone is the same store.
@@ -153,10 +160,15 @@ impl Store {
         let db = Database::create(dir.join("blobs.redb")).map_err(db_err)?;
         let tx = db.begin_write().map_err(db_err)?;
         tx.open_table(BLOBS).map_err(db_err)?;
+        tx.open_table(LAYERS).map_err(db_err)?;
         tx.open_table(LEDGER).map_err(db_err)?;
         tx.commit().map_err(db_err)?;
         Ok(Store {
-            inner: Arc::new(Inner { dir, db }),
+            inner: Arc::new(Inner {
+                dir,
+                db,
+                unflushed: false.into(),
+            }),
         })
     }
 
@@ -169,6 +181,7 @@ impl Store {
         self.inner.dir.join("data").join(hash.to_hex())
     }
 
+    /// Where layers were kept before they moved into the database (still read, for older stores).
     fn layer_path(&self, hash: &Hash) -> PathBuf {
         self.inner
             .dir
@@ -187,16 +200,36 @@ impl Store {
             .map_err(db_err)
     }
 
-    fn put_record(&self, hash: &Hash, record: &Record) -> Result<(), StoreError> {
-        let bytes = postcard::to_stdvec(record).map_err(db_err)?;
-        let tx = self.inner.db.begin_write().map_err(db_err)?;
-        {
-            let mut table = tx.open_table(BLOBS).map_err(db_err)?;
-            table
-                .insert(hash.as_bytes(), bytes.as_slice())
-                .map_err(db_err)?;
+    /// Runs `f` in one write transaction. A commit that is not `durable` costs no disk sync: it is
+    /// lost in a crash unless a durable commit follows ([`Store::flush`]), so it may only record what
+    /// the store can find again on its own (a partial blob's bitfield is rebuilt from its file).
+    fn write(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.inner.db.begin_write().map_err(db_err)?;
+        if !durable {
+            tx.set_durability(Durability::None).map_err(db_err)?;
         }
-        tx.commit().map_err(db_err)
+        f(&tx)?;
+        tx.commit().map_err(db_err)?;
+        self.inner
+            .unflushed
+            .store(!durable, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes every commit so far durable (one disk sync, and only if one is owed).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        if self
+            .inner
+            .unflushed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.write(true, |_| Ok(()))?;
+        }
+        Ok(())
     }
 
     fn content_path(&self, hash: &Hash, record: &Record) -> PathBuf {
@@ -244,7 +277,6 @@ impl Store {
             }
             return Ok((hash, size));
         }
-        self.write_layer(&hash, &layer)?;
         let location = match copy {
             Some((f, tmp)) => {
                 f.sync_data().map_err(io_err("syncing a copied blob"))?;
@@ -258,15 +290,76 @@ impl Store {
                 mtime: mtime_of(&meta),
             },
         };
-        self.put_record(
-            &hash,
-            &Record {
-                size,
-                partial: None,
-                location,
-            },
-        )?;
+        let record = Record {
+            size,
+            partial: None,
+            location,
+        };
+        self.write(true, |tx| insert(tx, &hash, &record, Some(&layer)))?;
         Ok((hash, size))
+    }
+
+    /// Adds many files where they are ([`ImportMode::Reference`]): hashed on every core, recorded in one
+    /// commit. Each path gets its own result, in order; a file that changed while it was read is an
+    /// error in its place (add it again once it is still).
+    pub fn import_files_in_place<P: AsRef<Path> + Sync>(
+        &self,
+        paths: &[P],
+    ) -> Vec<Result<(Hash, u64), StoreError>> {
+        let hashed = hashing::hash_paths(paths, hashing::threads());
+        let mut parents: std::collections::HashMap<PathBuf, PathBuf> = Default::default();
+        let mut results = Vec::with_capacity(paths.len());
+        let mut records = Vec::new();
+        for (path, hashed) in paths.iter().zip(hashed) {
+            let path = path.as_ref();
+            let result = hashed
+                .map_err(|e| match e {
+                    HashError::Changed => StoreError::Changed(path.display().to_string()),
+                    HashError::Io(e) => io_err(format!("reading {}", path.display()))(e),
+                })
+                .and_then(|h| {
+                    let located = resolve(&mut parents, path)
+                        .map_err(io_err(format!("resolving {}", path.display())))?;
+                    Ok((h, located))
+                });
+            match result {
+                Ok((h, located)) => {
+                    results.push(Ok((h.hash, h.layer.size())));
+                    records.push((h, located));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if records.is_empty() {
+            return results;
+        }
+        let written = self.write(true, |tx| {
+            for (h, path) in &records {
+                if let Some(old) = read_record(tx, &h.hash)?
+                    && old.partial.is_none()
+                    && location_holds(&old)
+                {
+                    continue;
+                }
+                let record = Record {
+                    size: h.layer.size(),
+                    partial: None,
+                    location: Location::External {
+                        path: path.clone(),
+                        mtime: mtime_of(&h.meta),
+                    },
+                };
+                insert(tx, &h.hash, &record, Some(&h.layer))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = written {
+            let why = e.to_string();
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(StoreError::Db(why.clone()));
+            }
+        }
+        results
     }
 
     /// Adds bytes held in memory (copied into the store).
@@ -280,25 +373,14 @@ impl Store {
         let (mut f, tmp) = tempfile_in(&self.inner.dir.join("data"))?;
         f.write_all(bytes).map_err(io_err("writing a blob"))?;
         f.sync_data().map_err(io_err("syncing a blob"))?;
-        self.write_layer(&hash, &layer)?;
         fs::rename(&tmp, self.data_path(&hash)).map_err(io_err("moving a blob into place"))?;
-        self.put_record(
-            &hash,
-            &Record {
-                size: layer.size(),
-                partial: None,
-                location: Location::Internal,
-            },
-        )?;
+        let record = Record {
+            size: layer.size(),
+            partial: None,
+            location: Location::Internal,
+        };
+        self.write(true, |tx| insert(tx, &hash, &record, Some(&layer)))?;
         Ok(hash)
-    }
-
-    fn write_layer(&self, hash: &Hash, layer: &Layer) -> Result<(), StoreError> {
-        let (mut f, tmp) = tempfile_in(&self.inner.dir.join("data"))?;
-        f.write_all(&layer.to_bytes())
-            .map_err(io_err("writing a piece layer"))?;
-        f.sync_data().map_err(io_err("syncing a piece layer"))?;
-        fs::rename(&tmp, self.layer_path(hash)).map_err(io_err("moving a piece layer into place"))
     }
 
     /// The layer of a blob held (fully or partly).
@@ -307,7 +389,18 @@ impl Store {
         if record.size <= GROUP_SIZE {
             return Ok(Layer::from_trusted_bytes(record.size, &[]).expect("empty layer"));
         }
-        let bytes = fs::read(self.layer_path(hash)).map_err(io_err("reading a piece layer"))?;
+        let stored = {
+            let tx = self.inner.db.begin_read().map_err(db_err)?;
+            let table = tx.open_table(LAYERS).map_err(db_err)?;
+            table
+                .get(hash.as_bytes())
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec())
+        };
+        let bytes = match stored {
+            Some(bytes) => bytes,
+            None => fs::read(self.layer_path(hash)).map_err(io_err("reading a piece layer"))?,
+        };
         Layer::from_trusted_bytes(record.size, &bytes).ok_or_else(|| {
             StoreError::Db(format!(
                 "piece layer of {} has the wrong length",
@@ -340,15 +433,12 @@ impl Store {
     /// Checks that a referenced file still looks like what was added (size and modification time).
     fn verify_location(&self, hash: &Hash) -> Result<(), StoreError> {
         let record = self.record(hash)?.ok_or(StoreError::NotFound(*hash))?;
-        if let Location::External { path, mtime } = &record.location {
-            let meta =
-                fs::metadata(path).map_err(|_| StoreError::Changed(path.display().to_string()))?;
-            if record.partial.is_none() && (meta.len() != record.size || mtime_of(&meta) != *mtime)
-            {
-                return Err(StoreError::Changed(path.display().to_string()));
+        match &record.location {
+            Location::External { path, .. } if !location_holds(&record) => {
+                Err(StoreError::Changed(path.display().to_string()))
             }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Every blob in the store, with its status.
@@ -370,12 +460,17 @@ impl Store {
         let Some(record) = self.record(hash)? else {
             return Ok(false);
         };
-        let tx = self.inner.db.begin_write().map_err(db_err)?;
-        {
-            let mut table = tx.open_table(BLOBS).map_err(db_err)?;
-            table.remove(hash.as_bytes()).map_err(db_err)?;
-        }
-        tx.commit().map_err(db_err)?;
+        self.write(true, |tx| {
+            tx.open_table(BLOBS)
+                .map_err(db_err)?
+                .remove(hash.as_bytes())
+                .map_err(db_err)?;
+            tx.open_table(LAYERS)
+                .map_err(db_err)?
+                .remove(hash.as_bytes())
+                .map_err(db_err)?;
+            Ok(())
+        })?;
         if matches!(record.location, Location::Internal) {
             let _ = fs::remove_file(self.data_path(hash));
         }
@@ -447,7 +542,6 @@ impl Store {
         let record = match existing {
             Some(r) if r.size == size => r,
             _ => {
-                self.write_layer(hash, layer)?;
                 let location = match dest {
                     Some(path) => Location::External {
                         path: path.to_path_buf(),
@@ -460,7 +554,8 @@ impl Store {
                     partial: Some(Bitfield::new(group_count(size)).as_bytes().to_vec()),
                     location,
                 };
-                self.put_record(hash, &record)?;
+                // Not durable: lost in a crash, the download starts again and finds its bytes.
+                self.write(false, |tx| insert(tx, hash, &record, Some(layer)))?;
                 record
             }
         };
@@ -533,7 +628,10 @@ impl Store {
         tx.commit().map_err(db_err)
     }
 
-    /// Records that a partial blob written to an outside file now lives at `path` (after a rename).
+    /// Records that a blob written to an outside file now lives at `path` (after a rename).
+    ///
+    /// Not durable until [`Store::flush`]: a caller that records elsewhere that the file is in place
+    /// flushes first. Lost in a crash, the blob is only not served from there until added again.
     pub fn relocate(&self, hash: &Hash, path: &Path) -> Result<(), StoreError> {
         let mut record = self.record(hash)?.ok_or(StoreError::NotFound(*hash))?;
         let meta = fs::metadata(path).map_err(io_err(format!("reading {}", path.display())))?;
@@ -541,8 +639,76 @@ impl Store {
             path: path.to_path_buf(),
             mtime: mtime_of(&meta),
         };
-        self.put_record(hash, &record)
+        self.write(false, |tx| insert(tx, hash, &record, None))
     }
+}
+
+/// Writes a blob's record (and its layer, when given) in `tx`.
+fn insert(
+    tx: &WriteTransaction,
+    hash: &Hash,
+    record: &Record,
+    layer: Option<&Layer>,
+) -> Result<(), StoreError> {
+    let bytes = postcard::to_stdvec(record).map_err(db_err)?;
+    tx.open_table(BLOBS)
+        .map_err(db_err)?
+        .insert(hash.as_bytes(), bytes.as_slice())
+        .map_err(db_err)?;
+    if let Some(layer) = layer.filter(|l| l.size() > GROUP_SIZE) {
+        tx.open_table(LAYERS)
+            .map_err(db_err)?
+            .insert(hash.as_bytes(), layer.to_bytes().as_slice())
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// A blob's record as seen inside a write transaction.
+fn read_record(tx: &WriteTransaction, hash: &Hash) -> Result<Option<Record>, StoreError> {
+    let table = tx.open_table(BLOBS).map_err(db_err)?;
+    let Some(value) = table.get(hash.as_bytes()).map_err(db_err)? else {
+        return Ok(None);
+    };
+    postcard::from_bytes(value.value())
+        .map(Some)
+        .map_err(db_err)
+}
+
+/// Whether a record's bytes are still where it says: always for the store's own files; for a
+/// complete blob in a user's file, when its size and modification time are unchanged.
+fn location_holds(record: &Record) -> bool {
+    match &record.location {
+        Location::Internal => true,
+        Location::External { path, mtime } => match fs::metadata(path) {
+            Err(_) => false,
+            Ok(meta) => {
+                record.partial.is_some() || (meta.len() == record.size && mtime_of(&meta) == *mtime)
+            }
+        },
+    }
+}
+
+/// The absolute path of a file, its directory resolved once per batch (links in the file's own
+/// name are kept: the file is read through them).
+fn resolve(
+    parents: &mut std::collections::HashMap<PathBuf, PathBuf>,
+    path: &Path,
+) -> io::Result<PathBuf> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return fs::canonicalize(path);
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    if let Some(resolved) = parents.get(parent) {
+        return Ok(resolved.join(name));
+    }
+    let resolved = fs::canonicalize(parent)?;
+    parents.insert(parent.to_path_buf(), resolved.clone());
+    Ok(resolved.join(name))
 }
 
 /// Finds groups written after the last checkpoint (data regions of the sparse file) and keeps those that
@@ -690,7 +856,11 @@ impl PartialBlob {
         {
             *mtime = fs::metadata(&*path).ok().as_ref().and_then(mtime_of);
         }
-        self.store.put_record(&self.hash, &record)
+        // Progress need not be durable (groups written since are found again on resuming);
+        // completion is.
+        let complete = have.is_full();
+        self.store
+            .write(complete, |tx| insert(tx, &self.hash, &record, None))
     }
 }
 

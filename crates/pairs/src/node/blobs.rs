@@ -133,6 +133,39 @@ impl BlobService {
         Ok(tokio::task::spawn_blocking(move || store.import_file(&path, mode)).await??)
     }
 
+    /// Adds files where they are, hashed on every core and recorded in one commit: one result per
+    /// path, in order.
+    pub(crate) async fn add_in_place(
+        &self,
+        paths: Vec<PathBuf>,
+    ) -> Result<Vec<Result<(Hash, u64), pairs_blobs::StoreError>>> {
+        let store = self.store()?;
+        Ok(tokio::task::spawn_blocking(move || store.import_files_in_place(&paths)).await?)
+    }
+
+    /// Adds files, failing on the first that cannot be added.
+    pub(crate) async fn add_files(
+        &self,
+        paths: Vec<PathBuf>,
+        mode: ImportMode,
+    ) -> Result<Vec<(Hash, u64)>> {
+        match mode {
+            ImportMode::Reference => self
+                .add_in_place(paths)
+                .await?
+                .into_iter()
+                .map(|added| Ok(added?))
+                .collect(),
+            ImportMode::Copy => {
+                let mut added = Vec::with_capacity(paths.len());
+                for path in paths {
+                    added.push(self.add_file(path, mode).await?);
+                }
+                Ok(added)
+            }
+        }
+    }
+
     /// Joins the swarm under `hash`'s topic and serves every stream peers open there.
     pub(crate) async fn share(&self, swarm: &Swarm, hash: Hash) -> Result<()> {
         self.serve_on(swarm, hash, blob_topic(&hash)).await
@@ -933,8 +966,11 @@ impl Blobs {
         let mut entries = Vec::new();
         let root = path.to_path_buf();
         let files = tokio::task::spawn_blocking(move || list_files(&root)).await??;
-        for (relative, file, executable) in files {
-            let (hash, size) = self.service.add_file(file, mode).await?;
+        let added = self
+            .service
+            .add_files(files.iter().map(|(_, file, _)| file.clone()).collect(), mode)
+            .await?;
+        for ((relative, _, executable), (hash, size)) in files.into_iter().zip(added) {
             entries.push(CollectionEntry {
                 path: relative,
                 hash,
@@ -994,8 +1030,11 @@ impl Blobs {
                     meta.permissions().mode() & 0o111 != 0,
                 )]
             };
-            for (relative, file, executable) in files {
-                let (hash, size) = self.service.add_file(file, mode).await?;
+            let added = self
+                .service
+                .add_files(files.iter().map(|(_, file, _)| file.clone()).collect(), mode)
+                .await?;
+            for ((relative, _, executable), (hash, size)) in files.into_iter().zip(added) {
                 let path = if relative.is_empty() {
                     name.clone()
                 } else {

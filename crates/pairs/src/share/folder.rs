@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail};
 use pairs_blobs::Hash;
 use pairs_blobs::collection::safe_join;
-use pairs_blobs::store::{BlobStatus, ImportMode};
+use pairs_blobs::store::BlobStatus;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
@@ -324,6 +324,8 @@ impl Folder {
             self.tree().await?
         };
         let left = self.apply(&tree, writable).await?;
+        // What the index says is in place must be what the store says, after a crash too.
+        self.blobs.store()?.flush()?;
         if let Some(path) = &self.index_path {
             self.index.save(path)?;
         }
@@ -353,6 +355,8 @@ impl Folder {
     /// Brings the index up to what is on disk: paths gone are dropped, files whose size or time
     /// changed are hashed again (and referenced by the blob store, so peers can fetch them).
     async fn refresh(&mut self, seen: &BTreeMap<String, Seen>) -> Result<()> {
+        let mut found = Vec::new();
+        let mut files = Vec::new();
         for (path, s) in seen {
             if let Some(local) = self.index.paths.get(path)
                 && local.size == s.size
@@ -361,28 +365,40 @@ impl Folder {
             {
                 continue;
             }
-            let content = match &s.link {
-                Some(target) => Content::Link {
-                    target: target.clone(),
-                },
-                None => {
-                    let file = self.root.join(path);
-                    let (hash, size) = match self.blobs.add_file(file, ImportMode::Reference).await
-                    {
-                        Ok(added) => added,
-                        // Changing under our feet, or unreadable: the next round tries again.
-                        Err(e) => {
-                            tracing::debug!("cannot read {path}: {e:#}");
-                            continue;
-                        }
-                    };
+            match &s.link {
+                Some(target) => found.push((
+                    path,
+                    Content::Link {
+                        target: target.clone(),
+                    },
+                )),
+                None => files.push(path),
+            }
+        }
+        // Every new or changed file in one batch: hashed on every core, one store commit.
+        let added = if files.is_empty() {
+            Vec::new()
+        } else {
+            self.blobs
+                .add_in_place(files.iter().map(|path| self.root.join(path)).collect())
+                .await?
+        };
+        for (path, added) in files.into_iter().zip(added) {
+            match added {
+                Ok((hash, size)) => found.push((
+                    path,
                     Content::File {
                         hash: hash.0,
                         size,
-                        executable: s.executable,
-                    }
-                }
-            };
+                        executable: seen[path].executable,
+                    },
+                )),
+                // Changing under our feet, or unreadable: the next round tries again.
+                Err(e) => tracing::debug!("cannot read {path}: {e:#}"),
+            }
+        }
+        for (path, content) in found {
+            let s = &seen[path];
             let synced = self.index.paths.get(path).and_then(|l| l.synced.clone());
             self.index.paths.insert(
                 path.clone(),
