@@ -68,6 +68,8 @@ enum Event {
     /// A group handed to a peer's writer went out (or was refused): the core picks the next.
     Sent(u64),
     Closed(u64),
+    /// A reader waits for bytes `start..end`: fetch those groups first (empty: no reader waits).
+    Window(u64, u64),
 }
 
 /// The node's blobs: the store and the exchanges under way.
@@ -354,6 +356,20 @@ impl BlobService {
         Ok(progress)
     }
 
+    /// Tells the fetch of `hash` under way that a reader waits for bytes `start..end`, so their groups
+    /// are asked for first (an empty range clears it). Nothing happens if no fetch is under way.
+    pub(crate) async fn read_window(&self, hash: Hash, start: u64, end: u64) {
+        let events = self
+            .tasks
+            .lock()
+            .expect("tasks lock")
+            .get(&hash)
+            .map(|task| task.events.clone());
+        if let Some(events) = events {
+            let _ = events.send(Event::Window(start, end)).await;
+        }
+    }
+
     fn start_task(
         &self,
         hash: Hash,
@@ -619,6 +635,7 @@ impl BlobTask {
                 self.peers.remove(&key);
                 self.core.remove_peer(key);
             }
+            Event::Window(start, end) => self.core.set_reader_window(start, end),
         }
     }
 
