@@ -41,6 +41,9 @@ pub enum SyncError {
     /// The peer broke the protocol; the session was closed with this reason.
     #[error("peer broke the protocol: {0}")]
     Protocol(String),
+    /// The peer proved knowledge of another log than ours: both sides must name the same log.
+    #[error("the other side replicates another log (both sides must name the same log ticket)")]
+    OtherLog,
     /// The peer closed the session with this reason.
     #[error("peer closed the session: {0}")]
     Peer(String),
@@ -48,9 +51,14 @@ pub enum SyncError {
     #[error(transparent)]
     Store(StoreError),
     /// The stream failed or ended early.
-    #[error("stream: {0}")]
+    // Transparent: printing the cause and also returning it as the source would show it twice in
+    // an error chain ("unexpected end of file: unexpected end of file").
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
+
+/// The reason sent to a peer that proved knowledge of another log.
+pub(crate) const OTHER_LOG: &str = "not the same log on both sides";
 
 fn violation(why: impl Into<String>) -> SyncError {
     SyncError::Protocol(why.into())
@@ -177,6 +185,7 @@ impl Session {
         let message = Message::from_body(body).map_err(violation)?;
         match message {
             Message::Hello { version, nonce } => self.on_hello(version, nonce),
+            Message::Error(reason) if reason == OTHER_LOG => Err(SyncError::OtherLog),
             Message::Error(reason) => Err(SyncError::Peer(reason)),
             _ if !self.authenticated && !matches!(message, Message::Auth { .. }) => {
                 Err(violation("message before authentication"))
@@ -269,7 +278,7 @@ impl Session {
         }
         // blake3::Hash compares in constant time.
         if self.proof(&self.nonce, &peer_nonce) != blake3::Hash::from_bytes(proof) {
-            return Err(violation("peer does not know this log"));
+            return Err(SyncError::OtherLog);
         }
         if heads.len() > MAX_HEADS {
             return Err(violation("too many heads"));

@@ -77,6 +77,14 @@ pub enum ConnectError {
         /// The time allowed.
         timeout: Duration,
     },
+    /// The node answered but does not speak the protocol asked for (it runs another command).
+    #[error("connection to {addr} failed: the node does not serve protocol {alpn:?}")]
+    NotServed {
+        /// Where.
+        addr: SocketAddr,
+        /// The protocol (ALPN) asked for.
+        alpn: String,
+    },
     /// The node refused or failed the connection.
     #[error("connection to {addr} failed: {reason}")]
     Failed {
@@ -286,7 +294,11 @@ impl Endpoint {
                     found,
                 },
                 (Some(_), tls::Expect::AnyBut(_)) => ConnectError::SelfDial(target),
-                (None, _) => failed(describe_connection_error(&err, alpn)),
+                (None, _) if refused_protocol(&err) => ConnectError::NotServed {
+                    addr: target,
+                    alpn: String::from_utf8_lossy(alpn).into_owned(),
+                },
+                (None, _) => failed(err.to_string()),
             }),
         }
     }
@@ -327,11 +339,15 @@ fn pick_most_telling(
 ) -> ConnectError {
     let rank = |e: &ConnectError| match e {
         ConnectError::WrongNodeId { .. } => 0,
-        ConnectError::Failed { .. } => 1,
+        ConnectError::NotServed { .. } | ConnectError::Failed { .. } => 1,
         _ => 2,
     };
     match failures.into_iter().min_by_key(rank) {
-        Some(err @ (ConnectError::WrongNodeId { .. } | ConnectError::Failed { .. })) => err,
+        Some(
+            err @ (ConnectError::WrongNodeId { .. }
+            | ConnectError::NotServed { .. }
+            | ConnectError::Failed { .. }),
+        ) => err,
         _ => ConnectError::Timeout {
             node,
             addrs: targets,
@@ -340,20 +356,12 @@ fn pick_most_telling(
     }
 }
 
-fn describe_connection_error(err: &quinn::ConnectionError, alpn: &[u8]) -> String {
-    // TLS alert 120, no_application_protocol, arrives as crypto error 0x100 + 120.
+/// Whether the node refused the protocol asked for: TLS alert 120, no_application_protocol, arrives
+/// as crypto error 0x100 + 120.
+fn refused_protocol(err: &quinn::ConnectionError) -> bool {
     const NO_APPLICATION_PROTOCOL: u64 = 0x100 + 120;
-    match err {
-        quinn::ConnectionError::ConnectionClosed(close)
-            if u64::from(close.error_code) == NO_APPLICATION_PROTOCOL =>
-        {
-            format!(
-                "the node does not serve protocol {:?}",
-                String::from_utf8_lossy(alpn)
-            )
-        }
-        other => other.to_string(),
-    }
+    matches!(err, quinn::ConnectionError::ConnectionClosed(close)
+        if u64::from(close.error_code) == NO_APPLICATION_PROTOCOL)
 }
 
 fn dedup_keep_order(addrs: &mut Vec<SocketAddr>) {

@@ -81,8 +81,20 @@ fn spawn_replicate(home: &Home, ticket: &str) -> Child {
 
 /// Connects two `pairs log replicate --stdio` processes stdout-to-stdin, both ways.
 fn replicate_stdio(a: &Home, b: &Home, ticket: &str) {
-    let mut pa = spawn_replicate(a, ticket);
-    let mut pb = spawn_replicate(b, ticket);
+    let (oa, ob) = replicate_pair(a, ticket, b, ticket);
+    assert!(oa.status.success(), "{}", stderr_text(&oa));
+    assert!(ob.status.success(), "{}", stderr_text(&ob));
+}
+
+/// `pairs log replicate --stdio` of `ta` in `a` and of `tb` in `b`, stdout-to-stdin both ways.
+fn replicate_pair(
+    a: &Home,
+    ta: &str,
+    b: &Home,
+    tb: &str,
+) -> (std::process::Output, std::process::Output) {
+    let mut pa = spawn_replicate(a, ta);
+    let mut pb = spawn_replicate(b, tb);
     let pump = |mut from: std::process::ChildStdout, mut to: std::process::ChildStdin| {
         thread::spawn(move || {
             let mut buf = [0u8; 65536];
@@ -96,10 +108,99 @@ fn replicate_stdio(a: &Home, b: &Home, ticket: &str) {
     let ab = pump(pa.stdout.take().unwrap(), pb.stdin.take().unwrap());
     let ba = pump(pb.stdout.take().unwrap(), pa.stdin.take().unwrap());
     let (oa, ob) = (wait_output(pa, SHORT), wait_output(pb, SHORT));
-    assert!(oa.status.success(), "{}", stderr_text(&oa));
-    assert!(ob.status.success(), "{}", stderr_text(&ob));
     ab.join().unwrap();
     ba.join().unwrap();
+    (oa, ob)
+}
+
+#[test]
+fn replicating_two_different_logs_says_so_on_both_sides() {
+    let (a, b) = (Home::new(), Home::new());
+    let (ta, tb) = (new_log(&a), new_log(&b));
+    ok(a.run(&["log", "append", &ta, "only in a"]));
+    let (oa, ob) = replicate_pair(&a, &ta, &b, &tb);
+    for out in [oa, ob] {
+        let err = stderr_text(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("replicates another log"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn replicate_whose_other_side_vanishes_says_so_once() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    ok(home.run(&["log", "append", &ticket, "x"]));
+    // The other side: input that ends at once, and output nobody reads.
+    let mut child = home
+        .pairs(&["log", "replicate", "--stdio", &ticket])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = wait_output(child, SHORT);
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.trim(),
+        "pairs: error: the other side ended before the logs were in sync"
+    );
+}
+
+/// `pairs log sync TICKET --bind 127.0.0.1:0` run by `home`, and the node ticket it prints.
+fn serve_log(home: &Home, ticket: &str) -> (Child, String) {
+    let mut server = home
+        .pairs(&["log", "sync", ticket, "--bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(server.stderr.take().unwrap());
+    let node_ticket = loop {
+        let line = stderr
+            .recv_timeout(SHORT)
+            .expect("server printed its ticket");
+        if let Some(rest) = line.trim().strip_prefix("pairs log sync ") {
+            break rest.split_whitespace().nth(1).unwrap().to_owned();
+        }
+    };
+    (server, node_ticket)
+}
+
+#[test]
+fn sync_with_a_node_without_the_log_says_so_at_once() {
+    let (a, b) = (Home::new(), Home::new());
+    let (served, asked) = (new_log(&a), new_log(&b));
+    let (mut server, node_ticket) = serve_log(&a, &served);
+    let started = std::time::Instant::now();
+    let out = b.run(&["log", "sync", &asked, &node_ticket]);
+    let took = started.elapsed();
+    server.kill().unwrap();
+    let _ = server.wait();
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not hold log"), "{err}");
+    assert!(!err.contains("connection lost"), "{err}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn sync_with_a_listen_ticket_says_that_node_serves_no_logs() {
+    let home = Home::new();
+    let ticket = new_log(&home);
+    let listener = common::Listener::start(&Home::new(), &[], Stdio::null());
+    let started = std::time::Instant::now();
+    let out = home.run(&["log", "sync", &ticket, &listener.ticket]);
+    let took = started.elapsed();
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("serves no logs"), "{err}");
+    assert!(err.contains("pairs listen"), "{err}");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
@@ -119,22 +220,7 @@ fn sync_over_the_network() {
     let (a, b) = (Home::new(), Home::new());
     let ticket = new_log(&a);
     ok(a.run(&["kv", "set", &ticket, "k", "v"]));
-    let mut server = a
-        .pairs(&["log", "sync", &ticket, "--bind", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = lines_of(server.stderr.take().unwrap());
-    let node_ticket = loop {
-        let line = stderr
-            .recv_timeout(SHORT)
-            .expect("server printed its ticket");
-        if let Some(rest) = line.trim().strip_prefix("pairs log sync ") {
-            break rest.split_whitespace().nth(1).unwrap().to_owned();
-        }
-    };
+    let (mut server, node_ticket) = serve_log(&a, &ticket);
     let synced = b.run(&["log", "sync", &ticket, &node_ticket]);
     assert!(synced.status.success(), "{}", stderr_text(&synced));
     server.kill().unwrap();

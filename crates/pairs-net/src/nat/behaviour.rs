@@ -71,6 +71,9 @@ pub enum NatType {
     Open,
     /// No NAT, but a firewall filters inbound packets.
     Firewalled,
+    /// No NAT; whether a firewall filters is not known (the server has no second address to test
+    /// filtering from).
+    NoNat,
     /// Endpoint-independent mapping and filtering.
     FullCone,
     /// Endpoint-independent mapping, address-dependent filtering.
@@ -89,6 +92,7 @@ impl NatType {
         match self {
             NatType::Open => "open (no NAT)",
             NatType::Firewalled => "no NAT, firewalled",
+            NatType::NoNat => "no NAT",
             NatType::FullCone => "full cone",
             NatType::RestrictedCone => "restricted cone",
             NatType::PortRestrictedCone => "port-restricted cone",
@@ -169,6 +173,7 @@ pub fn classify(seen: &Observations) -> Behaviour {
     let nat_type = match (mapping, filtering) {
         (Some(Mapping::NoNat), Some(Filtering::EndpointIndependent)) => NatType::Open,
         (Some(Mapping::NoNat), Some(_)) => NatType::Firewalled,
+        (Some(Mapping::NoNat), None) => NatType::NoNat,
         (Some(Mapping::EndpointIndependent), Some(Filtering::EndpointIndependent)) => {
             NatType::FullCone
         }
@@ -257,5 +262,12 @@ mod tests {
             ..cone((false, false))
         };
         assert_eq!(classify(&single).nat_type, NatType::Unknown);
+        // The same server in front of no NAT: that much is known.
+        let single_open = Observations {
+            mapped: Some(addr("192.168.1.11:4000")),
+            ..single
+        };
+        assert_eq!(classify(&single_open).nat_type, NatType::NoNat);
+        assert_eq!(NatType::NoNat.name(), "no NAT");
     }
 }

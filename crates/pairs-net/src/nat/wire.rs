@@ -98,13 +98,15 @@ pub enum Frame {
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     /// The stream failed or ended early.
-    #[error("stream: {0}")]
+    // Transparent: an error that both printed its cause and returned it as its source would show
+    // the cause twice in a chain ("unexpected end of file: unexpected end of file").
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The length prefix is over the limit.
     #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
     TooLong(usize),
     /// The body is not a frame.
-    #[error("malformed frame: {0}")]
+    #[error("malformed frame")]
     Malformed(#[from] postcard::Error),
     /// A well-formed frame that does not belong here.
     #[error("unexpected frame: {0}")]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use pairs_base::{NodeAddr, Ticket as _};
-use pairs_net::nat::behaviour::{Behaviour, NatType};
+use pairs_net::nat::behaviour::{Behaviour, Mapping, NatType};
 use pairs_net::nat::{Nat, NatConfig};
 use serde::Serialize;
 
@@ -73,18 +73,17 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: DoctorArgs) -> R
     let mut stun = Vec::new();
     let mut nat_verdict: Option<Behaviour> = None;
     for server in &servers {
-        let resolved = match tokio::net::lookup_host(server.as_str()).await {
-            Ok(mut addrs) => addrs.find(|a| a.is_ipv4()),
-            Err(_) => None,
-        };
-        let Some(addr) = resolved else {
-            stun.push(StunReport {
-                server: server.clone(),
-                mapped: None,
-                other_address: None,
-                error: Some(format!("cannot resolve {server} (want HOST:PORT)")),
-            });
-            continue;
+        let addr = match resolve_stun(server).await {
+            Ok(addr) => addr,
+            Err(why) => {
+                stun.push(StunReport {
+                    server: server.clone(),
+                    mapped: None,
+                    other_address: None,
+                    error: Some(why),
+                });
+                continue;
+            }
         };
         match nat.nat_behaviour(addr).await {
             Ok((seen, verdict)) => {
@@ -112,7 +111,7 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: DoctorArgs) -> R
         let mapped: Vec<SocketAddr> = stun.iter().filter_map(|s| s.mapped).collect();
         if mapped.len() >= 2 && mapped.iter().any(|m| *m != mapped[0]) {
             nat_verdict = Some(Behaviour {
-                mapping: Some(pairs_net::nat::behaviour::Mapping::AddressAndPortDependent),
+                mapping: Some(Mapping::AddressAndPortDependent),
                 filtering: None,
                 nat_type: NatType::Symmetric,
             });
@@ -188,6 +187,25 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: DoctorArgs) -> R
     Ok(())
 }
 
+/// The IPv4 address of a STUN server named `HOST:PORT`, or why there is none: a malformed name and a
+/// name DNS cannot resolve (offline, a typo) are told apart.
+async fn resolve_stun(server: &str) -> Result<SocketAddr, String> {
+    let Some((host, port)) = server.rsplit_once(':') else {
+        return Err(format!("{server:?} has no port (want HOST:PORT)"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("{server:?} is not HOST:PORT"));
+    }
+    match tokio::net::lookup_host(server).await {
+        Ok(mut addrs) => addrs
+            .find(|a| a.is_ipv4())
+            .ok_or_else(|| format!("{host} has no IPv4 address")),
+        Err(err) => Err(format!(
+            "cannot resolve {host}: {err} (no DNS here: offline? --stun IP:PORT needs none)"
+        )),
+    }
+}
+
 fn print_text(report: &Report) {
     println!("node        {}", report.node_id);
     for addr in &report.local_addrs {
@@ -209,10 +227,14 @@ fn print_text(report: &Report) {
         }
     }
     match &report.nat {
+        Some(v) if v.nat_type == NatType::NoNat => println!(
+            "nat         no NAT (filtering untested: a STUN server with two addresses tells)"
+        ),
         Some(v) => println!(
             "nat         {}{}",
             v.nat_type.name(),
             match (v.mapping, v.filtering) {
+                (Some(Mapping::NoNat), Some(f)) => format!(" (filtering {})", f.name()),
                 (Some(m), Some(f)) => format!(" (mapping {}, filtering {})", m.name(), f.name()),
                 (Some(m), None) => format!(" (mapping {})", m.name()),
                 _ => String::new(),
@@ -234,10 +256,13 @@ fn print_text(report: &Report) {
             (None, None) => {}
         }
     }
+    let no_nat = report.nat.is_some_and(|v| v.nat_type == NatType::NoNat);
     println!(
         "reachable   {}",
         if report.publicly_reachable {
             "yes: peers can connect to this node directly"
+        } else if no_nat {
+            "probably: peers can connect directly unless a firewall filters"
         } else {
             "not directly: peers need a hole punch (--via a helper) or a relay"
         }

@@ -25,6 +25,9 @@ use super::Node;
 /// starts with the log's discovery key, then the log protocol.
 pub const LOG_ALPN: &[u8] = b"pairs/log/1";
 
+/// Close code of `pairs/log/1` when the peer named a log this node does not hold.
+const UNKNOWN_LOG: u32 = 2;
+
 /// How long a peer that dialed `pairs/log/1` has to open its stream and name its log.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -374,14 +377,35 @@ impl LogHandle {
     /// Dials a node and syncs the log with it once (`pairs/log/1`): both end with the union.
     pub async fn sync_with(&self, peer: &NodeAddr) -> Result<SyncStats> {
         let endpoint = self.node.endpoint()?;
-        let connection = endpoint.connect(peer, LOG_ALPN).await?;
+        let connection = match endpoint.connect(peer, LOG_ALPN).await {
+            Ok(connection) => connection,
+            Err(pairs_net::ConnectError::NotServed { .. }) => bail!(
+                "node {} serves no logs (a `pairs listen` ticket?); give the ticket that \
+                 `pairs node` or `pairs log sync` printed",
+                peer.node_id.short()
+            ),
+            Err(err) => return Err(err.into()),
+        };
         let mut stream = connection.open_bi().await?;
         stream.write_all(&self.ticket().discovery_key()).await?;
-        let stats = self
-            .log
-            .replicate(&mut stream, false)
-            .await
-            .with_context(|| format!("syncing with {}", peer.node_id.short()))?;
+        let stats = match self.log.replicate(&mut stream, false).await {
+            Ok(stats) => stats,
+            Err(err) => {
+                if let Some(pairs_net::ConnectionError::ApplicationClosed(close)) =
+                    connection.quinn().close_reason()
+                    && close.error_code == UNKNOWN_LOG.into()
+                {
+                    bail!(
+                        "node {} does not hold log {} (is it the right node? `pairs log sync \
+                         TICKET` there makes it share the log)",
+                        peer.node_id.short(),
+                        self.id().short()
+                    );
+                }
+                return Err(anyhow::Error::new(err)
+                    .context(format!("syncing with {}", peer.node_id.short())));
+            }
+        };
         finish(&connection, &mut stream).await;
         Ok(stats)
     }
@@ -600,7 +624,11 @@ impl ProtocolHandler for LogServer {
         Box::pin(async move {
             let peer = connection.remote_node_id().short();
             match serve_direct(&connection, logs).await {
-                Ok(stats) => tracing::info!(%peer, ?stats, "log sync served"),
+                Ok(Some(stats)) => tracing::info!(%peer, ?stats, "log sync served"),
+                Ok(None) => {
+                    tracing::info!(%peer, "asked for a log this node does not hold");
+                    connection.close(UNKNOWN_LOG, b"no such log here");
+                }
                 Err(err) => {
                     tracing::info!(%peer, "log sync failed: {err:#}");
                     connection.close(1, b"sync failed");
@@ -610,7 +638,8 @@ impl ProtocolHandler for LogServer {
     }
 }
 
-async fn serve_direct(connection: &Connection, logs: LogRegistry) -> Result<SyncStats> {
+/// `None` when the peer named a log this node does not hold.
+async fn serve_direct(connection: &Connection, logs: LogRegistry) -> Result<Option<SyncStats>> {
     let mut stream = tokio::time::timeout(HEADER_TIMEOUT, connection.accept_bi())
         .await
         .context("no stream in time")??;
@@ -619,12 +648,12 @@ async fn serve_direct(connection: &Connection, logs: LogRegistry) -> Result<Sync
         .await
         .context("no log named in time")??;
     let Some(id) = logs.find_by_discovery(&key) else {
-        bail!("the peer asked for a log this node does not hold");
+        return Ok(None);
     };
     let log = tokio::task::spawn_blocking(move || logs.open(id)).await??;
     let stats = log.replicate(&mut stream, true).await?;
     finish(connection, &mut stream).await;
-    Ok(stats)
+    Ok(Some(stats))
 }
 
 /// Closes the connection only once the peer acknowledged everything we sent, so our last message is
