@@ -14,9 +14,11 @@
 //!
 //! A share not yet on this node is caught up with first (the ticket's providers, else whoever the
 //! swarm finds), within the gateway's resolve timeout; an origin URL names no providers, so it uses
-//! those of any ticket this gateway saw for the share. Content is fetched on demand: a file is
-//! served from the store once it is complete here, fetched from the share's peers first if not (the
-//! request waits for the whole file). The ETag is the content hash. Symbolic links inside a share
+//! those of any ticket this gateway saw for the share. Content is fetched on demand: a file complete
+//! here is served from the store; one that is not is fetched from the share's peers (the fetch
+//! started, or joined) and streamed as its verified 16 KiB groups arrive, from the offset asked for,
+//! whose groups the swarm fetches first. Every group is checked against the blob's verified layer
+//! right before it is sent: no unverified byte ever leaves. The ETag is the content hash. Symbolic links inside a share
 //! are followed to their target within the share, in the last component or any before it (8 hops
 //! at most); one that leads nowhere, or out of the share, is a 404. Nothing is writable: the gateway only reads.
 
@@ -24,12 +26,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pairs_base::NodeAddr;
 use pairs_blobs::collection::{Collection, MAX_ENCODED};
-use pairs_blobs::layer::GROUP_SIZE;
+use pairs_blobs::layer::{GROUP_SIZE, group_len};
 use pairs_blobs::store::BlobReader;
-use pairs_blobs::{BlobStatus, Hash};
+use pairs_blobs::{BlobStatus, Hash, Layer};
 use pairs_gateway::{BoxFuture, DirEntry, File, Gateway, GatewayError, Resolved, Site, Source};
 use pairs_log::LogId;
 
@@ -38,12 +41,17 @@ pub use pairs_gateway::{blob_url, origin_url, share_url};
 use crate::Node;
 use crate::control::server::{BlobRef, parse_blob_ref};
 use crate::node::WeakNode;
-use crate::node::blobs::wait_complete;
+use crate::node::blobs::{BlobProgress, BlobService};
 use crate::share::model::{FileState, Tree};
 use crate::share::{ShareTicket, share_blob_topic};
 
 /// Symbolic links followed for one path at most.
 const MAX_LINKS: usize = 8;
+
+/// How far ahead of a reader the swarm is asked to fetch first.
+const READ_AHEAD: u64 = 16 << 20;
+/// Groups checked in one go for a reader (a chunk of the gateway's body).
+const GROUPS_PER_CHECK: u64 = pairs_gateway::CHUNK as u64 / GROUP_SIZE;
 
 /// The gateway of a running node.
 pub(crate) struct Running {
@@ -192,7 +200,7 @@ impl NodeSource {
         path: &str,
     ) -> Result<Resolved, GatewayError> {
         Ok(match lookup(items, path) {
-            At::File(hash, _) => Resolved::File(content(node, hash).await?),
+            At::File(hash, size) => Resolved::File(content(node, hash, Some(size)).await?),
             At::Dir(entries) => Resolved::Directory(entries),
             At::NotFound => Resolved::NotFound,
         })
@@ -327,7 +335,7 @@ impl NodeSource {
                 .await
                 .map_err(unavailable)?;
         }
-        let file = content(node, hash).await?;
+        let file = content(node, hash, None).await?;
         let cached = self
             .collections
             .lock()
@@ -337,7 +345,7 @@ impl NodeSource {
         let collection = match cached {
             Some(collection) => collection,
             None => {
-                let collection = read_collection(&file)?.map(Arc::new);
+                let collection = read_collection(&file).await?.map(Arc::new);
                 self.collections
                     .lock()
                     .expect("collections lock")
@@ -354,19 +362,17 @@ impl NodeSource {
     }
 }
 
-/// The paths of a collection, if the blob is one.
-fn read_collection(file: &File) -> Result<Option<Items>, GatewayError> {
+/// The paths of a collection, if the blob is one (its first group tells; a collection is then
+/// read whole, waiting for it if it is still arriving).
+async fn read_collection(file: &File) -> Result<Option<Items>, GatewayError> {
     const MAGIC: &[u8] = b"pairs-collection/";
     if file.size < MAGIC.len() as u64 || file.size > MAX_ENCODED {
         return Ok(None);
     }
-    let mut head = [0u8; MAGIC.len()];
-    read_fully(file, &mut head, 0)?;
-    if head != MAGIC {
+    if read_range(file, 0, MAGIC.len()).await? != MAGIC {
         return Ok(None);
     }
-    let mut bytes = vec![0u8; file.size as usize];
-    read_fully(file, &mut bytes, 0)?;
+    let bytes = read_range(file, 0, file.size as usize).await?;
     let Ok(collection) = Collection::decode(&bytes) else {
         return Ok(None);
     };
@@ -387,18 +393,31 @@ fn read_collection(file: &File) -> Result<Option<Items>, GatewayError> {
     ))
 }
 
-fn read_fully(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file
-            .reader
-            .read_at(&mut buf[filled..], offset + filled as u64)?
-        {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => filled += n,
-        }
+/// `len` bytes of `file` from `start`, as they become readable.
+async fn read_range(file: &File, start: u64, len: usize) -> Result<Vec<u8>, GatewayError> {
+    let end = start + len as u64;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        let offset = start + out.len() as u64;
+        let ready = file.reader.ready(offset, end).await?;
+        let want = ready.min(end - offset) as usize;
+        let reader = file.reader.clone();
+        let chunk = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let mut filled = 0;
+            while filled < want {
+                match reader.read_at(&mut buf[filled..], offset + filled as u64)? {
+                    0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                    n => filled += n,
+                }
+            }
+            Ok(buf)
+        })
+        .await
+        .map_err(unavailable)??;
+        out.extend_from_slice(&chunk);
     }
-    Ok(())
+    Ok(out)
 }
 
 async fn is_complete(node: &Node, hash: Hash) -> Result<bool, GatewayError> {
@@ -410,26 +429,29 @@ async fn is_complete(node: &Node, hash: Hash) -> Result<bool, GatewayError> {
     Ok(matches!(status, BlobStatus::Complete { .. }))
 }
 
-/// A blob's bytes from the store, fetched from the swarm first if they are not all here.
-async fn content(node: &Node, hash: Hash) -> Result<File, GatewayError> {
+/// A blob's bytes: from the store when it is complete here, else streamed as its groups arrive (the
+/// fetch started, or joined, now). `size` is what the share's or collection's entry says; a raw blob
+/// (`None`) waits for its layer, which proves its size.
+async fn content(node: &Node, hash: Hash, size: Option<u64>) -> Result<File, GatewayError> {
     let blobs = node.blobs();
-    if !is_complete(node, hash).await? {
-        let progress = blobs.service.fetch(hash, None).map_err(unavailable)?;
-        wait_complete(progress).await.map_err(unavailable)?;
+    if is_complete(node, hash).await? {
+        let file = StoreFile::open(blobs.store().map_err(unavailable)?, hash).await?;
+        return Ok(File::new(file.reader.size(), hash.to_hex(), Arc::new(file)));
     }
-    let store = blobs.store().map_err(unavailable)?;
-    let reader = tokio::task::spawn_blocking(move || store.reader(&hash))
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)?;
-    Ok(File::new(
-        reader.size(),
-        hash.to_hex(),
-        Arc::new(StoreFile {
-            reader,
-            group: Mutex::new(None),
-        }),
-    ))
+    let progress = blobs.service.fetch(hash, None).map_err(unavailable)?;
+    let arriving = Arriving {
+        service: blobs.service.clone(),
+        store: blobs.store().map_err(unavailable)?,
+        hash,
+        expected: size,
+        progress,
+        state: Mutex::new(ArrivingState::default()),
+    };
+    let size = match size {
+        Some(size) => size,
+        None => arriving.layer().await?.0.size(),
+    };
+    Ok(File::new(size, hash.to_hex(), Arc::new(arriving)))
 }
 
 /// A complete blob read a group at a time, each group checked against the blob's hash when its file
@@ -461,6 +483,237 @@ impl pairs_gateway::RangeReader for StoreFile {
         let n = buf.len().min(bytes.len().saturating_sub(start));
         buf[..n].copy_from_slice(&bytes[start..start + n]);
         Ok(n)
+    }
+}
+
+impl StoreFile {
+    /// The complete blob `hash` of `store`.
+    async fn open(store: pairs_blobs::Store, hash: Hash) -> Result<StoreFile, GatewayError> {
+        let reader = tokio::task::spawn_blocking(move || store.reader(&hash))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(StoreFile {
+            reader,
+            group: Mutex::new(None),
+        })
+    }
+}
+
+/// A blob being fetched, served as its groups arrive. [`RangeReader::ready`] waits for the group at
+/// the reader's offset, asks the swarm to fetch the groups from there first, and checks each group
+/// against the verified layer (read back from the file being written) before allowing it: what the
+/// gateway sends has been verified by this reader itself. Once the fetch is complete, reads go to
+/// the store as for any complete blob.
+///
+/// [`RangeReader::ready`]: pairs_gateway::RangeReader::ready
+struct Arriving {
+    service: BlobService,
+    store: pairs_blobs::Store,
+    hash: Hash,
+    /// The size the entry naming the blob gives: the layer must agree.
+    expected: Option<u64>,
+    progress: tokio::sync::watch::Receiver<BlobProgress>,
+    state: Mutex<ArrivingState>,
+}
+
+#[derive(Default)]
+struct ArrivingState {
+    /// The verified layer and the file the groups are written to, once the layer is known.
+    open: Option<Arc<(Layer, BlobReader)>>,
+    /// The complete blob, once it is.
+    complete: Option<Arc<StoreFile>>,
+    /// Verified bytes from an offset on: what `ready` last allowed.
+    verified: Option<(u64, Arc<Vec<u8>>)>,
+    /// The window last asked of the swarm, and when.
+    window: Option<(u64, u64, Instant)>,
+}
+
+impl Arriving {
+    /// The progress as it is now, failing if the fetch failed.
+    fn now(
+        &self,
+        progress: &mut tokio::sync::watch::Receiver<BlobProgress>,
+    ) -> io::Result<BlobProgress> {
+        let now = progress.borrow_and_update().clone();
+        match &now.error {
+            Some(err) => Err(io::Error::other(format!("the fetch failed: {err}"))),
+            None => Ok(now),
+        }
+    }
+
+    /// Waits for the next change of the fetch's progress.
+    async fn changed(
+        &self,
+        progress: &mut tokio::sync::watch::Receiver<BlobProgress>,
+    ) -> io::Result<()> {
+        progress
+            .changed()
+            .await
+            .map_err(|_| io::Error::other("the fetch stopped"))
+    }
+
+    /// The verified layer and the file being written, waiting for the layer (a peer must prove it).
+    async fn layer(&self) -> Result<Arc<(Layer, BlobReader)>, GatewayError> {
+        let mut progress = self.progress.clone();
+        loop {
+            if let Some(open) = self.state.lock().expect("state lock").open.clone() {
+                return Ok(open);
+            }
+            if self.now(&mut progress)?.size.is_some() {
+                break;
+            }
+            self.changed(&mut progress).await?;
+        }
+        let (store, hash) = (self.store.clone(), self.hash);
+        let open = tokio::task::spawn_blocking(move || {
+            Ok::<_, pairs_blobs::store::StoreError>((store.layer(&hash)?, store.reader(&hash)?))
+        })
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        if let Some(expected) = self.expected
+            && expected != open.0.size()
+        {
+            return Err(GatewayError::Unavailable(format!(
+                "the blob has {} bytes, not the {expected} its entry says",
+                open.0.size()
+            )));
+        }
+        let open = Arc::new(open);
+        self.state.lock().expect("state lock").open = Some(open.clone());
+        Ok(open)
+    }
+
+    /// Asks the swarm to fetch from `offset` on first, unless it was asked lately for about that.
+    async fn ask_window(&self, offset: u64, end: u64) {
+        let window = (offset, end.min(offset.saturating_add(READ_AHEAD)));
+        {
+            let mut state = self.state.lock().expect("state lock");
+            // Asked again when the reader moved on, or after a while (another reader of the blob
+            // may have asked for elsewhere since).
+            if let Some((start, stop, at)) = state.window
+                && (start..stop).contains(&offset)
+                && offset < start + READ_AHEAD / 2
+                && at.elapsed() < Duration::from_millis(250)
+            {
+                return;
+            }
+            state.window = Some((window.0, window.1, Instant::now()));
+        }
+        self.service
+            .read_window(self.hash, window.0, window.1)
+            .await;
+    }
+
+    async fn wait_ready(&self, offset: u64, end: u64) -> io::Result<u64> {
+        let mut progress = self.progress.clone();
+        loop {
+            let now = self.now(&mut progress)?;
+            if now.complete {
+                let complete = self.state.lock().expect("state lock").complete.clone();
+                if complete.is_none() {
+                    let file = StoreFile::open(self.store.clone(), self.hash)
+                        .await
+                        .map_err(|err| io::Error::other(err.to_string()))?;
+                    self.state.lock().expect("state lock").complete = Some(Arc::new(file));
+                }
+                return Ok(end - offset);
+            }
+            if now.size.is_some() {
+                let open = self
+                    .layer()
+                    .await
+                    .map_err(|err| io::Error::other(err.to_string()))?;
+                let hash = self.hash;
+                let verified =
+                    tokio::task::spawn_blocking(move || verify(&open, &hash, offset, end))
+                        .await
+                        .map_err(io::Error::other)?;
+                if let Some((at, bytes)) = verified {
+                    let allowed = at + bytes.len() as u64 - offset;
+                    self.state.lock().expect("state lock").verified = Some((at, Arc::new(bytes)));
+                    return Ok(allowed);
+                }
+            }
+            self.ask_window(offset, end).await;
+            self.changed(&mut progress).await?;
+        }
+    }
+}
+
+/// The groups from the one holding `offset` on, up to a chunk and not past `end`, that are written
+/// and check against the layer (stopping at the first that is not): their first byte's offset and
+/// their bytes.
+fn verify(
+    open: &(Layer, BlobReader),
+    hash: &Hash,
+    offset: u64,
+    end: u64,
+) -> Option<(u64, Vec<u8>)> {
+    let (layer, reader) = open;
+    let first = offset / GROUP_SIZE;
+    let last = end
+        .min(layer.size())
+        .div_ceil(GROUP_SIZE)
+        .min(first + GROUPS_PER_CHECK);
+    let mut bytes = Vec::new();
+    let mut buf = vec![0u8; GROUP_SIZE as usize];
+    for group in first..last {
+        let len = group_len(layer.size(), group);
+        // A group not written yet reads as zeros (or fails): it does not check.
+        match reader.read_group_into(group, &mut buf) {
+            Ok(read) if read == len && layer.check_group(hash, group, &buf[..len]) => {
+                bytes.extend_from_slice(&buf[..len]);
+            }
+            _ => break,
+        }
+    }
+    (!bytes.is_empty()).then_some((first * GROUP_SIZE, bytes))
+}
+
+impl pairs_gateway::RangeReader for Arriving {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let (complete, verified) = {
+            let state = self.state.lock().expect("state lock");
+            (state.complete.clone(), state.verified.clone())
+        };
+        if let Some((at, bytes)) = verified
+            && offset >= at
+            && offset < at + bytes.len() as u64
+        {
+            let start = (offset - at) as usize;
+            let n = buf.len().min(bytes.len() - start);
+            buf[..n].copy_from_slice(&bytes[start..start + n]);
+            return Ok(n);
+        }
+        match complete {
+            Some(file) => file.read_at(buf, offset),
+            // Only bytes `ready` verified are ever read.
+            None => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("byte {offset} has not arrived yet"),
+            )),
+        }
+    }
+
+    fn ready(&self, offset: u64, end: u64) -> BoxFuture<'_, io::Result<u64>> {
+        Box::pin(self.wait_ready(offset, end))
+    }
+}
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        // The reader is gone: the swarm need not favour its groups any more.
+        let asked = self
+            .state
+            .lock()
+            .map(|s| s.window.is_some())
+            .unwrap_or(false);
+        if asked && let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (service, hash) = (self.service.clone(), self.hash);
+            runtime.spawn(async move { service.read_window(hash, 0, 0).await });
+        }
     }
 }
 

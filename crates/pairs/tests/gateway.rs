@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use pairs::Node;
 use pairs::base::Ticket as _;
 use pairs::blobs::store::ImportMode;
+use pairs::blobs::ticket::BlobFormat;
+use pairs::blobs::{BlobStatus, GROUP_SIZE, Layer};
 use pairs::gateway::{blob_url, share_origin_url, share_url};
 use pairs::share::ShareHandle;
 
@@ -335,6 +337,162 @@ async fn a_share_not_on_the_node_browses_through_its_gateway() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "the gateway stops with the node"
     );
+    a.shutdown().await;
+}
+
+/// `len` bytes of deterministic noise from `seed`.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut bytes = vec![0u8; len];
+    rng.fill(&mut bytes);
+    bytes
+}
+
+/// 64 MiB, larger than anything a page needs to wait for whole.
+const LARGE: usize = 64 << 20;
+
+/// The status of `hash` in `node`'s store.
+fn status(node: &Node, hash: &pairs::blobs::Hash) -> BlobStatus {
+    node.blobs().store().unwrap().status(hash).unwrap()
+}
+
+/// A GET over a raw connection: its head, then body bytes until `len` of them came.
+async fn get_start(port: u16, path: &str, len: usize) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let read = async {
+        loop {
+            if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n")
+                && received.len() >= end + 4 + len
+            {
+                return end + 4;
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the response ended after {} bytes", received.len());
+            received.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let head_end = tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the bytes came in time");
+    let head = String::from_utf8_lossy(&received[..head_end]).to_lowercase();
+    received.drain(..head_end);
+    received.truncate(len);
+    (head, received)
+}
+
+/// A 64 MiB blob of which A holds every group but one: B's copy can never be complete, so whatever
+/// B's gateway serves of it was served before the blob was complete there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_file_is_served_while_it_downloads() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = node(a_dir.path(), None).await;
+    let b = node(b_dir.path(), Some(0)).await;
+    let port = b.gateway_addr().unwrap().port();
+
+    let data = noise(LARGE, 11);
+    let (hash, layer) = Layer::of(&data);
+    let missing = 1000; // a group in the middle, that nobody has
+    {
+        let store = a.blobs().store().unwrap();
+        let (partial, mut have) = store.partial(&hash, &layer, None).unwrap();
+        for group in (0..layer.groups()).filter(|&g| g != missing) {
+            let at = (group * GROUP_SIZE) as usize;
+            let end = (at + GROUP_SIZE as usize).min(data.len());
+            partial.write_group(group, &data[at..end]).unwrap();
+            have.set(group);
+        }
+        partial.checkpoint(&have).unwrap();
+    }
+    a.blobs().share(hash).await.unwrap();
+    let url = blob_url(&a.blobs().ticket(hash, BlobFormat::Raw).to_ticket(), port);
+    assert!(matches!(status(&b, &hash), BlobStatus::Absent));
+
+    // A range near the end: its bytes come, right, while the blob cannot be complete on B.
+    let (first, last) = (LARGE - 3_000_000, LARGE - 1_000_001);
+    let part = curl(&[&url, "-H", &format!("Range: bytes={first}-{last}")]).await;
+    assert_eq!(part.status, 206, "{}", String::from_utf8_lossy(&part.body));
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes {first}-{last}/{LARGE}").as_str())
+    );
+    assert_eq!(part.header("etag"), Some(format!("\"{hash}\"").as_str()));
+    assert!(part.body == data[first..=last], "the range's bytes");
+    assert!(
+        matches!(status(&b, &hash), BlobStatus::Partial { .. }),
+        "served before the blob was complete"
+    );
+
+    // A whole GET: headers at once with the file's size, then the bytes in order, up to the group
+    // nobody has.
+    let upto = (missing * GROUP_SIZE) as usize;
+    let path = url.split_once(&format!(":{port}")).unwrap().1.to_owned();
+    let (head, body) = get_start(port, &path, upto).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {LARGE}\r\n")),
+        "{head}"
+    );
+    assert!(head.contains("accept-ranges: bytes\r\n"), "{head}");
+    assert!(body == data[..upto], "the first {upto} bytes, in order");
+    assert!(matches!(status(&b, &hash), BlobStatus::Partial { .. }));
+
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// A 64 MiB file A holds whole, through B's gateway: a range near its end, then the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_file_streams_whole_through_the_gateway() {
+    let (a_dir, b_dir, files) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = node(a_dir.path(), None).await;
+    let b = node(b_dir.path(), Some(0)).await;
+    let port = b.gateway_addr().unwrap().port();
+    let data = noise(LARGE, 12);
+    let file = files.path().join("large.bin");
+    std::fs::write(&file, &data).unwrap();
+    let added = a.blobs().add(&file, ImportMode::Copy).await.unwrap();
+    a.blobs().share(added.hash).await.unwrap();
+    let url = format!(
+        "{}large.bin",
+        blob_url(
+            &a.blobs().ticket(added.hash, added.format).to_ticket(),
+            port
+        )
+    );
+
+    let tail = curl(&[&url, "-H", "Range: bytes=-100000"]).await;
+    assert_eq!(tail.status, 206);
+    assert!(tail.body == data[LARGE - 100_000..], "the tail's bytes");
+    let whole = curl(&[&url]).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(
+        whole.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(whole.body.len(), LARGE);
+    assert!(whole.body == data, "the whole file, intact");
+    eprintln!(
+        "64 MiB not on the gateway's node: first byte after {:.0} ms",
+        whole.first_byte * 1000.0
+    );
+    assert!(matches!(
+        status(&b, &added.hash),
+        BlobStatus::Complete { .. }
+    ));
+
+    b.shutdown().await;
     a.shutdown().await;
 }
 
