@@ -3,23 +3,29 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand};
+
+/// Help heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+/// Help heading of the options shared by the commands that find and reach peers.
+const NETWORK: &str = "Network options";
 
 /// pairs: peer-to-peer for any application. Every connection is encrypted and authenticated by node key.
 #[derive(Debug, Parser)]
 #[command(name = "pairs", version, propagate_version = true)]
 pub struct Cli {
     /// Directory for this node's key and data [default: the platform's data directory]
-    #[arg(long, global = true, env = "PAIRS_HOME", value_name = "DIR")]
+    #[arg(long, global = true, env = "PAIRS_HOME", value_name = "DIR", help_heading = GLOBAL)]
     pub data_dir: Option<PathBuf>,
 
     /// Find peers only through --peer: no LAN multicast or other discovery that reaches the network
     /// (for tests, benchmarks, and networks that must stay quiet)
-    #[arg(long, global = true, env = "PAIRS_ISOLATED", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, env = "PAIRS_ISOLATED", value_parser = clap::builder::FalseyValueParser::new(), help_heading = GLOBAL)]
     pub isolated: bool,
 
     /// More logging on stderr (-v, -vv, -vvv); RUST_LOG overrides
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
 
     #[command(subcommand)]
@@ -30,26 +36,50 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print this node's id (created on first use)
+    #[command(
+        after_help = "Examples:\n  pairs id                          # give it to a log's or share's owner to be admitted\n  pairs id --json                   # {\"node\": ID}\n  pairs --data-dir /srv/pairs id    # the id of another data directory's key"
+    )]
     Id {
         /// Print JSON: {"node": ID}
         #[arg(long)]
         json: bool,
     },
     /// Wait for a peer, then pipe stdin to it and its data to stdout
+    #[command(
+        after_help = "Examples:\n  pairs listen < backup.tar          # prints a ticket; the peer runs: pairs connect TICKET > backup.tar\n  pairs listen > inbox.txt           # receive only\n  pairs listen --keep > inbox.log    # serve peers one after another\n  pairs listen --port 7000           # a fixed port: the same ticket across restarts\n  pairs listen --via HELPER          # reachable from behind NATs through a helper (pairs serve)"
+    )]
     Listen(ListenArgs),
     /// Connect to a listening peer, then pipe stdin to it and its data to stdout
+    #[command(
+        after_help = "Examples:\n  pairs connect TICKET > backup.tar  # receive what the listener sends\n  tar c dir | pairs connect TICKET   # send\n  pairs connect NODE-ID              # the id alone: addresses from the LAN or the DHT\n  pairs connect NODE-ID --via HELPER # through the helper the listener uses"
+    )]
     Connect(ConnectArgs),
     /// Run a helper node: answers STUN, introduces the nodes registered with it for hole punching,
     /// and relays between them when no direct path works; prints its ticket on stdout
+    #[command(
+        after_help = "Examples:\n  pairs serve --port 3478           # on a public machine: prints its ticket (HELPER)\n  pairs serve --relay-circuits 0    # introduce for hole punches, never relay\n  pairs serve --relay-rate 1M       # at most 1 MiB/s per relayed connection"
+    )]
     Serve(ServeArgs),
     /// Offer stdin to the LAN under NAME, or (stdin a terminal, or --receive) print a paste from it
+    #[command(
+        after_help = "Examples:\n  pbpaste | pairs paste             # offer the clipboard to whoever asks on this LAN\n  pairs paste > clip.txt            # on another machine: receive it\n  tar c dir | pairs paste holiday   # a named paste: only `pairs paste holiday` receives it\n  pairs paste holiday --receive | tar x"
+    )]
     Paste(PasteArgs),
     /// Join TOPIC: send each stdin line to every peer in it, print each line they send
+    #[command(
+        after_help = "Runs until Ctrl-C, also after stdin ends: it keeps printing what the peers send.\n\nExamples:\n  pairs swarm our-chat                          # type lines; theirs appear prefixed by their id\n  tail -f app.log | pairs swarm ops-logs --raw  # stream lines to every member\n  pairs swarm our-chat --peer 203.0.113.10:4000 # beyond the LAN: through a member anyone reaches"
+    )]
     Swarm(SwarmArgs),
     /// Run a node for a few seconds and show what each discovery source finds
+    #[command(
+        after_help = "Examples:\n  pairs status                      # this node's id, addresses, DHT, LAN, NAT helpers\n  pairs status our-chat             # also look the topic up and report the peers found\n  pairs status --json --wait 30"
+    )]
     Status(StatusArgs),
     /// Diagnose connectivity: NAT type (RFC 5780), local, reflexive and mapped addresses, which
     /// port mapping protocol answered, whether peers can reach this node, the helper in use
+    #[command(
+        after_help = "Examples:\n  pairs doctor                      # against two public STUN servers\n  pairs doctor --stun IP:3478       # a STUN server with two addresses (coturn) tells the NAT type\n  pairs doctor --via HELPER --json  # what a helper sees, for scripts"
+    )]
     Doctor(DoctorArgs),
     /// Run this node: own its logs, share them with the peers the swarm finds, and serve the other
     /// commands (`log`, `kv`) on a control socket in the data directory
@@ -83,17 +113,29 @@ pub enum Command {
     )]
     Sync(SyncArgs),
     /// The blob store: what this node holds and serves
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  pairs blobs add movie.mp4         # prints its hash (BLAKE3, as b3sum prints it)\n  pairs blobs ls\n  pairs blobs export HASH out.mp4\n  pairs blobs rm HASH"
+    )]
     Blobs(BlobsCommand),
     /// Signed multi-writer logs that replicate over any stream
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  T=$(pairs log new)                # a new log; its ticket is what readers need\n  pairs log append $T hello\n  pairs log cat $T --follow\n  pairs log sync $T                 # share it with every peer that has the ticket"
+    )]
     Log(LogCommand),
     /// A key-value map kept in a log (last writer wins)
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  pairs kv set $T colour blue\n  pairs kv get $T colour\n  pairs kv ls $T"
+    )]
     Kv(KvCommand),
     /// Sites: a folder with an index.html, shared and opened in the browser through the node's
     /// HTTP gateway
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  pairs site publish www/           # prints the URL to open and the share ticket"
+    )]
     Site(SiteCommand),
 }
 
@@ -197,7 +239,10 @@ pub struct ShareArgs {
 #[derive(Debug, Subcommand)]
 pub enum ShareCommand {
     /// The folders kept in step here; with TICKET, that share's files
-    #[command(disable_version_flag = true)]
+    #[command(
+        disable_version_flag = true,
+        after_help = "Examples:\n  pairs share ls\n  pairs share ls TICKET --version 3"
+    )]
     Ls {
         /// A share ticket
         ticket: Option<String>,
@@ -209,6 +254,7 @@ pub enum ShareCommand {
         json: bool,
     },
     /// A share's versions, oldest first
+    #[command(after_help = "Examples:\n  pairs share log TICKET")]
     Log {
         /// A share ticket
         ticket: String,
@@ -217,6 +263,9 @@ pub enum ShareCommand {
         json: bool,
     },
     /// What changed in a share from version FROM to version TO (default: the latest)
+    #[command(
+        after_help = "Examples:\n  pairs share diff TICKET 3         # since version 3\n  pairs share diff TICKET 3 5"
+    )]
     Diff {
         /// A share ticket
         ticket: String,
@@ -229,6 +278,9 @@ pub enum ShareCommand {
         json: bool,
     },
     /// Admit a writer: its node publishes its changes to the share too (owner only)
+    #[command(
+        after_help = "Examples:\n  pairs share admit TICKET NODE-ID  # NODE-ID: what `pairs id` prints on the writer's machine"
+    )]
     Admit {
         /// A share ticket
         ticket: String,
@@ -236,6 +288,7 @@ pub enum ShareCommand {
         node_id: String,
     },
     /// Stop keeping a folder in step (the folder and the share stay)
+    #[command(after_help = "Examples:\n  pairs share stop photos/\n  pairs share stop TICKET")]
     Stop {
         /// A share ticket, or the folder
         target: String,
@@ -264,6 +317,9 @@ pub struct SyncArgs {
 pub enum BlobsCommand {
     /// Add files or directories to the store and print the hash (a file's hash is its BLAKE3, as
     /// `b3sum` prints it)
+    #[command(
+        after_help = "Examples:\n  pairs blobs add movie.mp4 photos/\n  pairs blobs add --copy big.iso    # copied in: later edits to the file do not matter"
+    )]
     Add {
         /// What to add
         #[arg(required = true, value_name = "PATH")]
@@ -273,17 +329,22 @@ pub enum BlobsCommand {
         copy: bool,
     },
     /// List the blobs held, complete or partial
+    #[command(after_help = "Examples:\n  pairs blobs ls\n  pairs blobs ls --json | jq .hash")]
     Ls {
         /// One JSON object per line
         #[arg(long)]
         json: bool,
     },
     /// Forget a blob and stop serving it (a file it was served from is left alone)
+    #[command(
+        after_help = "Examples:\n  pairs blobs rm HASH               # HASH as `pairs blobs ls` prints it"
+    )]
     Rm {
         /// The blob's hash
         hash: String,
     },
     /// Copy a complete blob to a file
+    #[command(after_help = "Examples:\n  pairs blobs export HASH movie.mp4")]
     Export {
         /// The blob's hash
         hash: String,
@@ -296,8 +357,14 @@ pub enum BlobsCommand {
 #[derive(Debug, Subcommand)]
 pub enum LogCommand {
     /// Create a log owned by a fresh key kept in the data directory; print its ticket
+    #[command(
+        after_help = "Examples:\n  T=$(pairs log new)                # keep the ticket: every other log command takes it"
+    )]
     New,
     /// Append an entry: DATA, or stdin with `-` (one entry; with --lines, one entry per line)
+    #[command(
+        after_help = "Examples:\n  pairs log append $T \"hello\"       # prints the entry's id\n  pairs log append $T - < photo.jpg # one entry from stdin, binary too (up to 64 KiB)\n  seq 1000 | pairs log append $T - --lines"
+    )]
     Append {
         /// The log ticket
         ticket: String,
@@ -308,6 +375,9 @@ pub enum LogCommand {
         lines: bool,
     },
     /// Print the entries in causal order (Lamport clock, then id)
+    #[command(
+        after_help = "Examples:\n  pairs log cat $T\n  pairs log cat $T --follow         # then new entries as they commit\n  pairs log cat $T --json           # lossless: binary payloads in base64"
+    )]
     Cat {
         /// The log ticket
         ticket: String,
@@ -319,6 +389,9 @@ pub enum LogCommand {
         json: bool,
     },
     /// Print the current heads
+    #[command(
+        after_help = "Examples:\n  pairs log heads $T                # the newest entries, one id a line"
+    )]
     Heads {
         /// The log ticket
         ticket: String,
@@ -342,17 +415,23 @@ pub enum LogCommand {
         sources: SourceArgs,
     },
     /// Replicate over stdin/stdout (e.g. through ssh or socat); exits when both sides hold the union
+    #[command(
+        after_help = "Examples:\n  socat EXEC:\"pairs log replicate $T\" EXEC:\"ssh host pairs log replicate $T\""
+    )]
     Replicate {
         /// The log ticket
         ticket: String,
-        /// Speak the protocol on stdin/stdout
-        #[arg(long, required = true)]
+        /// Speak the protocol on stdin/stdout (the default: stdio is the only transport here)
+        #[arg(long)]
         stdio: bool,
         /// Keep going after the initial sync, until the stream ends
         #[arg(long)]
         live: bool,
     },
     /// Admit a writer (owner only)
+    #[command(
+        after_help = "Examples:\n  pairs log add-writer $T NODE-ID   # NODE-ID: what `pairs id` prints on the writer's machine"
+    )]
     AddWriter {
         /// The log ticket
         ticket: String,
@@ -360,6 +439,7 @@ pub enum LogCommand {
         node_id: String,
     },
     /// Remove a writer: its entries from now on no longer count (owner only)
+    #[command(after_help = "Examples:\n  pairs log remove-writer $T NODE-ID")]
     RemoveWriter {
         /// The log ticket
         ticket: String,
@@ -367,11 +447,15 @@ pub enum LogCommand {
         node_id: String,
     },
     /// Show the log's size, heads, writers and any forks
+    #[command(after_help = "Examples:\n  pairs log info $T")]
     Info {
         /// The log ticket
         ticket: String,
     },
     /// Write one entry's payload to stdout, byte for byte (binary entries included)
+    #[command(
+        after_help = "Examples:\n  pairs log get $T ID > photo.jpg   # ID as `log append` or `log cat --json` prints it"
+    )]
     Get {
         /// The log ticket
         ticket: String,
@@ -384,6 +468,7 @@ pub enum LogCommand {
 #[derive(Debug, Subcommand)]
 pub enum KvCommand {
     /// Set KEY to VALUE
+    #[command(after_help = "Examples:\n  pairs kv set $T colour blue")]
     Set {
         /// The log ticket
         ticket: String,
@@ -393,6 +478,7 @@ pub enum KvCommand {
         value: String,
     },
     /// Print the value of KEY
+    #[command(after_help = "Examples:\n  pairs kv get $T colour")]
     Get {
         /// The log ticket
         ticket: String,
@@ -400,6 +486,7 @@ pub enum KvCommand {
         key: String,
     },
     /// Delete KEY
+    #[command(after_help = "Examples:\n  pairs kv del $T colour")]
     Del {
         /// The log ticket
         ticket: String,
@@ -407,6 +494,7 @@ pub enum KvCommand {
         key: String,
     },
     /// List every key and value
+    #[command(after_help = "Examples:\n  pairs kv ls $T")]
     Ls {
         /// The log ticket
         ticket: String,
@@ -415,6 +503,7 @@ pub enum KvCommand {
 
 /// Where the node's socket binds.
 #[derive(Debug, Args)]
+#[command(next_help_heading = NETWORK)]
 pub struct BindArgs {
     /// UDP address to bind, e.g. 0.0.0.0:7000 or [::1]:0 [default: all interfaces, any port]
     #[arg(long, value_name = "ADDR", conflicts_with = "port")]
@@ -428,9 +517,6 @@ pub struct BindArgs {
 /// `pairs listen`
 #[derive(Debug, Args)]
 pub struct ListenArgs {
-    #[command(flatten)]
-    pub bind: BindArgs,
-
     /// Keep listening after the first peer: serve peers one after another
     #[arg(long)]
     pub keep: bool,
@@ -452,14 +538,14 @@ pub struct ListenArgs {
 
     #[command(flatten)]
     pub sources: SourceArgs,
+
+    #[command(flatten)]
+    pub bind: BindArgs,
 }
 
 /// `pairs doctor`
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
-    #[command(flatten)]
-    pub bind: BindArgs,
-
     /// STUN server, HOST:PORT; repeatable. One with two addresses (RFC 5780, e.g. coturn given two
     /// listening IPs) tells the NAT type; any pairs node answers STUN too [default: two public STUN
     /// servers; none with --isolated]
@@ -478,14 +564,14 @@ pub struct DoctorArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub bind: BindArgs,
 }
 
 /// `pairs serve`
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    pub bind: BindArgs,
-
     /// Relay circuits open at once (0: introduce for hole punching, never relay)
     #[arg(long, default_value_t = 32, value_name = "N")]
     pub relay_circuits: usize,
@@ -501,6 +587,9 @@ pub struct ServeArgs {
     /// Bytes per second one relay circuit may carry; faster traffic is slowed (K, M, G suffixes)
     #[arg(long, default_value = "4M", value_name = "SIZE", value_parser = parse_size)]
     pub relay_rate: u64,
+
+    #[command(flatten)]
+    pub bind: BindArgs,
 }
 
 /// Which port mapping protocols to try.
@@ -522,6 +611,15 @@ fn parse_port_mapping(text: &str) -> Result<PortMapping, String> {
             .parse()
             .map(|p| PortMapping::Protocols(vec![p]))
             .map_err(|e: String| format!("{e}, auto or off")),
+    }
+}
+
+/// Parses a timeout in whole seconds; 0 would give up before trying.
+fn parse_timeout(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("a timeout of 0 would give up before trying: give 1 or more seconds".into()),
+        Ok(secs) => Ok(secs),
+        Err(_) => Err(format!("'{text}' is not a number of seconds")),
     }
 }
 
@@ -550,14 +648,8 @@ pub struct ConnectArgs {
     /// on the DHT)
     pub ticket: String,
 
-    #[command(flatten)]
-    pub sources: SourceArgs,
-
-    #[command(flatten)]
-    pub bind: BindArgs,
-
     /// Seconds to wait for an answer from each address
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    #[arg(long, default_value_t = 10, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: u64,
 
     /// Reach the peer through this helper, which the peer is registered with (`pairs listen --via`):
@@ -569,10 +661,17 @@ pub struct ConnectArgs {
     /// addresses that are relayed addresses on the same server (a ticket from `listen --turn`)
     #[arg(long, value_name = "USER:PASSWORD@IP:PORT")]
     pub turn: Option<pairs_net::nat::turn::TurnServer>,
+
+    #[command(flatten)]
+    pub sources: SourceArgs,
+
+    #[command(flatten)]
+    pub bind: BindArgs,
 }
 
 /// Where peers come from, on top of the configuration file (`config.toml` in the data directory).
 #[derive(Debug, Clone, Args, Default)]
+#[command(next_help_heading = NETWORK)]
 pub struct SourceArgs {
     /// Also connect to this peer: a node ticket or host:port; repeatable
     #[arg(long = "peer", value_name = "TICKET|HOST:PORT")]
@@ -617,6 +716,7 @@ impl SourceArgs {
 
 /// How a swarm command finds and reaches peers.
 #[derive(Debug, Args)]
+#[command(next_help_heading = NETWORK)]
 pub struct DiscoveryArgs {
     #[command(flatten)]
     pub bind: BindArgs,
@@ -657,6 +757,7 @@ pub struct NodeArgs {
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Show what the running node serves: its id, ticket, peers and logs
+    #[command(after_help = "Examples:\n  pairs node status\n  pairs node status --json")]
     Status {
         /// Print JSON instead of text
         #[arg(long)]
@@ -668,6 +769,7 @@ pub enum NodeCommand {
 #[derive(Debug, Args)]
 pub struct PasteArgs {
     /// The paste's name; sender and receivers must use the same [default: one shared default]
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: Option<String>,
 
     /// Offer stdin even if it is a terminal
@@ -679,7 +781,7 @@ pub struct PasteArgs {
     pub receive: bool,
 
     /// Give up after this many seconds without a peer to send to or receive from
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<u64>,
 
     /// Sender: keep offering until interrupted instead of exiting once receivers are served
@@ -694,6 +796,7 @@ pub struct PasteArgs {
 #[derive(Debug, Args)]
 pub struct SwarmArgs {
     /// The topic's name (anyone who knows it can join; choose one that is hard to guess)
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub topic: String,
 
     /// Print received lines as they are, without the sender's short id
@@ -708,6 +811,7 @@ pub struct SwarmArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Topics to join and look up as well
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub topics: Vec<String>,
 
     /// Longest time to let the sources work; the report comes sooner once every topic named has met
@@ -732,5 +836,26 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every command, at every level, shows examples under its help.
+    #[test]
+    fn every_command_has_examples() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                let examples = sub.get_after_help().is_some_and(|h| {
+                    let h = h.to_string();
+                    h.contains("Examples:\n") && h.contains("pairs ")
+                });
+                if !examples {
+                    missing.push(path.clone());
+                }
+                check(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&super::Cli::command(), "pairs", &mut missing);
+        assert!(missing.is_empty(), "no examples: {missing:?}");
     }
 }

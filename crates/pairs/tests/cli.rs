@@ -84,3 +84,59 @@ fn doctor_tells_a_malformed_stun_server_from_one_dns_cannot_find() {
     assert!(stun.contains("cannot resolve stun.example.org:"), "{text}");
     assert!(!stun.contains("want HOST:PORT"), "{text}");
 }
+
+#[test]
+fn a_zero_timeout_and_empty_names_are_refused_before_anything_runs() {
+    let home = Home::new();
+    for args in [
+        &["connect", "TICKET", "--timeout", "0"][..],
+        &["paste", "--receive", "--timeout", "0"],
+    ] {
+        let out = home.run(args);
+        let err = stderr_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("a timeout of 0 would give up"), "{err}");
+    }
+    for args in [
+        &["swarm", ""][..],
+        &["paste", "", "--receive"],
+        &["status", "ok", ""],
+    ] {
+        let out = home.run(args);
+        let err = stderr_text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("a value is required"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn help_puts_a_command_s_own_options_apart_from_the_shared_ones() {
+    let home = Home::new();
+    let help = String::from_utf8(home.run(&["connect", "--help"]).stdout).unwrap();
+    let section = |name: &str| help.find(name).unwrap_or_else(|| panic!("{name}: {help}"));
+    let (own, network, global) = (
+        section("\nOptions:"),
+        section("\nNetwork options:"),
+        section("\nGlobal options:"),
+    );
+    assert!(own < network && network < global, "{help}");
+    // --timeout is connect's own; --peer and --data-dir are not.
+    let timeout = section("--timeout");
+    assert!(own < timeout && timeout < network, "{help}");
+    assert!(section("--peer") > network && section("--data-dir") > global);
+    assert!(help.contains("\nExamples:\n  pairs connect "), "{help}");
+}
+
+#[test]
+fn log_replicate_needs_no_stdio_flag() {
+    let (a, b) = (Home::new(), Home::new());
+    let ticket = String::from_utf8(a.run(&["log", "new"]).stdout).unwrap();
+    let ticket = ticket.trim();
+    // With its input ended at once, replicate reports the other side gone: it ran.
+    for home in [&a, &b] {
+        let out = home.run(&["log", "replicate", ticket]);
+        let err = stderr_text(&out);
+        assert!(!err.contains("required"), "{err}");
+        assert!(err.contains("ended before the logs were in sync"), "{err}");
+    }
+}
