@@ -521,6 +521,11 @@ pub struct ListenArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Announce on stderr as JSON lines (stdout carries the data): {"event": "listening", "node",
+    /// "addrs", "ticket"}, then {"event": "connected", "node", "addr"} for each peer
+    #[arg(long)]
+    pub json: bool,
+
     /// Stay reachable through this helper (a `pairs serve` or any pairs node's ticket): peers that
     /// cannot reach us directly punch a hole with its help, or are relayed by it; repeatable
     #[arg(long, value_name = "TICKET")]

@@ -140,3 +140,39 @@ fn log_replicate_needs_no_stdio_flag() {
         assert!(err.contains("ended before the logs were in sync"), "{err}");
     }
 }
+
+#[test]
+fn listen_json_names_the_node_as_id_json_does_and_reports_each_peer() {
+    let (home, peer) = (Home::new(), Home::new());
+    let id: serde_json::Value =
+        serde_json::from_slice(&home.run(&["id", "--json"]).stdout).unwrap();
+    let mut listener = home
+        .pairs(&["listen", "--json", "--bind", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(listener.stderr.take().unwrap());
+    let json = |line: String| -> serde_json::Value {
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    };
+    let listening = json(stderr.recv_timeout(SHORT).expect("listening line"));
+    assert_eq!(listening["event"], "listening");
+    assert_eq!(listening["node"], id["node"]);
+    assert!(
+        listening["addrs"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let ticket = listening["ticket"].as_str().unwrap();
+    let out = peer.run(&["connect", ticket]);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    let connected = json(stderr.recv_timeout(SHORT).expect("connected line"));
+    assert_eq!(connected["event"], "connected");
+    let peer_id: serde_json::Value =
+        serde_json::from_slice(&peer.run(&["id", "--json"]).stdout).unwrap();
+    assert_eq!(connected["node"], peer_id["node"]);
+    let _ = Running(listener);
+}

@@ -30,10 +30,23 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
         .accept(nat::wire::ALPN, nat.handler())
         .spawn();
     let ticket = endpoint.node_addr().to_ticket();
-    eprintln!(
-        "pairs: listening as {}; on the other side run:\n\n    pairs connect {ticket}\n",
-        endpoint.node_id()
-    );
+    if args.json {
+        // On stderr like the text: stdout carries the data.
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "event": "listening",
+                "node": endpoint.node_id().to_string(),
+                "addrs": endpoint.node_addr().addrs,
+                "ticket": ticket,
+            })
+        );
+    } else {
+        eprintln!(
+            "pairs: listening as {}; on the other side run:\n\n    pairs connect {ticket}\n",
+            endpoint.node_id()
+        );
+    }
     for helper in &helpers {
         tokio::spawn(stay_registered(nat.clone(), helper.clone()));
     }
@@ -101,11 +114,22 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
         };
         let Some(connection) = connection else { break };
         let peer = connection.remote_node_id();
-        eprintln!(
-            "pairs: connected to {} at {}",
-            peer,
-            connection.remote_addr()
-        );
+        if args.json {
+            eprintln!(
+                "{}",
+                serde_json::json!({
+                    "event": "connected",
+                    "node": peer.to_string(),
+                    "addr": connection.remote_addr(),
+                })
+            );
+        } else {
+            eprintln!(
+                "pairs: connected to {} at {}",
+                peer,
+                connection.remote_addr()
+            );
+        }
         let served = async {
             let stream = pipe::accept(&connection).await?;
             pipe::run(&connection, stream, &mut input, output.sender()).await
