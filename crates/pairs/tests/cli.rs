@@ -176,3 +176,43 @@ fn listen_json_names_the_node_as_id_json_does_and_reports_each_peer() {
     assert_eq!(connected["node"], peer_id["node"]);
     let _ = Running(listener);
 }
+
+/// A LAN with no internet: the DHT cannot bootstrap, and the node id alone still connects, found
+/// through the listener's mDNS advertisement.
+#[test]
+fn a_node_id_alone_connects_on_an_offline_lan() {
+    let lab = Lab::new();
+    lab.run(&["lan", "2"]);
+    for host in ["h1", "h2"] {
+        // DNS goes nowhere: the DHT's bootstrap names do not resolve, nothing leaves the lab.
+        lab.run(&["resolver", host, "127.0.0.1"]);
+    }
+    let (h1, h2) = (Home::new(), Home::new());
+    let id = String::from_utf8(h1.run(&["id"]).stdout).unwrap();
+    let mut listen = lab.pairs("h1", &h1, &["listen"]);
+    listen
+        .env_remove("PAIRS_NO_DHT")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut listener = listen.spawn().unwrap();
+    let stderr = lines_of(listener.stderr.take().unwrap());
+    std::io::Write::write_all(&mut listener.stdin.take().unwrap(), b"over the LAN\n").unwrap();
+    let _listener = Running(listener);
+    while !stderr
+        .recv_timeout(SHORT)
+        .expect("listener offered its id on the LAN")
+        .contains("on this LAN")
+    {}
+    let mut connect = lab.pairs("h2", &h2, &["connect", id.trim(), "--timeout", "10"]);
+    connect
+        .env_remove("PAIRS_NO_DHT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_output(connect.spawn().unwrap(), SHORT);
+    let err = stderr_text(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over the LAN\n");
+    assert!(!err.contains("ERROR") && !err.contains("WARN"), "{err}");
+}

@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use pairs::pipe;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
+use pairs_net::discovery::Discovered;
 use pairs_net::discovery::dht::{DhtDiscovery, ResolveError};
+use pairs_net::discovery::mdns::Mdns;
 use pairs_net::nat::{self, Nat, NatConfig, Path as NatPath};
 use pairs_net::{Connection, Endpoint, EndpointConfig, Router};
 use tokio::sync::mpsc;
@@ -87,8 +89,29 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
             helper.to_ticket()
         );
     }
-    // With the DHT on, our signed address record makes the bare node id enough to connect.
+    // With the DHT on, our signed address record makes the bare node id enough to connect; on the
+    // LAN, our mDNS advertisement does.
     let sources = Sources::resolve(data_dir, isolated, &args.sources.options())?;
+    let _mdns = if sources.lan {
+        let (found, _ignored) = mpsc::unbounded_channel();
+        match Mdns::start(endpoint.node_id(), endpoint.local_addr().port(), found) {
+            Ok(mdns) => {
+                if !args.json {
+                    eprintln!(
+                        "pairs: or, on this LAN:\n\n    pairs connect {}\n",
+                        endpoint.node_id()
+                    );
+                }
+                Some(mdns)
+            }
+            Err(err) => {
+                tracing::info!("{err}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let _dht = match sources.dht {
         Some(config) => {
             let (found, _ignored) = mpsc::unbounded_channel();
@@ -255,7 +278,7 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
         Err(ticket_err) => match args.ticket.parse::<NodeId>() {
             // A helper the peer is registered with needs no addresses.
             Ok(node) if !helpers.is_empty() => NodeAddr::new(node, Vec::new()),
-            Ok(node) => resolve_on_dht(data_dir, isolated, &args, &endpoint, node).await?,
+            Ok(node) => resolve(data_dir, isolated, &args, &endpoint, node).await?,
             Err(_) => return Err(not_a_target(&args.ticket, ticket_err)),
         },
     };
@@ -337,8 +360,9 @@ fn not_a_target(text: &str, ticket_err: pairs_base::TicketError) -> anyhow::Erro
     }
 }
 
-/// Finds `node`'s addresses from its signed record on the DHT.
-async fn resolve_on_dht(
+/// Finds `node`'s addresses on the LAN (its mDNS advertisement) and on the DHT (its signed record)
+/// at once: the first answer wins, so a LAN without internet needs no DHT.
+async fn resolve(
     data_dir: Option<&Path>,
     isolated: bool,
     args: &ConnectArgs,
@@ -346,24 +370,84 @@ async fn resolve_on_dht(
     node: NodeId,
 ) -> Result<NodeAddr> {
     let sources = Sources::resolve(data_dir, isolated, &args.sources.options())?;
-    let Some(config) = sources.dht else {
+    if !sources.lan && sources.dht.is_none() {
         bail!(
-            "{node} is a node id without addresses: finding them needs the DHT, which --isolated, --no-dht or the configuration turned off; use the node's ticket instead"
+            "{node} is a node id without addresses: finding them needs the LAN (mDNS) or the DHT, which --isolated, --no-lan, --no-dht or the configuration turned off; use the node's ticket instead"
         );
-    };
-    let (found, _ignored) = mpsc::unbounded_channel();
-    let dht = DhtDiscovery::start(config, endpoint, &home::node_key(data_dir)?, found)
-        .context("cannot start the DHT")?;
-    eprintln!("pairs: looking up {} on the DHT", node.short());
-    // A node that just started may not have stored its record yet: ask again for a while.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
-    loop {
-        match dht.resolve(node).await {
-            Ok(addr) => return Ok(addr),
-            Err(ResolveError::NotFound { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let (lan_tx, mut lan) = mpsc::unbounded_channel();
+    let _mdns = if sources.lan {
+        match Mdns::start(endpoint.node_id(), endpoint.local_addr().port(), lan_tx) {
+            Ok(mdns) => Some(mdns),
+            Err(err) => {
+                tracing::info!("{err}");
+                None
             }
-            Err(err) => return Err(err.into()),
+        }
+    } else {
+        None
+    };
+    let dht = match sources.dht {
+        Some(config) => {
+            let (found, _ignored) = mpsc::unbounded_channel();
+            Some(
+                DhtDiscovery::start(config, endpoint, &home::node_key(data_dir)?, found)
+                    .context("cannot start the DHT")?,
+            )
+        }
+        None => None,
+    };
+    let places = match (&_mdns, &dht) {
+        (Some(_), Some(_)) => "on the LAN and the DHT",
+        (Some(_), None) => "on the LAN",
+        _ => "on the DHT",
+    };
+    eprintln!("pairs: looking up {} {places}", node.short());
+    let on_lan = async {
+        while let Some(found) = lan.recv().await {
+            if let Discovered::Found(addr) = found
+                && addr.node_id == node
+            {
+                return addr;
+            }
+        }
+        std::future::pending().await
+    };
+    // A node that just started may not have stored its record yet: ask again for a while. An
+    // error (not bootstrapped: offline) leaves the LAN to answer.
+    let dht_error = std::sync::Mutex::new(None);
+    let on_dht = async {
+        let Some(dht) = &dht else {
+            return std::future::pending().await;
+        };
+        loop {
+            match dht.resolve(node).await {
+                Ok(addr) => return addr,
+                Err(ResolveError::NotFound { .. }) => {}
+                Err(err) => *dht_error.lock().expect("lock") = Some(err.to_string()),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    let found = tokio::time::timeout(Duration::from_secs(args.timeout), async {
+        tokio::select! {
+            addr = on_lan => addr,
+            addr = on_dht => addr,
+        }
+    })
+    .await;
+    match found {
+        Ok(addr) => Ok(addr),
+        Err(_) => {
+            let dht = match dht_error.lock().expect("lock").take() {
+                Some(err) => format!(" (the DHT: {err})"),
+                None => String::new(),
+            };
+            bail!(
+                "found no addresses of {} {places} within {}s{dht}; is it running? (--timeout SECS waits longer)",
+                node.short(),
+                args.timeout
+            )
         }
     }
 }
