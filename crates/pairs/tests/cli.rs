@@ -216,3 +216,41 @@ fn a_node_id_alone_connects_on_an_offline_lan() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over the LAN\n");
     assert!(!err.contains("ERROR") && !err.contains("WARN"), "{err}");
 }
+
+/// Ctrl-C while connect is still looking for its peer stops it with a message, at once (it used to
+/// be killed by the signal's default action until it had connected).
+#[test]
+fn sigint_while_connect_looks_up_its_peer_stops_it_at_once() {
+    let lab = Lab::new();
+    lab.run(&["lan", "1"]);
+    let home = Home::new();
+    let id = String::from_utf8(Home::new().run(&["id"]).stdout).unwrap();
+    let mut child = lab
+        .pairs("h1", &home, &["connect", id.trim(), "--timeout", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines_of(child.stderr.take().unwrap());
+    while !stderr
+        .recv_timeout(SHORT)
+        .expect("connect said it is looking")
+        .contains("looking up")
+    {}
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = common::wait_status(child, std::time::Duration::from_secs(3));
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let said: Vec<String> = stderr.iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains("interrupted while looking up")),
+        "{said:?}"
+    );
+    eprintln!("stopped {:?} after SIGINT", started.elapsed());
+}

@@ -66,19 +66,28 @@ pub(crate) async fn control(data_dir: Option<&Path>) -> Result<Client> {
 
 /// Resolves when the process is asked to stop: Ctrl-C, or SIGTERM (service managers, containers),
 /// so that long-running commands close their connections and say goodbye either way.
-pub(crate) async fn stop_requested() {
+///
+/// The handlers are installed by this call, not when the future is first polled: a command that
+/// calls it at its start is never killed by a signal that arrives before it waits for one.
+pub(crate) fn stop_requested() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
+        if let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            });
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 /// Runs the parsed command line.

@@ -23,6 +23,9 @@ use pairs_portmap::{KeptMapping, MappingState};
 const WAITING_PEERS: usize = 8;
 
 pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -> Result<()> {
+    // One signal listener for the whole run, from the start: a signal in the middle of a transfer
+    // stops it too, and one before the first peer is never the default action's kill.
+    let mut stop = super::stop_requested();
     let endpoint = bind(data_dir, &args.bind, None).await?;
     let helpers = parse_helpers(&args.via)?;
     let (tx, mut incoming) = mpsc::channel(WAITING_PEERS);
@@ -126,9 +129,6 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     let mut input = stdin_chunks().context("cannot read stdin")?;
     let output = StdoutSink::start().context("cannot write stdout")?;
     let mut result = Ok(());
-    // One signal listener for the whole run: a signal in the middle of a transfer stops it too.
-    let stop = super::stop_requested();
-    tokio::pin!(stop);
     let mut stopped = false;
     loop {
         let connection = tokio::select! {
@@ -266,6 +266,8 @@ async fn announce_mapping(
 }
 
 pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs) -> Result<()> {
+    // From the start, so that a signal while dialing or right after is handled, not a kill.
+    let mut stop = super::stop_requested();
     let endpoint = bind(
         data_dir,
         &args.bind,
@@ -278,7 +280,10 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
         Err(ticket_err) => match args.ticket.parse::<NodeId>() {
             // A helper the peer is registered with needs no addresses.
             Ok(node) if !helpers.is_empty() => NodeAddr::new(node, Vec::new()),
-            Ok(node) => resolve(data_dir, isolated, &args, &endpoint, node).await?,
+            Ok(node) => tokio::select! {
+                found = resolve(data_dir, isolated, &args, &endpoint, node) => found?,
+                _ = &mut stop => bail!("interrupted while looking up {}", node.short()),
+            },
             Err(_) => return Err(not_a_target(&args.ticket, ticket_err)),
         },
     };
@@ -301,7 +306,10 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
         _ => None,
     };
     let dialing = std::time::Instant::now();
-    let (connection, mut how) = reach(&endpoint, &target, &helpers, nat.as_ref()).await?;
+    let (connection, mut how) = tokio::select! {
+        reached = reach(&endpoint, &target, &helpers, nat.as_ref()) => reached?,
+        _ = &mut stop => bail!("interrupted while connecting to {}", target.node_id.short()),
+    };
     let took = dialing.elapsed();
     if let Some(allocation) = &turn
         && connection.remote_addr().ip() == allocation.relayed().ip()
@@ -325,7 +333,7 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
             output.finish().context("writing stdout failed")?;
             result.map_err(anyhow::Error::from)
         }
-        _ = super::stop_requested() => {
+        _ = &mut stop => {
             // Said to the peer at once, rather than leaving it to time out.
             connection.close(pipe::INTERRUPTED, b"interrupted");
             Err(anyhow::anyhow!("interrupted; closed the connection"))
