@@ -7,6 +7,8 @@
 //! as success, because it is only sent once everything it wrote was received.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use pairs_net::{
@@ -28,12 +30,36 @@ pub const INTERRUPTED: u32 = 2;
 const MAX_CHUNK: usize = 1 << 20;
 
 /// What the pipe moved.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transferred {
     /// Bytes sent to the peer.
     pub sent: u64,
     /// Bytes received from the peer.
     pub received: u64,
+    /// BLAKE3 of everything sent (what `b3sum` prints for the same bytes), so both sides can
+    /// compare what went through.
+    pub sent_blake3: blake3::Hash,
+    /// BLAKE3 of everything received.
+    pub received_blake3: blake3::Hash,
+}
+
+/// Bytes moved so far, readable while [`run_metered`] runs (for a progress line).
+#[derive(Debug, Default, Clone)]
+pub struct Meter {
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+}
+
+impl Meter {
+    /// Bytes sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
 }
 
 /// Why a pipe ended early.
@@ -119,22 +145,46 @@ pub async fn run(
     input: &mut mpsc::Receiver<io::Result<Bytes>>,
     output: &mpsc::Sender<Bytes>,
 ) -> Result<Transferred, PipeError> {
+    run_metered(connection, stream, input, output, &Meter::default()).await
+}
+
+/// [`run`], counting the bytes moved in `meter` as they go.
+pub async fn run_metered(
+    connection: &Connection,
+    stream: BiStream,
+    input: &mut mpsc::Receiver<io::Result<Bytes>>,
+    output: &mpsc::Sender<Bytes>,
+    meter: &Meter,
+) -> Result<Transferred, PipeError> {
     let (send, recv) = stream.split();
-    let (sent, received) = tokio::try_join!(send_all(send, input), receive_all(recv, output))?;
+    let ((sent, sent_blake3), (received, received_blake3)) = tokio::try_join!(
+        send_all(send, input, &meter.sent),
+        receive_all(recv, output, &meter.received)
+    )?;
     connection.close(DONE, b"done");
-    Ok(Transferred { sent, received })
+    Ok(Transferred {
+        sent,
+        received,
+        sent_blake3,
+        received_blake3,
+    })
 }
 
 async fn send_all(
     mut send: SendStream,
     input: &mut mpsc::Receiver<io::Result<Bytes>>,
-) -> Result<u64, PipeError> {
+    meter: &AtomicU64,
+) -> Result<(u64, blake3::Hash), PipeError> {
     let mut sent = 0u64;
+    let mut hasher = blake3::Hasher::new();
     while let Some(chunk) = input.recv().await {
         let chunk = chunk.map_err(PipeError::Input)?;
         sent += chunk.len() as u64;
+        hasher.update(&chunk);
         send.write_chunk(chunk).await.map_err(write_error)?;
+        meter.store(sent, Ordering::Relaxed);
     }
+    let sent = (sent, hasher.finalize());
     send.finish().map_err(|_| PipeError::PeerStopped(0))?;
     match send.stopped().await {
         Ok(None) => Ok(sent),
@@ -145,16 +195,23 @@ async fn send_all(
     }
 }
 
-async fn receive_all(mut recv: RecvStream, output: &mpsc::Sender<Bytes>) -> Result<u64, PipeError> {
+async fn receive_all(
+    mut recv: RecvStream,
+    output: &mpsc::Sender<Bytes>,
+    meter: &AtomicU64,
+) -> Result<(u64, blake3::Hash), PipeError> {
     let mut received = 0u64;
+    let mut hasher = blake3::Hasher::new();
     while let Some(chunk) = recv.read_chunk(MAX_CHUNK, true).await.map_err(read_error)? {
         received += chunk.bytes.len() as u64;
+        meter.store(received, Ordering::Relaxed);
+        hasher.update(&chunk.bytes);
         if output.send(chunk.bytes).await.is_err() {
             recv.stop(2u32.into()).ok();
             return Err(PipeError::OutputClosed);
         }
     }
-    Ok(received)
+    Ok((received, hasher.finalize()))
 }
 
 fn is_done(err: &ConnectionError) -> bool {

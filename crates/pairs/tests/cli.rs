@@ -254,3 +254,29 @@ fn sigint_while_connect_looks_up_its_peer_stops_it_at_once() {
     );
     eprintln!("stopped {:?} after SIGINT", started.elapsed());
 }
+
+#[test]
+fn listen_and_connect_end_with_a_summary_and_the_same_blake3_of_the_data() {
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 + i / 991) as u8).collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    let expected = blake3::hash(&data).to_hex().to_string();
+    let listener = common::Listener::start(
+        &Home::new(),
+        &[],
+        Stdio::from(std::fs::File::open(file.path()).unwrap()),
+    );
+    let out = Home::new().run(&["connect", &listener.ticket]);
+    let err = stderr_text(&out);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(err.contains("received 2.86 MiB in"), "{err}");
+    assert!(
+        err.contains(&format!("blake3 of what was received: {expected}")),
+        "{err}"
+    );
+    // Not a terminal: no progress line, nothing but whole lines of text.
+    assert!(!err.contains('\r') && !err.contains('\x1b'), "{err:?}");
+    let said = listener.wait_for_stderr("blake3 of what was sent");
+    assert!(said.ends_with(&expected), "{said}");
+}

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use pairs::pipe;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
 use pairs_net::discovery::Discovered;
@@ -153,9 +154,11 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
                 connection.remote_addr()
             );
         }
+        let meter = pipe::Meter::default();
+        let progress = Progress::start(&meter);
         let served = async {
             let stream = pipe::accept(&connection).await?;
-            pipe::run(&connection, stream, &mut input, output.sender()).await
+            pipe::run_metered(&connection, stream, &mut input, output.sender(), &meter).await
         };
         let served = tokio::select! {
             served = served => served,
@@ -166,10 +169,9 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
                 break;
             }
         };
+        let took = progress.finish();
         match served {
-            Ok(t) => {
-                tracing::info!(peer = %peer.short(), sent = t.sent, received = t.received, "peer done")
-            }
+            Ok(t) => summary(&t, took, args.json),
             Err(err) if args.keep => eprintln!("pairs: peer {}: {err}", peer.short()),
             Err(err) => result = Err(err).context(format!("peer {}", peer.short())),
         }
@@ -324,14 +326,17 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     );
     let mut input = stdin_chunks().context("cannot read stdin")?;
     let output = StdoutSink::start().context("cannot write stdout")?;
+    let meter = pipe::Meter::default();
+    let progress = Progress::start(&meter);
     let transfer = async {
         let stream = pipe::open(&connection).await?;
-        pipe::run(&connection, stream, &mut input, output.sender()).await
+        pipe::run_metered(&connection, stream, &mut input, output.sender(), &meter).await
     };
     let result = tokio::select! {
         result = transfer => {
+            let took = progress.finish();
             output.finish().context("writing stdout failed")?;
-            result.map_err(anyhow::Error::from)
+            result.map(|t| summary(&t, took, false)).map_err(anyhow::Error::from)
         }
         _ = &mut stop => {
             // Said to the peer at once, rather than leaving it to time out.
@@ -457,6 +462,89 @@ async fn resolve(
                 args.timeout
             )
         }
+    }
+}
+
+/// A progress line on a terminal (nothing otherwise): bytes each way and the rate, while a
+/// transfer runs.
+struct Progress {
+    bar: ProgressBar,
+    started: std::time::Instant,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(meter: &pipe::Meter) -> Self {
+        // indicatif draws only when stderr is a terminal.
+        let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+        let started = std::time::Instant::now();
+        let ticker = tokio::spawn({
+            let (bar, meter) = (bar.clone(), meter.clone());
+            async move {
+                loop {
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    bar.set_message(format!(
+                        "sent {} ({}/s), received {} ({}/s)",
+                        HumanBytes(meter.sent()),
+                        HumanBytes((meter.sent() as f64 / secs) as u64),
+                        HumanBytes(meter.received()),
+                        HumanBytes((meter.received() as f64 / secs) as u64),
+                    ));
+                    bar.tick();
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        });
+        Self {
+            bar,
+            started,
+            ticker,
+        }
+    }
+
+    /// Clears the line; how long the transfer took.
+    fn finish(self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The end of a transfer: bytes, time, rate, and the BLAKE3 of each direction (what `b3sum`
+/// prints for the same bytes), so both sides can compare.
+fn summary(t: &pipe::Transferred, took: Duration, json: bool) {
+    let secs = took.as_secs_f64().max(0.001);
+    if json {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "event": "done",
+                "sent": t.sent,
+                "received": t.received,
+                "seconds": (secs * 1000.0).round() / 1000.0,
+                "sent_blake3": t.sent_blake3.to_hex().as_str(),
+                "received_blake3": t.received_blake3.to_hex().as_str(),
+            })
+        );
+        return;
+    }
+    let rate = HumanBytes(((t.sent + t.received) as f64 / secs) as u64);
+    eprintln!(
+        "pairs: sent {}, received {} in {secs:.2} s ({rate}/s)",
+        HumanBytes(t.sent),
+        HumanBytes(t.received)
+    );
+    if t.sent > 0 {
+        eprintln!("pairs: blake3 of what was sent:     {}", t.sent_blake3);
+    }
+    if t.received > 0 {
+        eprintln!("pairs: blake3 of what was received: {}", t.received_blake3);
     }
 }
 
