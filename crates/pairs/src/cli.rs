@@ -522,7 +522,10 @@ pub struct ListenArgs {
     pub keep: bool,
 
     /// Announce on stderr as JSON lines (stdout carries the data): {"event": "listening", "node",
-    /// "addrs", "ticket"}, then {"event": "connected", "node", "addr"} for each peer
+    /// "addrs", "ticket"}; {"event": "reachable", "how", "connect"} for each other way in (lan,
+    /// dht, port-mapping, turn, helper); then {"event": "connected", "node", "addr"} and
+    /// {"event": "done", "sent", "received", "seconds", "sent_blake3", "received_blake3"} for each
+    /// peer
     #[arg(long)]
     pub json: bool,
 

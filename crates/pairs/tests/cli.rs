@@ -171,6 +171,10 @@ fn listen_json_names_the_node_as_id_json_does_and_reports_each_peer() {
     assert!(out.status.success(), "{}", stderr_text(&out));
     let connected = json(stderr.recv_timeout(SHORT).expect("connected line"));
     assert_eq!(connected["event"], "connected");
+    let done = json(stderr.recv_timeout(SHORT).expect("done line"));
+    assert_eq!(done["event"], "done");
+    assert_eq!(done["sent"], 0);
+    assert_eq!(done["sent_blake3"], blake3::hash(b"").to_hex().as_str());
     let peer_id: serde_json::Value =
         serde_json::from_slice(&peer.run(&["id", "--json"]).stdout).unwrap();
     assert_eq!(connected["node"], peer_id["node"]);

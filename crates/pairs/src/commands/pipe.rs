@@ -64,12 +64,16 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
                 .context("cannot get a TURN allocation")?;
             let mut addr = endpoint.node_addr();
             addr.addrs.insert(0, allocation.relayed());
-            eprintln!(
-                "pairs: TURN relay at {}; from anywhere, with the same TURN server:\n\n    pairs connect {} --turn USER:PASSWORD@{}\n",
-                allocation.relayed(),
-                addr.to_ticket(),
-                allocation.server()
-            );
+            if args.json {
+                offer_json("turn", &addr.to_ticket());
+            } else {
+                eprintln!(
+                    "pairs: TURN relay at {}; from anywhere, with the same TURN server:\n\n    pairs connect {} --turn USER:PASSWORD@{}\n",
+                    allocation.relayed(),
+                    addr.to_ticket(),
+                    allocation.server()
+                );
+            }
             Some(allocation)
         }
         None => None,
@@ -81,17 +85,22 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
                 kept.watch(),
                 endpoint.clone(),
                 nat.clone(),
+                args.json,
             ));
             Some(kept)
         }
         None => None,
     };
     if let Some(helper) = helpers.first() {
-        eprintln!(
-            "pairs: or, from behind any NAT:\n\n    pairs connect {} --via {}\n",
-            endpoint.node_id(),
-            helper.to_ticket()
-        );
+        if args.json {
+            offer_json("helper", &endpoint.node_id().to_string());
+        } else {
+            eprintln!(
+                "pairs: or, from behind any NAT:\n\n    pairs connect {} --via {}\n",
+                endpoint.node_id(),
+                helper.to_ticket()
+            );
+        }
     }
     // With the DHT on, our signed address record makes the bare node id enough to connect; on the
     // LAN, our mDNS advertisement does.
@@ -100,7 +109,9 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
         let (found, _ignored) = mpsc::unbounded_channel();
         match Mdns::start(endpoint.node_id(), endpoint.local_addr().port(), found) {
             Ok(mdns) => {
-                if !args.json {
+                if args.json {
+                    offer_json("lan", &endpoint.node_id().to_string());
+                } else {
                     eprintln!(
                         "pairs: or, on this LAN:\n\n    pairs connect {}\n",
                         endpoint.node_id()
@@ -122,7 +133,11 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
             let dht = DhtDiscovery::start(config, &endpoint, &home::node_key(data_dir)?, found)
                 .context("cannot start the DHT")?;
             let dht = std::sync::Arc::new(dht);
-            tokio::spawn(announce_dht_path(dht.clone(), endpoint.node_id()));
+            tokio::spawn(announce_dht_path(
+                dht.clone(),
+                endpoint.node_id(),
+                args.json,
+            ));
             Some(dht)
         }
         None => None,
@@ -197,7 +212,7 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
 
 /// Offers the bare node id as a way to connect only once the DHT holds our address record: when
 /// the DHT cannot be reached, that way does not work, and saying so helps nobody act.
-async fn announce_dht_path(dht: std::sync::Arc<DhtDiscovery>, node: NodeId) {
+async fn announce_dht_path(dht: std::sync::Arc<DhtDiscovery>, node: NodeId, json: bool) {
     if !dht.bootstrapped().await {
         tracing::info!("the DHT is unreachable: the node id alone will not find this node");
         return;
@@ -206,9 +221,13 @@ async fn announce_dht_path(dht: std::sync::Arc<DhtDiscovery>, node: NodeId) {
     loop {
         match dht.status().await.record.and_then(|r| r.result) {
             Some(Ok(())) => {
-                eprintln!(
-                    "pairs: or, now that the DHT has our address:\n\n    pairs connect {node}\n"
-                );
+                if json {
+                    offer_json("dht", &node.to_string());
+                } else {
+                    eprintln!(
+                        "pairs: or, now that the DHT has our address:\n\n    pairs connect {node}\n"
+                    );
+                }
                 return;
             }
             // The DHT driver tries again on its own schedule.
@@ -241,6 +260,7 @@ async fn announce_mapping(
     mut state: tokio::sync::watch::Receiver<MappingState>,
     endpoint: Endpoint,
     nat: Nat,
+    json: bool,
 ) {
     let mut announced = None;
     loop {
@@ -250,10 +270,14 @@ async fn announce_mapping(
                 nat.add_mapped(external);
                 let mut addr = endpoint.node_addr();
                 addr.addrs.insert(0, external);
-                eprintln!(
-                    "pairs: port mapped with {protocol}: reachable at {external}; from anywhere:\n\n    pairs connect {}\n",
-                    addr.to_ticket()
-                );
+                if json {
+                    offer_json("port-mapping", &addr.to_ticket());
+                } else {
+                    eprintln!(
+                        "pairs: port mapped with {protocol}: reachable at {external}; from anywhere:\n\n    pairs connect {}\n",
+                        addr.to_ticket()
+                    );
+                }
                 announced = Some(external);
             }
             MappingState::Failed(errors) if announced.is_none() => {
@@ -463,6 +487,16 @@ async fn resolve(
             )
         }
     }
+}
+
+/// Under `listen --json`: one more way to reach this listener, `connect` being what to give
+/// `pairs connect` (a ticket or the node id; with `how` "turn" or "helper", plus `--turn` or
+/// `--via`).
+fn offer_json(how: &str, connect: &str) {
+    eprintln!(
+        "{}",
+        serde_json::json!({ "event": "reachable", "how": how, "connect": connect })
+    );
 }
 
 /// A progress line on a terminal (nothing otherwise): bytes each way and the rate, while a
