@@ -137,7 +137,8 @@ fn connect_by_id_without_a_dht_says_what_to_do() {
     let output = home.run(&["connect", &id]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("needs the DHT"), "{stderr}");
+    assert!(stderr.contains("needs the LAN (mDNS) or the DHT"), "{stderr}");
+    assert!(stderr.contains("use the node's ticket"), "{stderr}");
 }
 
 #[test]
