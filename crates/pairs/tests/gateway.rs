@@ -496,6 +496,94 @@ async fn a_large_file_streams_whole_through_the_gateway() {
     a.shutdown().await;
 }
 
+/// A benchmark, not a test (`bench/gateway-ttfb.sh` runs it in release): the first byte of a 1 GiB
+/// file not on the gateway's node, whole and as a range at its end, against the same download by
+/// `Blobs::get` (no gateway) in the same run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark: bench/gateway-ttfb.sh"]
+async fn first_byte_of_a_gibibyte_not_on_the_node() {
+    use std::io::Write as _;
+    let (a_dir, b_dir, c_dir, d_dir, files) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = node(a_dir.path(), None).await;
+    let b = node(b_dir.path(), Some(0)).await;
+    let c = node(c_dir.path(), Some(0)).await;
+    let file = files.path().join("large.bin");
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        for part in 0..64 {
+            out.write_all(&noise(16 << 20, 100 + part)).unwrap();
+        }
+        out.flush().unwrap();
+    }
+    let added = a.blobs().add(&file, ImportMode::Reference).await.unwrap();
+    a.blobs().share(added.hash).await.unwrap();
+    let ticket = a.blobs().ticket(added.hash, added.format).to_ticket();
+
+    let c_url = format!(
+        "{}large.bin",
+        blob_url(&ticket, c.gateway_addr().unwrap().port())
+    );
+    let tail = curl(&[&c_url, "-H", "Range: bytes=-1000000"]).await;
+    assert_eq!(tail.status, 206);
+    eprintln!(
+        "1 GiB not on the node, its last MB: first byte after {:.0} ms",
+        tail.first_byte * 1000.0
+    );
+    // C would go on fetching the rest from A, beside B.
+    c.shutdown().await;
+
+    let b_url = format!(
+        "{}large.bin",
+        blob_url(&ticket, b.gateway_addr().unwrap().port())
+    );
+    let started = Instant::now();
+    let whole = curl(&[&b_url]).await;
+    let took = started.elapsed();
+    assert_eq!(whole.status, 200);
+    assert_eq!(
+        blake3::hash(&whole.body).as_bytes(),
+        added.hash.as_bytes(),
+        "the whole file, intact"
+    );
+    eprintln!(
+        "1 GiB not on the node, whole: first byte after {:.0} ms, last after {:.2} s",
+        whole.first_byte * 1000.0,
+        took.as_secs_f64()
+    );
+    // Again, now that B holds it: what the gateway alone costs.
+    let started = Instant::now();
+    let again = curl(&[&b_url]).await;
+    assert_eq!(again.body.len(), whole.body.len());
+    eprintln!(
+        "1 GiB held by the node: last byte after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    b.shutdown().await;
+
+    let d = node(d_dir.path(), None).await;
+    let started = Instant::now();
+    d.blobs()
+        .get(
+            &a.blobs().ticket(added.hash, added.format),
+            &d_dir.path().join("large.bin"),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    eprintln!(
+        "1 GiB by Blobs::get, no gateway: {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    d.shutdown().await;
+    a.shutdown().await;
+}
+
 /// Headless Chromium loads the site at its own origin through B's gateway and screenshots it: the
 /// stylesheet's colour fills the picture, the heading is drawn on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
