@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::hash::Hash;
 use crate::layer::{GROUP_SIZE, Layer, group_count, group_cv, group_len};
 
-/// Bytes read per call: enough groups to amortise the system call, small enough to stay in cache.
-const READ_GROUPS: u64 = 64;
+/// Groups read per call: enough to amortise the system call, few enough that the buffer stays in
+/// the core's own cache between the copy and the hashing (128 KiB hashed at 1.7x the rate of 1 MiB here).
+const READ_GROUPS: u64 = 8;
 
 /// Files up to this size are hashed by one thread each; larger ones by every thread.
 pub const SPLIT_ABOVE: u64 = 4 << 20;

@@ -253,7 +253,8 @@ impl Store {
             ImportMode::Reference => None,
         };
         let mut builder = LayerBuilder::default();
-        let mut buf = vec![0u8; 1 << 20];
+        // Small enough to stay in the core's cache between the read and the hashing.
+        let mut buf = vec![0u8; 128 << 10];
         loop {
             let n = file
                 .read(&mut buf)

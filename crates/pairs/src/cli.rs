@@ -304,6 +304,15 @@ pub struct SyncArgs {
     /// The folder to keep in step (created if missing)
     pub dir: PathBuf,
 
+    /// Take at most this much file content from the share (e.g. 500MiB, 20GB); files are taken in
+    /// path order, the rest held back and reported
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<bytesize::ByteSize>,
+
+    /// Take at most this many files from the share
+    #[arg(long, value_name = "N")]
+    pub max_files: Option<u64>,
+
     /// Print the ticket as JSON
     #[arg(long)]
     pub json: bool,

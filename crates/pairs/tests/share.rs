@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pairs::Node;
 use pairs::share::model::{Change, FileState, encode_changes};
-use pairs::share::{FolderStatus, ShareHandle};
+use pairs::share::{FolderStatus, Quota, ShareHandle};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -453,6 +453,65 @@ async fn ten_thousand_small_files_and_large_ones_sync_and_stay_identical() {
         2,
         "both versions of the file edited on both sides are kept"
     );
+    owner.shutdown().await;
+    other.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_holds_back_what_passes_it_and_is_kept_across_restarts() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = node(&tmp.path().join("owner")).await;
+    let other_home = tmp.path().join("other");
+    let other = node(&other_home).await;
+    let a_dir = tmp.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    for name in ["a", "b", "c", "d", "e", "f"] {
+        std::fs::write(a_dir.join(name), random_bytes(1000, name.len() as u64)).unwrap();
+    }
+    let a = owner.shares().create(&a_dir).await.unwrap();
+    in_step(&a).await;
+    let b_dir = tmp.path().join("b");
+    let quota = Quota {
+        max_bytes: Some(3_500),
+        max_files: Some(100),
+    };
+    let b = other
+        .shares()
+        .sync_with(&a.ticket(), &b_dir, quota)
+        .await
+        .unwrap();
+    let status = b
+        .wait_for(WAIT, |s| s.in_step && s.files == 6)
+        .await
+        .expect("in step");
+    assert_eq!(status.held_back, 3, "{status:?}");
+    assert_eq!(status.quota, quota);
+    let names: Vec<String> = snapshot(&b_dir).into_keys().collect();
+    assert_eq!(
+        names,
+        ["a", "b", "c"],
+        "files in path order until 3,500 bytes"
+    );
+
+    // A new file that sorts first is taken, pushing "c" past the quota: it stays, as nothing here
+    // is deleted to make room.
+    std::fs::write(a_dir.join("0"), random_bytes(600, 9)).unwrap();
+    let status = b
+        .wait_for(WAIT, |s| s.in_step && s.files == 7)
+        .await
+        .expect("in step");
+    assert_eq!(status.held_back, 4, "{status:?}");
+    let names: Vec<String> = snapshot(&b_dir).into_keys().collect();
+    assert_eq!(names, ["0", "a", "b", "c"]);
+
+    // The quota stays with the folder when its node starts again.
+    other.shutdown().await;
+    drop((b, other));
+    let other = node(&other_home).await;
+    assert_eq!(other.shares().resume().await.unwrap(), 1);
+    let (_, status) = other.shares().list().into_iter().next().unwrap();
+    assert_eq!(status.quota, quota);
     owner.shutdown().await;
     other.shutdown().await;
 }

@@ -10,7 +10,7 @@ use pairs::Node;
 use pairs::base::{NodeId, Ticket as _};
 use pairs::control::{Client, ShareFiles};
 use pairs::node::GetProgress;
-use pairs::share::{FolderStatus, ShareHandle, ShareTicket};
+use pairs::share::{FolderStatus, Quota, ShareHandle, ShareTicket};
 
 use super::stop_requested;
 use crate::cli::{DiscoveryArgs, GetArgs, ShareArgs, ShareCommand, SyncArgs};
@@ -74,11 +74,15 @@ pub(crate) async fn run(data_dir: Option<&Path>, isolated: bool, args: ShareArgs
 /// `pairs sync TICKET DIR`.
 pub(crate) async fn sync(data_dir: Option<&Path>, isolated: bool, args: SyncArgs) -> Result<()> {
     parse(&args.ticket)?;
+    let quota = Quota {
+        max_bytes: args.max_size.map(|size| size.as_u64()),
+        max_files: args.max_files,
+    };
     start(
         data_dir,
         isolated,
         &args.dir,
-        Some(&args.ticket),
+        Some((&args.ticket, quota)),
         args.json,
         &args.discovery,
     )
@@ -89,10 +93,12 @@ async fn start(
     data_dir: Option<&Path>,
     isolated: bool,
     dir: &Path,
-    ticket: Option<&str>,
+    follow_share: Option<(&str, Quota)>,
     json: bool,
     discovery: &DiscoveryArgs,
 ) -> Result<()> {
+    let ticket = follow_share.map(|(ticket, _)| ticket);
+    let quota = follow_share.map(|(_, quota)| quota).unwrap_or_default();
     if ticket.is_none() && !dir.is_dir() {
         bail!(
             "{} is not a directory: name a folder to share",
@@ -101,7 +107,7 @@ async fn start(
     }
     let home = pairs::home::data_dir(data_dir)?;
     if let Some(mut client) = Client::connect(&home).await? {
-        let (_, ticket) = client.share_start(dir, ticket).await?;
+        let (_, ticket) = client.share_start(dir, ticket, quota).await?;
         print_ticket(&ticket, dir, json);
         eprintln!(
             "the running node keeps {} in step from now on (stop: pairs share stop {})",
@@ -114,7 +120,7 @@ async fn start(
     let shares = node.shares();
     let handle = match ticket {
         None => shares.create(dir).await?,
-        Some(ticket) => shares.sync(&parse(ticket)?, dir).await?,
+        Some(ticket) => shares.sync_with(&parse(ticket)?, dir, quota).await?,
     };
     print_ticket(&handle.ticket().to_ticket(), dir, json);
     if ticket.is_none() {
@@ -180,6 +186,13 @@ fn describe(s: &FolderStatus, peers: usize) -> String {
     }
     if !s.rejected.is_empty() {
         line.push_str(&format!("; {} path(s) refused", s.rejected.len()));
+    }
+    if s.held_back > 0 {
+        line.push_str(&format!(
+            "; {} held back by the quota ({}: sync again with a larger --max-size/--max-files)",
+            s.held_back,
+            s.quota.describe()
+        ));
     }
     line
 }

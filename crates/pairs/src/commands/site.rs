@@ -79,7 +79,7 @@ mod published {
                 .find(|row| row.status.dir == dir);
             let (log, ticket) = match shared {
                 Some(row) => (row.log, row.ticket),
-                None => client.share_start(&dir, None).await?,
+                None => client.share_start(&dir, None, Default::default()).await?,
             };
             let Some(gateway) = client.status().await?.gateway else {
                 println!("{ticket}");

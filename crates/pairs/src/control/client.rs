@@ -327,6 +327,7 @@ impl Client {
         &mut self,
         dir: &Path,
         ticket: Option<&str>,
+        quota: crate::share::Quota,
     ) -> Result<(pairs_log::LogId, String)> {
         let dir = std::path::absolute(dir)
             .with_context(|| format!("cannot resolve {}", dir.display()))?;
@@ -334,6 +335,7 @@ impl Client {
             .call(&Request::ShareStart {
                 dir,
                 ticket: ticket.map(str::to_string),
+                quota,
             })
             .await?
         {

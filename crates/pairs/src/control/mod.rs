@@ -163,6 +163,8 @@ pub enum Request {
         dir: std::path::PathBuf,
         /// The share to follow, if not a new one.
         ticket: Option<String>,
+        /// The most the folder takes from a followed share.
+        quota: crate::share::Quota,
     },
     /// The folders kept in step; answered with [`Response::Shares`].
     ShareList,

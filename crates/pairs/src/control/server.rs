@@ -355,11 +355,15 @@ async fn answer(node: &Node, request: Request) -> Result<Response> {
             tokio::task::spawn_blocking(move || store.export(&hash, &out)).await??;
             Response::Ok
         }
-        Request::ShareStart { dir, ticket } => {
+        Request::ShareStart { dir, ticket, quota } => {
             let shares = node.shares();
             let handle = match ticket {
                 None => shares.create(&dir).await?,
-                Some(ticket) => shares.sync(&ShareTicket::parse(&ticket)?, &dir).await?,
+                Some(ticket) => {
+                    shares
+                        .sync_with(&ShareTicket::parse(&ticket)?, &dir, quota)
+                        .await?
+                }
             };
             Response::ShareStarted {
                 log: handle.id(),

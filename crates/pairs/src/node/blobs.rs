@@ -985,7 +985,10 @@ impl Blobs {
         let files = tokio::task::spawn_blocking(move || list_files(&root)).await??;
         let added = self
             .service
-            .add_files(files.iter().map(|(_, file, _)| file.clone()).collect(), mode)
+            .add_files(
+                files.iter().map(|(_, file, _)| file.clone()).collect(),
+                mode,
+            )
             .await?;
         for ((relative, _, executable), (hash, size)) in files.into_iter().zip(added) {
             entries.push(CollectionEntry {
@@ -1049,7 +1052,10 @@ impl Blobs {
             };
             let added = self
                 .service
-                .add_files(files.iter().map(|(_, file, _)| file.clone()).collect(), mode)
+                .add_files(
+                    files.iter().map(|(_, file, _)| file.clone()).collect(),
+                    mode,
+                )
                 .await?;
             for ((relative, _, executable), (hash, size)) in files.into_iter().zip(added) {
                 let path = if relative.is_empty() {

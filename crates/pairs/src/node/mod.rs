@@ -630,7 +630,7 @@ impl Node {
         }
         #[cfg(not(feature = "gateway"))]
         let _ = gateway;
-        self.inner.folders.stop_all();
+        self.inner.folders.stop_all().await;
         // Close the connections before leaving the topics: leaving first would tell every peer
         // "no shared topic", and a peer told that does not dial again when we come back.
         if let Some(net) = &self.inner.net {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::index::{Content, Index, Local};
 use super::model::{FileState, Rejected, Shown, Tree, encode_changes};
+use super::quota::Quota;
 use crate::node::LogHandle;
 use crate::node::blobs::{BlobService, part_path, wait_complete};
 
@@ -64,6 +65,10 @@ pub struct FolderStatus {
     pub rejected: Vec<Rejected>,
     /// Paths changed here and kept although the share holds something else (this node cannot write).
     pub kept_local: Vec<String>,
+    /// The limits on what this folder takes from the share.
+    pub quota: Quota,
+    /// Paths the share holds that the quota keeps out of this folder.
+    pub held_back: usize,
     /// The last error, if a round failed (it is tried again).
     pub error: Option<String>,
 }
@@ -75,6 +80,7 @@ pub(crate) struct Folder {
     pub(crate) root: PathBuf,
     pub(crate) index: Index,
     pub(crate) index_path: Option<PathBuf>,
+    pub(crate) quota: Quota,
     pub(crate) status: watch::Sender<FolderStatus>,
     /// Fetches waiting for a slot.
     pub(crate) queue: VecDeque<Fetch>,
@@ -163,19 +169,14 @@ impl Folder {
         loop {
             let last_round = Instant::now();
             let outcome = self.round().await;
-            self.status.send_modify(|s| {
-                s.rounds += 1;
-                match &outcome {
-                    Ok(in_step) => {
-                        s.in_step = *in_step;
-                        s.error = None;
-                    }
-                    Err(e) => {
-                        s.in_step = false;
-                        s.error = Some(format!("{e:#}"));
-                    }
-                }
-            });
+            // A round that ends reports everything at once (see `round`); one that fails, here.
+            if let Err(e) = &outcome {
+                self.status.send_modify(|s| {
+                    s.rounds += 1;
+                    s.in_step = false;
+                    s.error = Some(format!("{e:#}"));
+                });
+            }
             if let Err(e) = &outcome {
                 tracing::warn!(dir = %self.root.display(), "sync round failed: {e:#}");
             }
@@ -314,8 +315,11 @@ impl Folder {
         }
         let writable = self.writable();
         let root = self.root.clone();
+        let started = Instant::now();
         let (seen, unreadable) = tokio::task::spawn_blocking(move || walk(&root)).await??;
+        let walked = started.elapsed();
         self.refresh(&seen).await?;
+        let refreshed = started.elapsed();
         let tree = if writable {
             self.publish(&seen).await?
         } else {
@@ -323,12 +327,24 @@ impl Folder {
             self.index.paths.retain(|path, _| seen.contains_key(path));
             self.tree().await?
         };
+        let published = started.elapsed();
         let left = self.apply(&tree, writable).await?;
+        let applied = started.elapsed();
         // What the index says is in place must be what the store says, after a crash too.
         self.blobs.store()?.flush()?;
         if let Some(path) = &self.index_path {
             self.index.save(path)?;
         }
+        tracing::debug!(
+            dir = %self.root.display(),
+            files = seen.len(),
+            left,
+            "round: walk {walked:?}, hash {:?}, publish {:?}, apply {:?}, save {:?}",
+            refreshed - walked,
+            published - refreshed,
+            applied - published,
+            started.elapsed() - applied,
+        );
         let (files, bytes) = tree.totals();
         let mut rejected = tree.rejected.clone();
         rejected.extend(tree.shadowed().into_iter().map(|path| Rejected {
@@ -336,7 +352,11 @@ impl Folder {
             why: "a path under another that is a file".into(),
         }));
         rejected.extend(unreadable);
+        // One update, so that no reader sees this round's totals with the last round's verdict.
         self.status.send_modify(|s| {
+            s.rounds += 1;
+            s.in_step = left == 0;
+            s.error = None;
             s.writable = writable;
             s.files = files;
             s.bytes = bytes;
@@ -487,6 +507,19 @@ impl Folder {
         // delete.
         let mut writes: Vec<(String, Shown)> = Vec::new();
         let mut deferred = 0;
+        let held_back: HashSet<&str> = self
+            .quota
+            .held_back(shown.iter().filter_map(|(path, s)| {
+                Content::of(&s.version.state).map(|content| {
+                    let size = match content {
+                        Content::File { size, .. } => size,
+                        Content::Link { .. } => 0,
+                    };
+                    (path.as_str(), size)
+                })
+            }))
+            .into_iter()
+            .collect();
         for (path, s) in &shown {
             let Some(content) = Content::of(&s.version.state) else {
                 continue;
@@ -511,6 +544,7 @@ impl Folder {
                         .as_ref()
                         .is_some_and(|(v, _)| *v == s.version.id) => {}
                 _ if self.running.contains_key(path) => {}
+                _ if held_back.contains(path.as_str()) => {}
                 _ => writes.push((path.clone(), s.clone())),
             }
         }
@@ -637,7 +671,11 @@ impl Folder {
         self.start_fetches();
         kept_local.sort();
         kept_local.dedup();
-        self.status.send_modify(|s| s.kept_local = kept_local);
+        let held = held_back.len();
+        self.status.send_modify(|s| {
+            s.kept_local = kept_local;
+            s.held_back = held;
+        });
         Ok(deferred + self.queue.len() + self.running.len())
     }
 

@@ -8,6 +8,7 @@
 //! found) and its blobs' (every file any replica fetches is asked of the peers found there).
 
 pub mod model;
+pub mod quota;
 
 mod folder;
 mod index;
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use self::folder::FolderStatus;
 use self::model::Tree;
+pub use self::quota::Quota;
 pub use self::ticket::ShareTicket;
 use crate::Node;
 use crate::node::{GetProgress, LogHandle};
@@ -47,10 +49,21 @@ pub(crate) struct Folders {
 }
 
 impl Folders {
-    /// Stops every folder (they are resumed when the node next starts).
-    pub(crate) fn stop_all(&self) {
-        for (_, running) in self.running.lock().expect("folders lock").drain() {
-            let _ = running.stop.send(true);
+    /// Stops every folder and waits for each to let go of its log and files (they are resumed
+    /// when the node next starts).
+    pub(crate) async fn stop_all(&self) {
+        let stopped: Vec<_> = self
+            .running
+            .lock()
+            .expect("folders lock")
+            .drain()
+            .map(|(_, running)| {
+                let _ = running.stop.send(true);
+                running.task
+            })
+            .collect();
+        for task in stopped {
+            let _ = task.await;
         }
     }
 }
@@ -59,6 +72,7 @@ struct Running {
     dir: PathBuf,
     stop: watch::Sender<bool>,
     status: watch::Receiver<FolderStatus>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// A folder kept in step with a share; see [`Shares::create`] and [`Shares::sync`].
@@ -155,6 +169,17 @@ impl Shares {
     /// Keeps `dir` in step with the share a ticket names: fetches its files, then follows its
     /// changes live; publishes changes made here if this node is a writer of the share.
     pub async fn sync(&self, ticket: &ShareTicket, dir: &Path) -> Result<ShareHandle> {
+        self.sync_with(ticket, dir, Quota::default()).await
+    }
+
+    /// [`Shares::sync`] taking no more than `quota` from the share (files in path order until the
+    /// next would pass a limit); the quota is kept with the folder, across restarts.
+    pub async fn sync_with(
+        &self,
+        ticket: &ShareTicket,
+        dir: &Path,
+        quota: Quota,
+    ) -> Result<ShareHandle> {
         let dir = checked_dir(dir, true)?;
         if let Some(id) = self.folder_of(&dir)
             && id != ticket.log
@@ -167,6 +192,7 @@ impl Shares {
         }
         let log = self.node.log_by_id(ticket.log).await?;
         self.meet(ticket, &log).await;
+        self.save_quota(log.id(), quota);
         self.start(log, dir).await
     }
 
@@ -385,6 +411,7 @@ impl Shares {
         self.join(&log).await?;
         let (status_tx, status_rx) = watch::channel(FolderStatus {
             dir: dir.clone(),
+            quota: self.quota(id),
             ..FolderStatus::default()
         });
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -394,19 +421,21 @@ impl Shares {
             .as_deref()
             .map(index::Index::load)
             .unwrap_or_default();
+        let quota = self.quota(id);
         let folder = folder::Folder {
             log: log.clone(),
             blobs: self.node.blobs().service,
             root: dir.clone(),
             index,
             index_path,
+            quota,
             status: status_tx,
             queue: Default::default(),
             running: Default::default(),
             done: done_tx,
             writing: Default::default(),
         };
-        tokio::spawn(folder.run(stop_rx, done_rx));
+        let task = tokio::spawn(folder.run(stop_rx, done_rx));
         self.node
             .folders()
             .running
@@ -418,6 +447,7 @@ impl Shares {
                     dir: dir.clone(),
                     stop: stop_tx,
                     status: status_rx.clone(),
+                    task,
                 },
             );
         self.remember(id, &dir);
@@ -448,6 +478,41 @@ impl Shares {
 
     fn index_path(&self, id: LogId) -> Option<PathBuf> {
         self.shares_dir().map(|d| d.join(format!("{id}.index")))
+    }
+
+    fn quota_path(&self, id: LogId) -> Option<PathBuf> {
+        self.shares_dir().map(|d| d.join(format!("{id}.quota")))
+    }
+
+    /// The quota a folder was synced with (none if it was not given one).
+    fn quota(&self, id: LogId) -> Quota {
+        self.quota_path(id)
+            .and_then(|path| std::fs::read(path).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_quota(&self, id: LogId, quota: Quota) {
+        let Some(path) = self.quota_path(id) else {
+            return;
+        };
+        let written = if quota.is_limited() {
+            let tmp = path.with_extension("quota-tmp");
+            std::fs::create_dir_all(path.parent().expect("a parent"))
+                .and_then(|_| std::fs::write(&tmp, serde_json::to_vec(&quota).expect("json")))
+                .and_then(|_| std::fs::rename(&tmp, &path))
+        } else {
+            std::fs::remove_file(&path).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+        };
+        if let Err(e) = written {
+            tracing::warn!("cannot record the quota in {}: {e}", path.display());
+        }
     }
 
     fn list_path(&self) -> Option<PathBuf> {

@@ -108,43 +108,34 @@ struct Batch {
 
 /// Changes as log payloads, each under the log's payload limit.
 pub fn encode_changes(changes: &[Change]) -> Vec<Payload> {
+    // Each change is encoded once; a batch is postcard's encoding of a sequence, i.e. its length
+    // as a varint followed by its elements, so batches are cut and joined from those bytes.
+    let encoded: Vec<Vec<u8>> = changes
+        .iter()
+        .map(|c| postcard::to_stdvec(c).expect("changes always serialize"))
+        .collect();
+    let count_len = |n: usize| postcard::to_stdvec(&(n as u64)).expect("a count").len();
     let mut payloads = Vec::new();
     let mut start = 0;
     while start < changes.len() {
         // Grow the batch while it fits; one change always fits (paths are bounded).
-        let mut end = start + 1;
-        let mut best = encode_batch(&changes[start..end]);
-        while end < changes.len() {
-            // Estimate before encoding, so a batch is encoded about twice, not once per change.
-            let next = encode_batch(&changes[start..end + 1]);
-            if next.len() > MAX_PAYLOAD {
-                break;
-            }
-            best = next;
+        let (mut end, mut len) = (start + 1, encoded[start].len());
+        while end < changes.len()
+            && MARKER.len() + count_len(end + 1 - start) + len + encoded[end].len() <= MAX_PAYLOAD
+        {
+            len += encoded[end].len();
             end += 1;
-            let step = ((MAX_PAYLOAD - best.len()) / 200).max(1);
-            let probe = (end + step).min(changes.len());
-            if probe > end {
-                let candidate = encode_batch(&changes[start..probe]);
-                if candidate.len() <= MAX_PAYLOAD {
-                    best = candidate;
-                    end = probe;
-                }
-            }
         }
-        payloads.push(Payload::Data(best));
+        let mut bytes = MARKER.to_vec();
+        bytes.extend(postcard::to_stdvec(&((end - start) as u64)).expect("a count"));
+        for change in &encoded[start..end] {
+            bytes.extend_from_slice(change);
+        }
+        debug_assert!(bytes.len() <= MAX_PAYLOAD);
+        payloads.push(Payload::Data(bytes));
         start = end;
     }
     payloads
-}
-
-fn encode_batch(changes: &[Change]) -> Vec<u8> {
-    let mut bytes = MARKER.to_vec();
-    let batch = Batch {
-        changes: changes.to_vec(),
-    };
-    bytes.extend(postcard::to_stdvec(&batch).expect("changes always serialize"));
-    bytes
 }
 
 /// The changes an entry carries (none for other entries, or for a malformed batch).
