@@ -608,6 +608,8 @@ impl Arriving {
 
     async fn wait_ready(&self, offset: u64, end: u64) -> io::Result<u64> {
         let mut progress = self.progress.clone();
+        // Bytes held at the last check that found nothing: progress also moves for uploads.
+        let mut checked_at = None;
         loop {
             let now = self.now(&mut progress)?;
             if now.complete {
@@ -620,7 +622,8 @@ impl Arriving {
                 }
                 return Ok(end - offset);
             }
-            if now.size.is_some() {
+            if now.size.is_some() && checked_at != Some(now.held) {
+                checked_at = Some(now.held);
                 let open = self
                     .layer()
                     .await
