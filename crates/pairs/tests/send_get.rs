@@ -287,3 +287,81 @@ fn a_gigabyte_download_stays_under_64_mib() {
     drop(sender);
     let _ = SHORT;
 }
+
+/// A disk that fills up mid-download: a clear error naming what to do, nothing verified lost, and
+/// the next `get` (with room again) fetches only what was missing. The output directory is a small
+/// tmpfs in a mount namespace of its own (`unshare -m`, as root), so nothing outside is touched.
+#[test]
+fn a_full_disk_stops_a_download_with_a_clear_error_and_keeps_what_was_verified() {
+    let files = tempfile::tempdir().unwrap();
+    let size: u64 = 24 << 20;
+    let file = files.path().join("big.bin");
+    random_file(&file, size as usize, 5);
+    let sender_home = Home::new();
+    let sender = Sender::start(&sender_home, &[&file]);
+    let home = Home::new();
+    let out = files.path().join("small-disk");
+    std::fs::create_dir(&out).unwrap();
+    let first_err = files.path().join("first.err");
+    let second = files.path().join("second.json");
+    let copy = files.path().join("copy.bin");
+    // Run both gets inside one mount namespace: the tmpfs lives as long as the script.
+    let script = r#"
+        set -u
+        mount -t tmpfs -o size=12m pairs-small-disk "$OUT" || exit 90
+        "$PAIRS" get "$TICKET" -o "$OUT" --bind 127.0.0.1:0 </dev/null >/dev/null 2>"$FIRST_ERR"
+        echo "first=$?"
+        mount -o remount,size=64m "$OUT" || exit 91
+        "$PAIRS" get "$TICKET" -o "$OUT" --json --bind 127.0.0.1:0 </dev/null >"$SECOND" 2>"$SECOND.err"
+        echo "second=$?"
+        cp "$OUT/big.bin" "$COPY"
+    "#;
+    let cmd = home.pairs(&[]);
+    let output = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", script])
+        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("PAIRS", cmd.get_program())
+        .env("TICKET", &sender.ticket)
+        .env("OUT", &out)
+        .env("FIRST_ERR", &first_err)
+        .env("SECOND", &second)
+        .env("COPY", &copy)
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare runs (the tests run as root)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the script failed ({:?}): {stdout} {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let first = std::fs::read_to_string(&first_err).unwrap();
+    assert!(
+        stdout.contains("first=1"),
+        "a full disk fails the get: {stdout}\n{first}"
+    );
+    assert!(
+        first.contains("disk full") && first.contains("free some space"),
+        "the error says what happened and what to do: {first}"
+    );
+    assert!(
+        first.lines().filter(|l| !l.trim().is_empty()).count() <= 3,
+        "a short message, not a trace: {first}"
+    );
+    assert!(
+        stdout.contains("second=0"),
+        "{stdout}\n{}",
+        std::fs::read_to_string(files.path().join("second.json.err")).unwrap_or_default()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
+    let resumed = summary["resumed"].as_u64().unwrap();
+    let received = summary["received"].as_u64().unwrap();
+    assert!(
+        resumed >= 8 << 20,
+        "what fit before the disk filled was kept: resumed from {resumed}"
+    );
+    assert_eq!(received, size - resumed, "only what was missing was fetched");
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&file).unwrap());
+}
