@@ -362,6 +362,10 @@ fn a_full_disk_stops_a_download_with_a_clear_error_and_keeps_what_was_verified()
         resumed >= 8 << 20,
         "what fit before the disk filled was kept: resumed from {resumed}"
     );
-    assert_eq!(received, size - resumed, "only what was missing was fetched");
+    assert_eq!(
+        received,
+        size - resumed,
+        "only what was missing was fetched"
+    );
     assert!(std::fs::read(&copy).unwrap() == std::fs::read(&file).unwrap());
 }
