@@ -46,7 +46,7 @@ pub enum Command {
     },
     /// Wait for a peer, then pipe stdin to it and its data to stdout
     #[command(
-        after_help = "Examples:\n  pairs listen < backup.tar          # prints a ticket; the peer runs: pairs connect TICKET > backup.tar\n  pairs listen > inbox.txt           # receive only\n  pairs listen --keep > inbox.log    # serve peers one after another\n  pairs listen --port 7000           # a fixed port: the same ticket across restarts\n  pairs listen --via HELPER          # reachable from behind NATs through a helper (pairs serve)"
+        after_help = "Examples:\n  pairs listen < backup.tar          # prints a ticket; the peer runs: pairs connect TICKET > backup.tar\n  pairs listen > inbox.txt           # receive only\n  pairs listen --keep > inbox.log    # serve peers one after another\n  pairs listen --port 7000           # a fixed port: the same ticket across restarts\n  pairs listen --via HELPER          # reachable from behind NATs through a helper (pairs serve)\n  pairs listen --code < photo.jpg    # prints a short code; the peer runs: pairs connect 7-guitar-orbit"
     )]
     Listen(ListenArgs),
     /// Connect to a listening peer, then pipe stdin to it and its data to stdout
@@ -530,6 +530,11 @@ pub struct ListenArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Print a short code (like 7-guitar-orbit) instead of a ticket: the peer runs `pairs connect
+    /// CODE`, found on the LAN or the DHT; the code is good for one attempt
+    #[arg(long, conflicts_with_all = ["keep", "via", "turn"])]
+    pub code: bool,
+
     /// Announce on stderr as JSON lines (stdout carries the data): {"event": "listening", "node",
     /// "addrs", "ticket"}; {"event": "reachable", "how", "connect"} for each other way in (lan,
     /// dht, port-mapping, turn, helper); then {"event": "connected", "node", "addr"} and
@@ -661,8 +666,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// `pairs connect`
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// The ticket printed by `pairs listen`, or just its node id (its addresses are then looked up
-    /// on the DHT)
+    /// The ticket printed by `pairs listen`, just its node id (its addresses are then looked up on
+    /// the LAN and the DHT), or the short code `pairs listen --code` printed
     pub ticket: String,
 
     /// Seconds to wait for an answer from each address

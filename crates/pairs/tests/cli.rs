@@ -284,3 +284,67 @@ fn listen_and_connect_end_with_a_summary_and_the_same_blake3_of_the_data() {
     let said = listener.wait_for_stderr("blake3 of what was sent");
     assert!(said.ends_with(&expected), "{said}");
 }
+
+/// `listen --code` and `connect CODE` on a LAN: the code finds the listener, the data arrives; a
+/// wrong code is refused on both sides and spends the code.
+#[test]
+fn a_short_code_carries_a_transfer_on_a_lan_and_a_wrong_one_is_refused() {
+    let lab = Lab::new();
+    lab.run(&["lan", "2"]);
+    let (h1, h2) = (Home::new(), Home::new());
+    let listen = |data: &'static [u8]| {
+        let mut child = lab
+            .pairs("h1", &h1, &["listen", "--code"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = lines_of(child.stderr.take().unwrap());
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), data).unwrap();
+        let code = loop {
+            let line = stderr.recv_timeout(SHORT).expect("listener printed a code");
+            if let Some(code) = line.trim().strip_prefix("pairs connect ") {
+                break code.to_owned();
+            }
+        };
+        (child, stderr, code)
+    };
+    let connect = |code: &str| {
+        wait_output(
+            lab.pairs("h2", &h2, &["connect", code])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            SHORT,
+        )
+    };
+
+    let (child, _stderr, code) = listen(b"by code\n");
+    let _listener = Running(child);
+    let mut parts = code.split('-');
+    assert!(parts.next().unwrap().parse::<u16>().is_ok(), "{code}");
+    assert_eq!(parts.count(), 2, "{code}");
+    let out = connect(&code);
+    assert!(out.status.success(), "{}", stderr_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "by code\n");
+
+    let (child, stderr, code) = listen(b"secret\n");
+    let nameplate = code.split('-').next().unwrap();
+    let wrong = if code.ends_with("-acid-acid") {
+        format!("{nameplate}-acid-acorn")
+    } else {
+        format!("{nameplate}-acid-acid")
+    };
+    let out = connect(&wrong);
+    let err = stderr_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("wrong code"), "{err}");
+    assert!(out.stdout.is_empty());
+    let listener = wait_output(child, SHORT);
+    assert_eq!(listener.status.code(), Some(1));
+    let said: Vec<String> = stderr.iter().collect();
+    assert!(said.iter().any(|l| l.contains("wrong code")), "{said:?}");
+}

@@ -137,7 +137,10 @@ fn connect_by_id_without_a_dht_says_what_to_do() {
     let output = home.run(&["connect", &id]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("needs the LAN (mDNS) or the DHT"), "{stderr}");
+    assert!(
+        stderr.contains("needs the LAN (mDNS) or the DHT"),
+        "{stderr}"
+    );
     assert!(stderr.contains("use the node's ticket"), "{stderr}");
 }
 
@@ -271,4 +274,60 @@ fn bittorrent_dht_and_pairs_find_what_the_other_announced() {
     Swarm::wait(&js_out, "pairs' announcement in the JS lookup", |l| {
         l.contains("\"peer\"") && l.contains(&want)
     });
+}
+
+/// A short code found through the DHT alone (no LAN: the homes are isolated), as across the internet.
+#[test]
+fn a_short_code_is_found_through_the_dht() {
+    let net = testnet();
+    let boot = net.bootstrap[0].as_str();
+    let (server, client) = (Home::new(), Home::new());
+    let mut listener = server
+        .pairs(&[
+            "listen",
+            "--code",
+            "--bind",
+            "127.0.0.1:0",
+            "--dht-bootstrap",
+            boot,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    listener
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through the dht\n")
+        .unwrap();
+    let stderr = lines_of(listener.stderr.take().unwrap());
+    let _listener = Running(listener);
+    let code = loop {
+        let line = stderr.recv_timeout(WAIT).expect("listener printed a code");
+        if let Some(code) = line.trim().strip_prefix("pairs connect ") {
+            break code.to_owned();
+        }
+    };
+    let child = client
+        .pairs(&[
+            "connect",
+            &code,
+            "--bind",
+            "127.0.0.1:0",
+            "--dht-bootstrap",
+            boot,
+            "--timeout",
+            "40",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_output(child, WAIT + Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "through the dht\n");
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
+use pairs::code::{self, Code};
 use pairs::pipe;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
 use pairs_net::discovery::Discovered;
@@ -27,6 +28,15 @@ pub async fn listen(data_dir: Option<&Path>, isolated: bool, args: ListenArgs) -
     // One signal listener for the whole run, from the start: a signal in the middle of a transfer
     // stops it too, and one before the first peer is never the default action's kill.
     let mut stop = super::stop_requested();
+    if args.code {
+        let code = Code::generate();
+        eprintln!("pairs: on the other side run:\n\n    pairs connect {code}\n");
+        let node = code_node(data_dir, isolated, &args.bind, &args.sources).await?;
+        // No time limit: the code waits for its peer until stopped.
+        let result = code_pipe(&node, &code, None, args.json, &mut stop).await;
+        node.shutdown().await;
+        return result;
+    }
     let endpoint = bind(data_dir, &args.bind, None).await?;
     let helpers = parse_helpers(&args.via)?;
     let (tx, mut incoming) = mpsc::channel(WAITING_PEERS);
@@ -301,6 +311,20 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     )
     .await?;
     let helpers = parse_helpers(&args.via)?;
+    if Code::looks_like_one(&args.ticket) {
+        let Some(code) = Code::parse(&args.ticket) else {
+            bail!(
+                "'{}' is not a code `pairs listen --code` prints (a number from 1 to 99 and two of its words)",
+                args.ticket.trim()
+            );
+        };
+        endpoint.close().await;
+        let node = code_node(data_dir, isolated, &args.bind, &args.sources).await?;
+        let wait = Some(Duration::from_secs(args.timeout));
+        let result = code_pipe(&node, &code, wait, false, &mut stop).await;
+        node.shutdown().await;
+        return result;
+    }
     let target = match NodeAddr::from_ticket(&args.ticket) {
         Ok(target) => target,
         Err(ticket_err) => match args.ticket.parse::<NodeId>() {
@@ -497,6 +521,95 @@ fn offer_json(how: &str, connect: &str) {
         "{}",
         serde_json::json!({ "event": "reachable", "how": how, "connect": connect })
     );
+}
+
+/// A node for a short code: a fresh key (a code is for one transfer), the discovery flags.
+async fn code_node(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    bind: &BindArgs,
+    sources: &crate::cli::SourceArgs,
+) -> Result<pairs::Node> {
+    let mut builder = pairs::Node::builder()
+        .isolated(isolated)
+        .sources(sources.options())
+        .bind(bind.bind)
+        .port(bind.port)
+        .fresh_key();
+    if let Some(dir) = data_dir {
+        builder = builder.data_dir(dir);
+    }
+    builder.spawn().await
+}
+
+/// Meets the peer that knows `code` (on the swarm topic of its nameplate), proves both know the
+/// same code, then pipes stdin and stdout with it. The first peer met gets the one attempt: a
+/// wrong code ends the run on both sides. `wait`: how long to look for the peer.
+async fn code_pipe(
+    node: &pairs::Node,
+    code: &Code,
+    wait: Option<Duration>,
+    json: bool,
+    stop: &mut std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) -> Result<()> {
+    let mut topic = node.swarm()?.join(code.topic()).await?;
+    let meet = async {
+        loop {
+            match topic.next().await {
+                Some(pairs_net::swarm::TopicEvent::Joined(peer)) => return Some(peer),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    };
+    let peer = tokio::select! {
+        peer = async {
+            match wait {
+                Some(wait) => tokio::time::timeout(wait, meet).await.ok().flatten(),
+                None => meet.await,
+            }
+        } => peer,
+        _ = &mut *stop => bail!("interrupted; the code {code} is not used"),
+    };
+    let Some(mut peer) = peer else {
+        bail!(
+            "nobody with code {code} found within {}s: is `pairs listen --code` running? (--timeout SECS waits longer)",
+            wait.unwrap_or_default().as_secs()
+        );
+    };
+    let connection = peer.connection().clone();
+    let mut stream = peer.stream().await?;
+    let binding = connection.channel_binding(b"pairs code v1");
+    match code::authenticate(code, &mut stream, peer.is_initiator(), binding).await {
+        Ok(()) => {}
+        Err(code::CodeError::Wrong) => bail!(
+            "wrong code: {code} is not the other side's; a code is good for one attempt, so \
+             `pairs listen --code` must make a new one"
+        ),
+        Err(err) => return Err(err).context(format!("code {code}")),
+    }
+    eprintln!(
+        "pairs: connected to {} at {} (code {code})",
+        peer.node_id(),
+        connection.remote_addr()
+    );
+    let mut input = stdin_chunks().context("cannot read stdin")?;
+    let output = StdoutSink::start().context("cannot write stdout")?;
+    let meter = pipe::Meter::default();
+    let progress = Progress::start(&meter);
+    let transfer = pipe::run_metered(&connection, stream, &mut input, output.sender(), &meter);
+    tokio::select! {
+        result = transfer => {
+            let took = progress.finish();
+            output.finish().context("writing stdout failed")?;
+            summary(&result?, took, json);
+            Ok(())
+        }
+        _ = &mut *stop => {
+            connection.close(pipe::INTERRUPTED, b"interrupted");
+            bail!("interrupted; closed the connection")
+        }
+    }
 }
 
 /// A progress line on a terminal (nothing otherwise): bytes each way and the rate, while a
