@@ -253,11 +253,12 @@ impl Store {
             ImportMode::Reference => None,
         };
         let mut builder = LayerBuilder::default();
-        // Small enough to stay in the core's cache between the read and the hashing.
-        let mut buf = vec![0u8; 128 << 10];
+        // Small enough to stay in the core's cache between the read and the hashing; page-aligned.
+        let mut raw = Vec::new();
+        let buf = hashing::page_aligned(&mut raw, 128 << 10);
         loop {
             let n = file
-                .read(&mut buf)
+                .read(buf)
                 .map_err(io_err(format!("reading {}", path.display())))?;
             if n == 0 {
                 break;
