@@ -433,6 +433,10 @@ async fn is_complete(node: &Node, hash: Hash) -> Result<bool, GatewayError> {
 /// fetch started, or joined, now). `size` is what the share's or collection's entry says; a raw blob
 /// (`None`) waits for its layer, which proves its size.
 async fn content(node: &Node, hash: Hash, size: Option<u64>) -> Result<File, GatewayError> {
+    if hash == Hash::of(b"") {
+        // Nothing to fetch, and the store need not hold it.
+        return Ok(File::from_bytes(Vec::new(), hash.to_hex()));
+    }
     let blobs = node.blobs();
     if is_complete(node, hash).await? {
         let file = StoreFile::open(blobs.store().map_err(unavailable)?, hash).await?;

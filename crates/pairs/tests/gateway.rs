@@ -491,6 +491,12 @@ async fn a_large_file_streams_whole_through_the_gateway() {
         status(&b, &added.hash),
         BlobStatus::Complete { .. }
     ));
+    // The empty blob: nothing to fetch, from anyone.
+    let empty = pairs::blobs::Hash::of(b"").to_string();
+    let nothing = curl(&[&blob_url(&empty, port)]).await;
+    assert_eq!(nothing.status, 200);
+    assert_eq!(nothing.header("content-length"), Some("0"));
+    assert!(nothing.body.is_empty());
 
     b.shutdown().await;
     a.shutdown().await;
