@@ -6,6 +6,7 @@ use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Child, Stdio};
 use std::thread;
 
+use common::node_proc::NodeProc;
 use common::{Home, SHORT, lines_of, stderr_text, wait_output, wait_status};
 
 fn ok(output: std::process::Output) -> String {
@@ -125,6 +126,44 @@ fn replicating_two_different_logs_says_so_on_both_sides() {
         assert!(err.contains("replicates another log"), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
     }
+}
+
+/// Through a running `pairs node` the command reports what the node's replication came to: the
+/// same error as without a node for two different logs, the counts when it worked.
+#[test]
+fn replicate_through_a_running_node_reports_its_outcome() {
+    let (a, b) = (Home::new(), Home::new());
+    let (ta, tb) = (new_log(&a), new_log(&b));
+    ok(a.run(&["log", "append", &ta, "only in a"]));
+    let _node = NodeProc::start(&a, "127.0.0.1:0", &[]);
+    let (oa, ob) = replicate_pair(&a, &ta, &b, &tb);
+    for out in [oa, ob] {
+        let err = stderr_text(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("replicates another log"), "{err}");
+        assert!(!err.contains("replicated"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let (oa, ob) = replicate_pair(&a, &ta, &b, &ta);
+    assert!(oa.status.success(), "{}", stderr_text(&oa));
+    assert!(ob.status.success(), "{}", stderr_text(&ob));
+    // "pairs: replicated: R entries received, S sent" on both sides, mirrored.
+    let counts = |out: &std::process::Output| -> (u64, u64) {
+        let err = stderr_text(out);
+        let rest = err
+            .trim()
+            .strip_prefix("pairs: replicated: ")
+            .unwrap_or_else(|| panic!("{err}"));
+        let numbers: Vec<u64> = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    let (received, sent) = counts(&oa);
+    assert!(sent > 0);
+    assert_eq!(counts(&ob), (sent, received));
+    assert_eq!(entries(&b, &ta), ["only in a"]);
 }
 
 #[test]

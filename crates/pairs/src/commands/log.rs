@@ -8,7 +8,6 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 use data_encoding::BASE64;
 use pairs::control::Client;
-use pairs::control::client::ControlStream;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
 use pairs_log::entry::MAX_PAYLOAD;
 use pairs_log::{Entry, EntryId, LogId, LogTicket, Op, Payload};
@@ -487,13 +486,12 @@ async fn share(
 
 /// Speaks the log protocol on stdin/stdout (through ssh, socat, a pipe).
 async fn replicate_stdio(data_dir: Option<&Path>, log: LogId, live: bool) -> Result<()> {
-    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
     let dir = pairs::home::data_dir(data_dir)?;
-    match Client::connect(&dir).await? {
+    let (received, sent) = match Client::connect(&dir).await? {
         Some(client) => {
-            let mut stream: Box<dyn ControlStream> = client.replicate(log, live).await?;
-            tokio::io::copy_bidirectional(&mut stdio, &mut stream).await?;
-            eprintln!("pairs: replicated through the running node");
+            client
+                .replicate(log, live, tokio::io::stdin(), tokio::io::stdout())
+                .await?
         }
         None => {
             let node = pairs::Node::builder()
@@ -501,12 +499,11 @@ async fn replicate_stdio(data_dir: Option<&Path>, log: LogId, live: bool) -> Res
                 .offline()
                 .spawn()
                 .await?;
+            let stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
             let stats = node.log_by_id(log).await?.replicate(stdio, live).await?;
-            eprintln!(
-                "pairs: replicated: {} entries received, {} sent",
-                stats.entries_received, stats.entries_sent
-            );
+            (stats.entries_received, stats.entries_sent)
         }
-    }
+    };
+    eprintln!("pairs: replicated: {received} entries received, {sent} sent");
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow, bail};
 use pairs_base::NodeId;
 use pairs_log::{Entry, EntryId, LogId, Payload};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
 use super::{
@@ -217,11 +217,58 @@ impl Client {
         }
     }
 
-    /// Turns the connection into a log replication stream.
-    pub async fn replicate(mut self, log: LogId, live: bool) -> Result<Box<dyn ControlStream>> {
+    /// Replicates a log through the node with whatever speaks the log protocol on `input` and
+    /// `output` (stdin and stdout of `pairs log replicate`), and returns how it ended: (entries
+    /// received, entries sent), or the node's error.
+    pub async fn replicate<R, W>(
+        mut self,
+        log: LogId,
+        live: bool,
+        mut input: R,
+        mut output: W,
+    ) -> Result<(u64, u64)>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         match self.call(&Request::Replicate { log, live }).await? {
-            Response::Replicating => Ok(self.stream),
-            other => unexpected(other),
+            Response::Replicating => {}
+            other => return unexpected(other),
+        }
+        let (mut from_node, mut to_node) = tokio::io::split(self.stream);
+        let sending = async {
+            let copied = tokio::io::copy(&mut input, &mut to_node).await;
+            // The end of our input is the end of the node's: it then finishes on its own.
+            let _ = to_node.shutdown().await;
+            copied
+        };
+        let receiving = async {
+            loop {
+                match read_frame(&mut from_node, MAX_RESPONSE).await? {
+                    Some(Response::ReplicateData(bytes)) => {
+                        output.write_all(&bytes).await?;
+                        output.flush().await?;
+                    }
+                    Some(Response::Synced { received, sent, .. }) => return Ok((received, sent)),
+                    Some(Response::Error(message)) => bail!("{message}"),
+                    Some(other) => return unexpected(other),
+                    None => bail!("the node ended the replication without saying how it went"),
+                }
+            }
+        };
+        tokio::pin!(sending, receiving);
+        let mut input_open = true;
+        loop {
+            tokio::select! {
+                outcome = &mut receiving => return outcome,
+                sent = &mut sending, if input_open => {
+                    input_open = false;
+                    // The node notices the end of its input; its outcome comes next.
+                    if let Err(err) = sent {
+                        tracing::debug!(%err, "reading the replication's input failed");
+                    }
+                }
+            }
         }
     }
 }

@@ -8,7 +8,9 @@
 //! The protocol: frames of a 4-byte big-endian length, a version byte ([`VERSION`]) and a postcard
 //! body. The client sends a [`Request`]; the node answers with one [`Response`], or a stream of
 //! them for [`Request::Entries`] with `follow`. After [`Response::Replicating`] the connection
-//! carries the log protocol itself. Every frame is bounded ([`MAX_REQUEST`], [`MAX_RESPONSE`]);
+//! carries the log protocol: the client's bytes raw (their end is the client's half-close), the
+//! node's in [`Response::ReplicateData`] frames, then the outcome ([`Response::Synced`] or
+//! [`Response::Error`]), so the command reports what the node's replication came to. Every frame is bounded ([`MAX_REQUEST`], [`MAX_RESPONSE`]);
 //! a malformed or oversized request gets a [`Response::Error`] and the connection closes.
 
 pub mod client;
@@ -110,8 +112,9 @@ pub enum Request {
         /// The peer's node ticket.
         peer: String,
     },
-    /// Replicate the log over this connection: after [`Response::Replicating`], both directions
-    /// carry the log protocol.
+    /// Replicate the log over this connection: after [`Response::Replicating`], the client sends
+    /// the log protocol raw and the node answers with [`Response::ReplicateData`] frames, then
+    /// [`Response::Synced`] or [`Response::Error`].
     Replicate {
         /// The log.
         log: LogId,
@@ -237,7 +240,7 @@ pub enum Response {
         /// Entries in the log now.
         entries: u64,
     },
-    /// From now on the connection carries the log protocol.
+    /// From now on the connection carries the log protocol (see [`Request::Replicate`]).
     Replicating,
     /// What [`Request::BlobAdd`] added.
     BlobAdded(BlobAdded),
@@ -262,6 +265,8 @@ pub enum Response {
     ShareHistory(Vec<crate::share::model::VersionSummary>),
     /// What changed between two versions.
     ShareDiff(crate::share::model::Diff),
+    /// Log protocol bytes from the node, during a [`Request::Replicate`].
+    ReplicateData(Vec<u8>),
 }
 
 /// One folder of [`Response::Shares`].

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use pairs_base::{NodeAddr, Ticket as _};
 use pairs_log::{Entry, EntryId, LogId};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
@@ -27,6 +27,8 @@ use pairs_blobs::{BlobStatus, BlobTicket, Hash};
 
 /// Control connections served at once; more wait in the socket's backlog.
 const MAX_CLIENTS: usize = 64;
+/// Largest [`Response::ReplicateData`] frame.
+const REPLICATE_CHUNK: usize = 64 << 10;
 /// How long a connection may sit without sending its next request.
 const IDLE: Duration = Duration::from_secs(300);
 
@@ -160,8 +162,7 @@ where
                     }
                 };
                 write_frame(&mut stream, &Response::Replicating).await?;
-                log.replicate(&mut stream, live).await?;
-                return Ok(());
+                return replicate(&log, live, stream).await;
             }
             Request::BlobGet {
                 ticket,
@@ -184,6 +185,49 @@ where
             }
         }
     }
+}
+
+/// Replicates `log` with the client: its bytes come raw, ours go in [`Response::ReplicateData`]
+/// frames, and the last frame says how the replication ended.
+async fn replicate<S>(log: &LogHandle, live: bool, stream: S) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (from_client, mut to_client) = tokio::io::split(stream);
+    let (ours, outgoing) = tokio::io::duplex(REPLICATE_CHUNK);
+    let replicating = async move {
+        // The stream is dropped on return, which ends `outgoing` after its last bytes.
+        log.replicate(tokio::io::join(from_client, ours), live)
+            .await
+    };
+    let forwarding = async {
+        // Owned here: if the client goes, the replication's writes fail instead of waiting.
+        let mut outgoing = outgoing;
+        let mut chunk = vec![0u8; REPLICATE_CHUNK];
+        loop {
+            let n = outgoing.read(&mut chunk).await?;
+            if n == 0 {
+                return std::io::Result::Ok(());
+            }
+            write_frame(
+                &mut to_client,
+                &Response::ReplicateData(chunk[..n].to_vec()),
+            )
+            .await?;
+        }
+    };
+    let (outcome, forwarded) = tokio::join!(replicating, forwarding);
+    forwarded?;
+    let response = match outcome {
+        Ok(stats) => Response::Synced {
+            received: stats.entries_received,
+            sent: stats.entries_sent,
+            entries: log.len() as u64,
+        },
+        Err(err) => Response::Error(format!("{err:#}")),
+    };
+    write_frame(&mut to_client, &response).await?;
+    Ok(())
 }
 
 /// A log this node holds, or an error that says how to get one.
