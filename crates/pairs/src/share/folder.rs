@@ -802,68 +802,71 @@ fn mtime_ns(meta: &std::fs::Metadata) -> u64 {
 /// Reads the folder: every file and link (links are never followed), honouring `.pairsignore`
 /// files (gitignore syntax). Names that are not UTF-8 are reported, not shared.
 fn walk(root: &Path) -> Result<(BTreeMap<String, Seen>, Vec<Rejected>)> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let mut seen = BTreeMap::new();
-    let mut rejected = Vec::new();
-    let walker = ignore::WalkBuilder::new(root)
+    // On every core: a folder round reads every entry's metadata, and many small files make the
+    // walk a good part of a round.
+    let found = Mutex::new((Vec::new(), Vec::new()));
+    ignore::WalkBuilder::new(root)
         .standard_filters(false)
         .add_custom_ignore_filename(".pairsignore")
         .follow_links(false)
-        .build();
-    for entry in walker {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                tracing::debug!("reading {}: {e}", root.display());
-                continue;
-            }
-        };
-        let Some(file_type) = entry.file_type() else {
-            continue;
-        };
-        if file_type.is_dir() {
-            continue;
-        }
-        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        let Some(path) = relative.to_str().map(|p| p.to_string()) else {
-            rejected.push(Rejected {
-                path: relative.to_string_lossy().into_owned(),
-                why: "a name that is not UTF-8".into(),
-            });
-            continue;
-        };
-        if path.ends_with(".pairs-part") {
-            continue;
-        }
-        let Ok(meta) = entry.path().symlink_metadata() else {
-            continue;
-        };
-        let link = if file_type.is_symlink() {
-            let Ok(target) = std::fs::read_link(entry.path()) else {
-                continue;
-            };
-            let Some(target) = target.to_str().map(str::to_string) else {
-                continue;
-            };
-            if let Err(why) = super::model::check_link(&path, &target) {
-                rejected.push(Rejected { path, why });
-                continue;
-            }
-            Some(target)
-        } else if file_type.is_file() {
-            None
-        } else {
-            continue; // Sockets, fifos, devices.
-        };
-        seen.insert(
-            path,
-            Seen {
-                size: meta.len(),
-                mtime_ns: mtime_ns(&meta),
-                executable: meta.permissions().mode() & 0o111 != 0,
-                link,
-            },
-        );
+        .build_parallel()
+        .run(|| {
+            let found = &found;
+            Box::new(move |entry| {
+                match entry {
+                    Ok(entry) => match look_at(root, &entry) {
+                        Some(Ok(seen)) => found.lock().expect("walk results").0.push(seen),
+                        Some(Err(rejected)) => found.lock().expect("walk results").1.push(rejected),
+                        None => {}
+                    },
+                    Err(e) => tracing::debug!("reading {}: {e}", root.display()),
+                }
+                ignore::WalkState::Continue
+            })
+        });
+    let (seen, mut rejected) = found.into_inner().expect("walk results");
+    rejected.sort_by(|a: &Rejected, b: &Rejected| a.path.cmp(&b.path));
+    Ok((seen.into_iter().collect(), rejected))
+}
+
+/// What one entry of the walk is: a file or link to keep in step, one to report, or nothing
+/// (directories, our own partial files, sockets and the like, entries gone meanwhile).
+fn look_at(root: &Path, entry: &ignore::DirEntry) -> Option<Result<(String, Seen), Rejected>> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let file_type = entry.file_type()?;
+    if file_type.is_dir() {
+        return None;
     }
-    Ok((seen, rejected))
+    let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+    let Some(path) = relative.to_str().map(|p| p.to_string()) else {
+        return Some(Err(Rejected {
+            path: relative.to_string_lossy().into_owned(),
+            why: "a name that is not UTF-8".into(),
+        }));
+    };
+    if path.ends_with(".pairs-part") {
+        return None;
+    }
+    let meta = entry.path().symlink_metadata().ok()?;
+    let link = if file_type.is_symlink() {
+        let target = std::fs::read_link(entry.path()).ok()?;
+        let target = target.to_str()?.to_string();
+        if let Err(why) = super::model::check_link(&path, &target) {
+            return Some(Err(Rejected { path, why }));
+        }
+        Some(target)
+    } else if file_type.is_file() {
+        None
+    } else {
+        return None; // Sockets, fifos, devices.
+    };
+    Some(Ok((
+        path,
+        Seen {
+            size: meta.len(),
+            mtime_ns: mtime_ns(&meta),
+            executable: meta.permissions().mode() & 0o111 != 0,
+            link,
+        },
+    )))
 }
