@@ -62,7 +62,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Offer stdin to the LAN under NAME, or (stdin a terminal, or --receive) print a paste from it
     #[command(
-        after_help = "Examples:\n  pbpaste | pairs paste             # offer the clipboard to whoever asks on this LAN\n  pairs paste > clip.txt            # on another machine: receive it\n  tar c dir | pairs paste holiday   # a named paste: only `pairs paste holiday` receives it\n  pairs paste holiday --receive | tar x"
+        after_help = "Examples:\n  pbpaste | pairs paste             # offer the clipboard to whoever asks on this LAN\n  pairs paste > clip.txt            # on another machine: receive it\n  tar c dir | pairs paste holiday   # a named paste: only `pairs paste holiday` receives it\n  pairs paste holiday --receive | tar x\n  pairs paste --code < notes.txt    # prints a short code; the receiver runs: pairs paste 7-guitar-orbit"
     )]
     Paste(PasteArgs),
     /// Join TOPIC: send each stdin line to every peer in it, print each line they send
@@ -90,14 +90,14 @@ pub enum Command {
     /// Send files or directories: print a ticket, then serve them to every peer that asks until
     /// stopped (a running `pairs node` keeps serving them instead)
     #[command(
-        after_help = "Examples:\n  pairs send movie.mp4              # prints a ticket; on another machine: pairs get TICKET\n  pairs send photos/ notes.txt      # several paths travel as one ticket, names kept\n  pairs send --copy big.iso         # copy into the store, so later edits do not matter"
+        after_help = "Examples:\n  pairs send movie.mp4              # prints a ticket; on another machine: pairs get TICKET\n  pairs send photos/ notes.txt      # several paths travel as one ticket, names kept\n  pairs send --copy big.iso         # copy into the store, so later edits do not matter\n  pairs send --code photos/         # prints a short code; on another machine: pairs get 7-guitar-orbit"
     )]
     Send(SendArgs),
     /// Fetch what a ticket (or a hash) names, from its node and every other peer that has it;
     /// an interrupted fetch resumes where it stopped
     #[command(
         disable_version_flag = true,
-        after_help = "Examples:\n  pairs get TICKET                  # into the current directory, names kept\n  pairs get TICKET -o downloads/    # somewhere else\n  pairs get HASH -o file.bin        # by hash alone: peers found through the swarm\n  pairs get SHARE-TICKET docs/      # only that part of a share (--version N: an older one)"
+        after_help = "Examples:\n  pairs get TICKET                  # into the current directory, names kept\n  pairs get TICKET -o downloads/    # somewhere else\n  pairs get HASH -o file.bin        # by hash alone: peers found through the swarm\n  pairs get SHARE-TICKET docs/      # only that part of a share (--version N: an older one)\n  pairs get 7-guitar-orbit          # the short code `pairs send --code` printed (one attempt)"
     )]
     Get(GetArgs),
     /// Share a folder: publish it and keep it live (changes here are published, admitted writers'
@@ -181,7 +181,13 @@ pub struct SendArgs {
     #[arg(long)]
     pub copy: bool,
 
-    /// Print the ticket as JSON
+    /// Print a short code (like 7-guitar-orbit) instead of a ticket: the other side runs `pairs
+    /// get CODE`, found on the LAN or the DHT; the code is good for one attempt, and this command
+    /// exits once that receiver has everything
+    #[arg(long)]
+    pub code: bool,
+
+    /// Print the ticket (or the code) as JSON
     #[arg(long)]
     pub json: bool,
 
@@ -192,7 +198,8 @@ pub struct SendArgs {
 /// `pairs get`
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The ticket `pairs send` or `pairs share` printed, or a blob's 64-character hash
+    /// The ticket `pairs send` or `pairs share` printed, a blob's 64-character hash, or the
+    /// short code `pairs send --code` printed
     pub ticket: String,
 
     /// For a share: the paths to fetch (files or directories; default: all of it)
@@ -211,6 +218,10 @@ pub struct GetArgs {
     /// Print a JSON summary instead of text
     #[arg(long)]
     pub json: bool,
+
+    /// With a short code: seconds to look for the sender
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout, default_value_t = 30)]
+    pub timeout: u64,
 
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
@@ -790,9 +801,15 @@ pub enum NodeCommand {
 /// `pairs paste`
 #[derive(Debug, Args)]
 pub struct PasteArgs {
-    /// The paste's name; sender and receivers must use the same [default: one shared default]
+    /// The paste's name; sender and receivers must use the same [default: one shared default].
+    /// A short code (like 7-guitar-orbit) receives what `pairs paste --code` offers
     #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: Option<String>,
+
+    /// Offer stdin under a short code (like 7-guitar-orbit) instead of a name: one receiver, who
+    /// runs `pairs paste CODE`, found on the LAN or the DHT; the code is good for one attempt
+    #[arg(long, conflicts_with_all = ["name", "receive", "keep"])]
+    pub code: bool,
 
     /// Offer stdin even if it is a terminal
     #[arg(short, long, conflicts_with = "receive")]

@@ -157,9 +157,75 @@ pub async fn authenticate(
     stream.read_exact(&mut got).await?;
     // blake3::Hash compares in constant time.
     if blake3::Hash::from_bytes(got) != blake3::Hash::from_bytes(expected) {
+        // The peer learns it too from our confirmation: make sure that arrives before whatever
+        // comes next closes the connection (its end of the stream says it read ours).
+        let _ = stream.shutdown().await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(LINGER, stream.read_to_end(&mut rest)).await;
         return Err(CodeError::Wrong);
     }
     Ok(())
+}
+
+/// How long a side waits for its peer to take its last message before the connection may close.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Longest ticket [`offered`] accepts.
+const MAX_TICKET: usize = 4096;
+/// What the receiver sends once it holds everything the ticket named.
+const RECEIVED: u8 = b'K';
+
+/// After [`authenticate`], by the side that makes the code of `pairs send --code`: hands the
+/// peer the ticket of what to fetch. The ticket travels on the authenticated stream, so the peer
+/// can trust the hash it names (and every byte is checked against that hash).
+pub async fn offer(stream: &mut BiStream, ticket: &str) -> Result<(), CodeError> {
+    let len = u16::try_from(ticket.len())
+        .ok()
+        .filter(|len| usize::from(*len) <= MAX_TICKET)
+        .ok_or(CodeError::Malformed)?;
+    stream.write_all(&len.to_be_bytes()).await?;
+    stream.write_all(ticket.as_bytes()).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// The other half of [`offer`]: the ticket the peer offered.
+pub async fn offered(stream: &mut BiStream) -> Result<String, CodeError> {
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).await?;
+    let len = usize::from(u16::from_be_bytes(len));
+    if len > MAX_TICKET {
+        return Err(CodeError::Malformed);
+    }
+    let mut ticket = vec![0u8; len];
+    stream.read_exact(&mut ticket).await?;
+    String::from_utf8(ticket).map_err(|_| CodeError::Malformed)
+}
+
+/// Tells the side that offered that everything arrived: it may stop serving.
+pub async fn confirm(stream: &mut BiStream) -> Result<(), CodeError> {
+    stream.write_all(&[RECEIVED]).await?;
+    stream.shutdown().await?;
+    // The peer ends its side once it read ours: wait for that (briefly), so the confirmation is
+    // not lost to a connection closed right after it was written.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(LINGER, stream.read_to_end(&mut rest)).await;
+    Ok(())
+}
+
+/// Waits for the peer's [`confirm`]: `Ok(true)` once it came, `Ok(false)` if the peer ended
+/// without it (its fetch failed or was stopped).
+pub async fn confirmed(stream: &mut BiStream) -> Result<bool, CodeError> {
+    let mut byte = [0u8; 1];
+    match stream.read_exact(&mut byte).await {
+        Ok(_) if byte[0] == RECEIVED => {
+            let _ = stream.shutdown().await;
+            Ok(true)
+        }
+        Ok(_) => Err(CodeError::Malformed),
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 #[cfg(test)]

@@ -119,3 +119,83 @@ fn a_receiver_that_finds_nothing_says_so_in_plain_words() {
     let err = stderr_text(&named);
     assert!(err.contains("found no sender of paste 'holiday'"), "{err}");
 }
+
+/// `pairs paste --code` and `pairs paste CODE` on loopback (the receiver given the sender with
+/// `--peer`): the paste arrives and the sender exits; a wrong code is refused on both sides and
+/// nothing is received.
+#[test]
+fn a_short_code_carries_a_paste_and_a_wrong_one_is_refused() {
+    let code_of = |sender: &Sender| loop {
+        let line = sender
+            .stderr
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the sender printed a code");
+        if let Some(code) = line.trim().strip_prefix("pairs paste ") {
+            break code.to_owned();
+        }
+    };
+    let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_be_bytes()).collect();
+    let sender = Sender::start(&data, &["--code"]);
+    let code = code_of(&sender);
+    let got = receive_by_code(&[&code, "--peer", &sender.ticket, "--timeout", "20"]);
+    assert!(got.status.success(), "{}", stderr_text(&got));
+    assert!(got.stdout == data, "the copy differs");
+    let said = wait_sender(sender);
+    assert!(said.0.success(), "{:?}", said.1);
+    assert!(
+        said.1.iter().any(|l| l.contains("sent 400000 bytes")),
+        "{:?}",
+        said.1
+    );
+
+    let sender = Sender::start(b"secret", &["--code"]);
+    let code = code_of(&sender);
+    let nameplate = code.split('-').next().unwrap();
+    let wrong = if code.ends_with("-acid-acid") {
+        format!("{nameplate}-acid-acorn")
+    } else {
+        format!("{nameplate}-acid-acid")
+    };
+    let got = receive_by_code(&[&wrong, "--peer", &sender.ticket, "--timeout", "20"]);
+    let err = stderr_text(&got);
+    assert_eq!(got.status.code(), Some(1), "{err}");
+    assert!(err.contains("wrong code"), "{err}");
+    assert!(err.contains("pairs paste --code"), "{err}");
+    assert!(got.stdout.is_empty());
+    let said = wait_sender(sender);
+    assert_eq!(said.0.code(), Some(1));
+    assert!(
+        said.1.iter().any(|l| l.contains("wrong code")),
+        "{:?}",
+        said.1
+    );
+}
+
+/// `pairs paste ARGS` (a code first) to completion, stdin not a terminal and no `--receive`: a
+/// code always receives.
+fn receive_by_code(args: &[&str]) -> std::process::Output {
+    let home = Home::new();
+    let mut all = vec!["paste"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--bind", "127.0.0.1:0"]);
+    let child = home
+        .pairs(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pairs paste CODE");
+    wait_output(child, Duration::from_secs(30))
+}
+
+/// Waits for a sender to exit: its status and what it said on stderr.
+fn wait_sender(mut sender: Sender) -> (std::process::ExitStatus, Vec<String>) {
+    let status = common::wait_status(
+        std::mem::replace(
+            &mut sender.child,
+            std::process::Command::new("true").spawn().unwrap(),
+        ),
+        Duration::from_secs(20),
+    );
+    (status, sender.stderr.iter().collect())
+}

@@ -10,8 +10,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::lab::{Lab, Running};
 use common::node_proc::NodeProc;
-use common::{Home, SHORT, stderr_text, wait_output};
+use common::{Home, SHORT, lines_of, stderr_text, wait_output};
 
 fn random_file(path: &Path, len: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
@@ -368,4 +369,97 @@ fn a_full_disk_stops_a_download_with_a_clear_error_and_keeps_what_was_verified()
         "only what was missing was fetched"
     );
     assert!(std::fs::read(&copy).unwrap() == std::fs::read(&file).unwrap());
+}
+
+/// `pairs send --code` and `pairs get CODE` on a LAN: the code finds the sender (mDNS), the files
+/// arrive with their names and the sender exits once the receiver has them; a wrong code is
+/// refused on both sides, fetches nothing and spends the code.
+#[test]
+fn a_short_code_carries_files_on_a_lan_and_a_wrong_one_is_refused() {
+    let lab = Lab::new();
+    lab.run(&["lan", "2"]);
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().join("photos");
+    std::fs::create_dir_all(&dir).unwrap();
+    random_file(&dir.join("a.jpg"), 1_500_000, 7);
+    std::fs::write(dir.join("b.txt"), b"by code\n").unwrap();
+    let (h1, h2) = (Home::new(), Home::new());
+    let send = || {
+        let mut child = lab
+            .pairs("h1", &h1, &["send", "--code", dir.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut code = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut code)
+            .unwrap();
+        let stderr = lines_of(child.stderr.take().unwrap());
+        (child, stderr, code.trim().to_owned())
+    };
+    let get = |code: &str, out: &Path| {
+        wait_output(
+            lab.pairs("h2", &h2, &["get", code, "-o", out.to_str().unwrap()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+            Duration::from_secs(60),
+        )
+    };
+
+    let (child, first_stderr, code) = send();
+    let mut parts = code.split('-');
+    assert!(parts.next().unwrap().parse::<u16>().is_ok(), "{code}");
+    assert_eq!(parts.count(), 2, "{code}");
+    let out = files.path().join("out");
+    let got = get(&code, &out);
+    assert!(
+        got.status.success(),
+        "{}\nsender: {:?}",
+        stderr_text(&got),
+        first_stderr.try_iter().collect::<Vec<_>>()
+    );
+    for name in ["a.jpg", "b.txt"] {
+        assert!(
+            std::fs::read(out.join("photos").join(name)).unwrap()
+                == std::fs::read(dir.join(name)).unwrap(),
+            "{name} differs"
+        );
+    }
+    let sender = wait_output(child, SHORT);
+    let said: Vec<String> = first_stderr.iter().collect();
+    assert!(sender.status.success(), "{said:?}");
+    assert!(
+        said.iter().any(|l| l.contains("received 1.43 MiB")),
+        "{said:?}"
+    );
+
+    let (child, stderr, code) = send();
+    let sender = Running(child);
+    let nameplate = code.split('-').next().unwrap();
+    let wrong = if code.ends_with("-acid-acid") {
+        format!("{nameplate}-acid-acorn")
+    } else {
+        format!("{nameplate}-acid-acid")
+    };
+    let out = files.path().join("wrong");
+    let got = get(&wrong, &out);
+    let err = stderr_text(&got);
+    assert_eq!(got.status.code(), Some(1), "{err}");
+    assert!(err.contains("wrong code"), "{err}");
+    assert!(err.contains("pairs send --code"), "{err}");
+    assert!(!out.exists(), "a wrong code wrote {}", out.display());
+    let mut sender = sender;
+    let child = std::mem::replace(
+        &mut sender.0,
+        std::process::Command::new("true").spawn().unwrap(),
+    );
+    let sender = wait_output(child, SHORT);
+    assert_eq!(sender.status.code(), Some(1));
+    let said: Vec<String> = stderr.iter().collect();
+    assert!(said.iter().any(|l| l.contains("wrong code")), "{said:?}");
 }

@@ -10,6 +10,7 @@ use pairs::Node;
 use pairs::base::Ticket as _;
 use pairs::blobs::store::ImportMode;
 use pairs::blobs::ticket::BlobFormat;
+use pairs::code::{self, Code};
 use pairs::control::Client;
 use pairs::control::server::{BlobRef, parse_blob_ref};
 use pairs::node::GetProgress;
@@ -59,6 +60,20 @@ pub(crate) async fn send(data_dir: Option<&Path>, isolated: bool, args: SendArgs
     let dir = pairs::home::data_dir(data_dir)?;
     if let Some(mut client) = Client::connect(&dir).await? {
         let added = client.blob_add(&args.paths, args.copy, true, true).await?;
+        if args.code {
+            // The node serves the files; this command only hands its ticket to the code's peer.
+            let mut stop = stop_requested();
+            let node = swarm_node(data_dir, isolated, &args.discovery).await?;
+            let result =
+                send_by_code(&node, &added.ticket, &added, isolated, args.json, &mut stop).await;
+            node.shutdown().await;
+            result?;
+            eprintln!(
+                "the running node serves it from now on (stop: pairs blobs rm {})",
+                added.hash
+            );
+            return Ok(());
+        }
         print_ticket(
             &added.ticket,
             added.hash,
@@ -82,6 +97,22 @@ pub(crate) async fn send(data_dir: Option<&Path>, isolated: bool, args: SendArgs
     let added = blobs.add_named(&args.paths, mode).await?;
     blobs.share(added.hash).await?;
     let ticket = blobs.ticket(added.hash, added.format).to_ticket();
+    // From here on a signal stops serving with a goodbye (while adding, it ends the command).
+    let mut stop = stop_requested();
+    if args.code {
+        let summary = pairs::control::BlobAdded {
+            hash: added.hash,
+            collection: added.format == BlobFormat::Collection,
+            size: added.size,
+            files: added.files,
+            ticket: ticket.clone(),
+        };
+        let result = send_by_code(&node, &ticket, &summary, isolated, args.json, &mut stop).await;
+        // A send is for this run only: a later `pairs node` does not share it again.
+        blobs.unshare(&added.hash);
+        node.shutdown().await;
+        return result;
+    }
     print_ticket(&ticket, added.hash, added.size, added.files, args.json);
     eprintln!(
         "serving {} file{} ({}): on the other machine run  pairs get TICKET   (Ctrl-C stops)",
@@ -100,7 +131,7 @@ pub(crate) async fn send(data_dir: Option<&Path>, isolated: bool, args: SendArgs
         }
     };
     tokio::select! {
-        _ = stop_requested() => {}
+        _ = &mut stop => {}
         _ = serving => {}
     }
     spinner.finish_and_clear();
@@ -113,6 +144,71 @@ pub(crate) async fn send(data_dir: Option<&Path>, isolated: bool, args: SendArgs
     // A send is for this run only: a later `pairs node` does not share it again.
     blobs.unshare(&added.hash);
     node.shutdown().await;
+    Ok(())
+}
+
+/// `pairs send --code`: prints a code, hands `ticket` to the one peer that proves it knows the
+/// code, and waits until that peer says it has everything.
+async fn send_by_code(
+    node: &Node,
+    ticket: &str,
+    added: &pairs::control::BlobAdded,
+    isolated: bool,
+    json: bool,
+    stop: &mut super::Stop,
+) -> Result<()> {
+    let code = Code::generate();
+    if isolated {
+        // Nothing finds this node on its own: say how to point the receiver at it.
+        eprintln!(
+            "pairs: isolated; peers reach this node with --peer {}",
+            node.ticket().unwrap_or_default()
+        );
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "code": code.to_string(), "hash": added.hash.to_hex(), "size": added.size,
+                "files": added.files,
+            })
+        );
+    } else {
+        println!("{code}");
+    }
+    eprintln!(
+        "offering {} file{} ({}): on the other machine run  pairs get {code}   (Ctrl-C stops)",
+        added.files,
+        if added.files == 1 { "" } else { "s" },
+        HumanBytes(added.size)
+    );
+    let super::Met {
+        peer,
+        mut stream,
+        _topic,
+    } = super::meet_by_code(node, &code, None, "pairs send --code", stop).await?;
+    let who = peer.node_id();
+    code::offer(&mut stream, ticket)
+        .await
+        .with_context(|| format!("sending the ticket to {}", who.short()))?;
+    eprintln!("{} has the code; sending", who.short());
+    let started = Instant::now();
+    tokio::select! {
+        confirmed = code::confirmed(&mut stream) => match confirmed {
+            Ok(true) => {}
+            Ok(false) | Err(_) => bail!(
+                "{} stopped before it had everything; the code is spent: run `pairs send --code` again",
+                who.short()
+            ),
+        },
+        _ = &mut *stop => bail!("interrupted; the code is spent"),
+    }
+    eprintln!(
+        "{} received {} in {:.1} s",
+        who.short(),
+        HumanBytes(added.size),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -134,43 +230,139 @@ pub(crate) async fn get(data_dir: Option<&Path>, isolated: bool, args: GetArgs) 
             "PATH and --version are for share tickets (from `pairs share`); this is a blob ticket or hash"
         );
     }
+    let mut stop = stop_requested();
+    if Code::looks_like_one(&args.ticket) {
+        return get_by_code(data_dir, isolated, &args, &mut stop).await;
+    }
     let reference = parse_blob_ref(&args.ticket)?;
-    let out = match (&reference, &args.out) {
+    let out = out_for(&reference, &args.out)?;
+    let dir = pairs::home::data_dir(data_dir)?;
+    if let Some(client) = Client::connect(&dir).await? {
+        let via = Via::Running(client);
+        return fetch(
+            via,
+            &args.ticket,
+            reference,
+            &out,
+            args.json,
+            RESUME,
+            &mut stop,
+        )
+        .await;
+    }
+    let node = swarm_node(data_dir, isolated, &args.discovery).await?;
+    let via = Via::Own(&node);
+    let result = fetch(
+        via,
+        &args.ticket,
+        reference,
+        &out,
+        args.json,
+        RESUME,
+        &mut stop,
+    )
+    .await;
+    node.shutdown().await;
+    result
+}
+
+/// Who fetches for `pairs get`.
+enum Via<'a> {
+    /// The running node, through its control API.
+    Running(Client),
+    /// This command's own node.
+    Own(&'a Node),
+}
+
+/// `pairs get CODE`: meets the sender that made the code, takes the ticket it hands over, fetches
+/// it (through the running node if there is one) and tells the sender it has everything.
+async fn get_by_code(
+    data_dir: Option<&Path>,
+    isolated: bool,
+    args: &GetArgs,
+    stop: &mut super::Stop,
+) -> Result<()> {
+    let code = super::parse_code(&args.ticket, "pairs send --code")?;
+    // A fresh node meets the sender even beside a running node, which then does the fetching.
+    let node = swarm_node(data_dir, isolated, &args.discovery).await?;
+    let result = async {
+        let wait = Some(Duration::from_secs(args.timeout));
+        let super::Met {
+            peer,
+            mut stream,
+            _topic,
+        } = super::meet_by_code(&node, &code, wait, "pairs send --code", stop).await?;
+        let ticket = code::offered(&mut stream)
+            .await
+            .with_context(|| format!("receiving the ticket from {}", peer.node_id().short()))?;
+        let reference = parse_blob_ref(&ticket)?;
+        let out = out_for(&reference, &args.out)?;
+        let via = match Client::connect(&pairs::home::data_dir(data_dir)?).await? {
+            Some(client) => Via::Running(client),
+            None => Via::Own(&node),
+        };
+        let resume = "a new code from `pairs send --code` resumes it";
+        fetch(via, &ticket, reference, &out, args.json, resume, stop).await?;
+        code::confirm(&mut stream).await?;
+        Ok(())
+    }
+    .await;
+    node.shutdown().await;
+    result
+}
+
+/// Where a fetch writes: `-o`, else the current directory for a collection.
+fn out_for(reference: &BlobRef, out: &Option<PathBuf>) -> Result<PathBuf> {
+    Ok(match (reference, out) {
         (_, Some(out)) => out.clone(),
         (BlobRef::Ticket(t), None) if t.format == BlobFormat::Collection => PathBuf::from("."),
         _ => bail!(
             "this names a single blob, which has no file name: say where to write it with -o FILE"
         ),
-    };
-    let bar = if args.json {
+    })
+}
+
+/// How a `pairs get` stopped by a signal is resumed.
+const RESUME: &str = "run the same command again to resume";
+
+/// Fetches what `ticket` (parsed: `reference`) names into `out`, with a progress bar, then the
+/// summary. `resume`: how to go on after a signal stopped it.
+async fn fetch(
+    via: Via<'_>,
+    ticket: &str,
+    reference: BlobRef,
+    out: &Path,
+    json: bool,
+    resume: &str,
+    stop: &mut super::Stop,
+) -> Result<()> {
+    let bar = if json {
         ProgressBar::hidden()
     } else {
         bar(None)
     };
     let started = Instant::now();
-    let dir = pairs::home::data_dir(data_dir)?;
-    let done = if let Some(mut client) = Client::connect(&dir).await? {
-        client
-            .blob_get(&args.ticket, &out, |p| update(&bar, p))
-            .await?
-    } else {
-        let node: Node = swarm_node(data_dir, isolated, &args.discovery).await?;
-        let blobs = node.blobs();
-        let progress = |p: &GetProgress| update(&bar, p);
-        let result = tokio::select! {
-            result = async {
-                match reference {
-                    BlobRef::Ticket(ticket) => blobs.get(&ticket, &out, progress).await,
-                    BlobRef::Hash(hash) => blobs.get_hash(hash, &out, progress).await,
-                }
-            } => result,
-            _ = stop_requested() => Err(anyhow::anyhow!("stopped: run the same command again to resume")),
-        };
-        node.shutdown().await;
-        result?
+    let done = match via {
+        Via::Running(mut client) => tokio::select! {
+            result = client.blob_get(ticket, out, |p| update(&bar, p)) => result?,
+            _ = &mut *stop => bail!("stopped: {resume}"),
+        },
+        Via::Own(node) => {
+            let blobs = node.blobs();
+            let progress = |p: &GetProgress| update(&bar, p);
+            tokio::select! {
+                result = async {
+                    match reference {
+                        BlobRef::Ticket(ticket) => blobs.get(&ticket, out, progress).await,
+                        BlobRef::Hash(hash) => blobs.get_hash(hash, out, progress).await,
+                    }
+                } => result?,
+                _ = &mut *stop => bail!("stopped: {resume}"),
+            }
+        }
     };
     bar.finish_and_clear();
-    summary(&done, &out, started.elapsed().as_secs_f64(), args.json);
+    summary(&done, out, started.elapsed().as_secs_f64(), json);
     Ok(())
 }
 

@@ -16,9 +16,12 @@ mod swarm;
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, bail};
 use pairs::Node;
+use pairs::code::{self, Code};
 use pairs::control::Client;
+use pairs_net::BiStream;
+use pairs_net::swarm::{TopicEvent, TopicHandle, TopicPeer};
 
 use crate::cli::{Cli, Command, DiscoveryArgs};
 
@@ -59,6 +62,83 @@ pub(crate) async fn node_with(
     builder.spawn().await
 }
 
+/// Meets the peer that knows `code` on the swarm topic of its nameplate and proves both know the
+/// same code; the proven stream with it (the peer stays met while the [`Met`] lives). The first
+/// peer met gets the one attempt: a wrong code ends the run. `wait`: how long to look for the peer
+/// (`None`: until `stop`); `maker`: the command that makes such codes, for the messages.
+pub(crate) async fn meet_by_code(
+    node: &Node,
+    code: &Code,
+    wait: Option<std::time::Duration>,
+    maker: &str,
+    stop: &mut Stop,
+) -> Result<Met> {
+    let mut topic = node.swarm()?.join(code.topic()).await?;
+    let meet = async {
+        loop {
+            match topic.next().await {
+                Some(TopicEvent::Joined(peer)) => return Some(peer),
+                Some(_) => {}
+                None => return None,
+            }
+        }
+    };
+    let peer = tokio::select! {
+        peer = async {
+            match wait {
+                Some(wait) => tokio::time::timeout(wait, meet).await.ok().flatten(),
+                None => meet.await,
+            }
+        } => peer,
+        _ = &mut *stop => bail!("interrupted; the code {code} is not used"),
+    };
+    let Some(mut peer) = peer else {
+        bail!(
+            "nobody with code {code} found within {}s: is `{maker}` running? (--timeout SECS waits longer)",
+            wait.unwrap_or_default().as_secs()
+        );
+    };
+    let mut stream = peer.stream().await?;
+    let binding = peer.connection().channel_binding(b"pairs code v1");
+    let initiator = peer.is_initiator();
+    tokio::select! {
+        proven = code::authenticate(code, &mut stream, initiator, binding) => match proven {
+            Ok(()) => Ok(Met { peer, stream, _topic: topic }),
+            Err(code::CodeError::Wrong) => bail!(
+                "wrong code: {code} is not the other side's; a code is good for one attempt, so \
+                 `{maker}` must make a new one"
+            ),
+            Err(err) => Err(err).context(format!("code {code}")),
+        },
+        _ = &mut *stop => bail!("interrupted; the code {code} is spent"),
+    }
+}
+
+/// A peer met by [`meet_by_code`].
+pub(crate) struct Met {
+    /// The peer.
+    pub peer: TopicPeer,
+    /// The stream the code was proven on.
+    pub stream: BiStream,
+    /// The code's topic, to keep while the peer is needed: leaving it would leave the connection
+    /// without a shared topic, which closes it.
+    pub _topic: TopicHandle,
+}
+
+/// What [`stop_requested`] returns.
+pub(crate) type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Reads a code as [`Code::parse`] does, with an error naming `maker` (the command that makes
+/// such codes) for text that looks like a code but is not one.
+pub(crate) fn parse_code(text: &str, maker: &str) -> Result<Code> {
+    Code::parse(text).with_context(|| {
+        format!(
+            "'{}' is not a code `{maker}` prints (a number from 1 to 99 and two of its words)",
+            text.trim()
+        )
+    })
+}
+
 /// The running node's control API, or an offline node in this process when none runs.
 pub(crate) async fn control(data_dir: Option<&Path>) -> Result<Client> {
     Client::connect_or_embed(&pairs::home::data_dir(data_dir)?).await
@@ -69,7 +149,7 @@ pub(crate) async fn control(data_dir: Option<&Path>) -> Result<Client> {
 ///
 /// The handlers are installed by this call, not when the future is first polled: a command that
 /// calls it at its start is never killed by a signal that arrives before it waits for one.
-pub(crate) fn stop_requested() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+pub(crate) fn stop_requested() -> Stop {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use pairs::code::Code;
 use pairs::paste::{self, Spool};
 use pairs_base::{NodeId, Topic};
 use pairs_net::swarm::TopicEvent;
@@ -23,6 +24,20 @@ use pairs::Node;
 const LINGER: Duration = Duration::from_secs(5);
 
 pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Result<()> {
+    let by_code = args
+        .name
+        .as_deref()
+        .filter(|name| Code::looks_like_one(name));
+    if let Some(text) = by_code
+        && (args.send || args.keep)
+    {
+        bail!(
+            "'{text}' is a code, which receives what `pairs paste --code` offers; to offer stdin under a code run `pairs paste --code`"
+        );
+    }
+    let code = by_code
+        .map(|text| super::parse_code(text, "pairs paste --code"))
+        .transpose()?;
     let sending = args.send || (!args.receive && !std::io::stdin().is_terminal());
     let name = args.name.clone().unwrap_or_default();
     let topic = Topic::from_name(&format!("pairs paste\0{name}"));
@@ -41,7 +56,13 @@ pub async fn run(data_dir: Option<&Path>, isolated: bool, args: PasteArgs) -> Re
     } else {
         format!("paste '{name}'")
     };
-    let result = if sending {
+    let wait = args.timeout.map(Duration::from_secs);
+    // Only the code's exchange takes signals: the name's paths end by the default action.
+    let result = if let Some(code) = code {
+        receive_by_code(&node, &code, wait, &mut super::stop_requested()).await
+    } else if args.code {
+        send_by_code(&node, wait, &mut super::stop_requested()).await
+    } else if sending {
         send(
             &node,
             topic,
@@ -132,6 +153,53 @@ async fn send(
     }
     let (len, _) = spool.finished().await?;
     eprintln!("pairs: {shown} ({len} bytes) sent to {served} peer(s)");
+    Ok(())
+}
+
+/// `pairs paste --code`: offers stdin to the one peer that proves it knows the code printed.
+async fn send_by_code(node: &Node, wait: Option<Duration>, stop: &mut super::Stop) -> Result<()> {
+    let spool = Spool::start(stdin_chunks().context("cannot read stdin")?)?;
+    let code = Code::generate();
+    eprintln!("pairs: on the other side run:\n\n    pairs paste {code}\n");
+    let super::Met {
+        peer,
+        mut stream,
+        _topic,
+    } = super::meet_by_code(node, &code, wait, "pairs paste --code", stop).await?;
+    let who = peer.node_id().short();
+    let sent = tokio::select! {
+        sent = paste::serve(&mut stream, &spool) => {
+            sent.with_context(|| format!("sending to {who}"))?
+        }
+        _ = &mut *stop => bail!("interrupted; the code {code} is spent"),
+    };
+    eprintln!("pairs: sent {sent} bytes to {who} (code {code})");
+    Ok(())
+}
+
+/// `pairs paste CODE`: receives what the peer that made the code offers.
+async fn receive_by_code(
+    node: &Node,
+    code: &Code,
+    wait: Option<Duration>,
+    stop: &mut super::Stop,
+) -> Result<()> {
+    let super::Met {
+        peer,
+        mut stream,
+        _topic,
+    } = super::meet_by_code(node, code, wait, "pairs paste --code", stop).await?;
+    let who = peer.node_id().short();
+    let output = StdoutSink::start().context("cannot write stdout")?;
+    let out = output.sender().clone();
+    let received = tokio::select! {
+        received = paste::fetch(&mut stream, |chunk| to_stdout(&out, chunk)) => received,
+        _ = &mut *stop => bail!("interrupted; the code {code} is spent"),
+    };
+    drop(out);
+    output.finish().context("writing stdout failed")?;
+    let len = received.with_context(|| format!("receiving from {who}"))?;
+    eprintln!("pairs: received {len} bytes from {who}");
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use pairs::code::{self, Code};
+use pairs::code::Code;
 use pairs::pipe;
 use pairs_base::{NodeAddr, NodeId, Ticket as _};
 use pairs_net::discovery::Discovered;
@@ -312,12 +312,7 @@ pub async fn connect(data_dir: Option<&Path>, isolated: bool, args: ConnectArgs)
     .await?;
     let helpers = parse_helpers(&args.via)?;
     if Code::looks_like_one(&args.ticket) {
-        let Some(code) = Code::parse(&args.ticket) else {
-            bail!(
-                "'{}' is not a code `pairs listen --code` prints (a number from 1 to 99 and two of its words)",
-                args.ticket.trim()
-            );
-        };
+        let code = super::parse_code(&args.ticket, "pairs listen --code")?;
         endpoint.close().await;
         let node = code_node(data_dir, isolated, &args.bind, &args.sources).await?;
         let wait = Some(Duration::from_secs(args.timeout));
@@ -550,44 +545,14 @@ async fn code_pipe(
     code: &Code,
     wait: Option<Duration>,
     json: bool,
-    stop: &mut std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    stop: &mut super::Stop,
 ) -> Result<()> {
-    let mut topic = node.swarm()?.join(code.topic()).await?;
-    let meet = async {
-        loop {
-            match topic.next().await {
-                Some(pairs_net::swarm::TopicEvent::Joined(peer)) => return Some(peer),
-                Some(_) => {}
-                None => return None,
-            }
-        }
-    };
-    let peer = tokio::select! {
-        peer = async {
-            match wait {
-                Some(wait) => tokio::time::timeout(wait, meet).await.ok().flatten(),
-                None => meet.await,
-            }
-        } => peer,
-        _ = &mut *stop => bail!("interrupted; the code {code} is not used"),
-    };
-    let Some(mut peer) = peer else {
-        bail!(
-            "nobody with code {code} found within {}s: is `pairs listen --code` running? (--timeout SECS waits longer)",
-            wait.unwrap_or_default().as_secs()
-        );
-    };
+    let super::Met {
+        peer,
+        stream,
+        _topic,
+    } = super::meet_by_code(node, code, wait, "pairs listen --code", stop).await?;
     let connection = peer.connection().clone();
-    let mut stream = peer.stream().await?;
-    let binding = connection.channel_binding(b"pairs code v1");
-    match code::authenticate(code, &mut stream, peer.is_initiator(), binding).await {
-        Ok(()) => {}
-        Err(code::CodeError::Wrong) => bail!(
-            "wrong code: {code} is not the other side's; a code is good for one attempt, so \
-             `pairs listen --code` must make a new one"
-        ),
-        Err(err) => return Err(err).context(format!("code {code}")),
-    }
     eprintln!(
         "pairs: connected to {} at {} (code {code})",
         peer.node_id(),
