@@ -331,3 +331,59 @@ fn a_short_code_is_found_through_the_dht() {
     assert!(output.status.success(), "{stderr}");
     assert_eq!(String::from_utf8_lossy(&output.stdout), "through the dht\n");
 }
+
+/// `pairs send --code` found by `pairs get CODE` through the DHT alone (isolated homes: no LAN).
+#[test]
+fn a_send_code_is_found_through_the_dht() {
+    let net = testnet();
+    let boot = net.bootstrap[0].as_str();
+    let files = tempfile::tempdir().unwrap();
+    let file = files.path().join("notes.txt");
+    std::fs::write(&file, b"through the dht\n").unwrap();
+    let (server, client) = (Home::new(), Home::new());
+    let mut sender = server
+        .pairs(&[
+            "send",
+            "--code",
+            file.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--dht-bootstrap",
+            boot,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let code = lines_of(sender.stdout.take().unwrap())
+        .recv_timeout(WAIT)
+        .expect("sender printed a code");
+    let _sender = Running(sender);
+    let out = files.path().join("out");
+    let child = client
+        .pairs(&[
+            "get",
+            code.trim(),
+            "-o",
+            out.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--dht-bootstrap",
+            boot,
+            "--timeout",
+            "40",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = wait_output(child, WAIT + Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        std::fs::read(out.join("notes.txt")).unwrap(),
+        b"through the dht\n"
+    );
+}
