@@ -549,7 +549,11 @@ impl BlobTask {
 
     async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // A blob held whole that no peer is exchanging has nothing to time: its task sleeps
+            // until a peer comes (a node seeding 10,000 files must not wake 100,000 times a second).
+            let ticking = !self.peers.is_empty() || !self.core.is_complete();
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
@@ -559,7 +563,7 @@ impl BlobTask {
                         self.on_event(event);
                     }
                 }
-                _ = tick.tick() => {
+                _ = tick.tick(), if ticking => {
                     let now = self.now();
                     self.core.tick(now);
                 }
