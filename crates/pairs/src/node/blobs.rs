@@ -79,6 +79,10 @@ pub(crate) struct BlobService {
     store: Arc<Mutex<Option<Store>>>,
     tasks: Arc<Mutex<HashMap<Hash, BlobTaskHandle>>>,
     topics: Arc<Mutex<HashMap<Hash, tokio::task::JoinHandle<()>>>>,
+    /// Downloads under way (a finished blob leaves): what a peer loop opens streams for. Kept apart
+    /// from `tasks`, which also holds every blob served, so a peer loop's work is the number of
+    /// downloads, not of blobs held (a share of 10,000 files was quadratic).
+    fetching: Arc<Mutex<HashMap<Hash, BlobTaskHandle>>>,
     /// Bumped whenever a fetch starts, so every peer loop opens its stream for it at once.
     wanted: Arc<watch::Sender<u64>>,
     /// Keeps an in-memory node's store alive until the node goes.
@@ -107,6 +111,7 @@ impl BlobService {
             store: Default::default(),
             tasks: Default::default(),
             topics: Default::default(),
+            fetching: Default::default(),
             wanted: Arc::new(watch::channel(0).0),
             _temp: temp,
         })
@@ -259,14 +264,16 @@ impl BlobService {
         loop {
             // Every blob this node is fetching: a collection's members travel over its topic, and a peer
             // without one says so at once.
-            let wanted: Vec<(Hash, BlobTaskHandle)> = self
-                .tasks
-                .lock()
-                .expect("tasks lock")
-                .iter()
-                .filter(|(h, t)| t.wants && !opened.contains(*h))
-                .map(|(h, t)| (*h, t.clone()))
-                .collect();
+            let wanted: Vec<(Hash, BlobTaskHandle)> = {
+                let fetching = self.fetching.lock().expect("fetching lock");
+                // Forget finished downloads, so this set stays as small as the downloads.
+                opened.retain(|h| fetching.contains_key(h));
+                fetching
+                    .iter()
+                    .filter(|(h, _)| !opened.contains(*h))
+                    .map(|(h, t)| (*h, t.clone()))
+                    .collect()
+            };
             for (hash, task) in wanted {
                 opened.insert(hash);
                 match peer.open_bi().await {
@@ -341,17 +348,31 @@ impl BlobService {
         dest: Option<PathBuf>,
         hint: Option<Hash>,
     ) -> Result<watch::Receiver<BlobProgress>> {
-        let progress = match self.tasks.lock().expect("tasks lock").get_mut(&hash) {
+        let existing = match self.tasks.lock().expect("tasks lock").get_mut(&hash) {
             Some(task) => {
                 task.wants = true;
-                Some(task.progress.clone())
+                Some(task.clone())
             }
             None => None,
         };
-        let progress = match progress {
-            Some(progress) => progress,
-            None => self.start_task(hash, dest, true, hint)?.progress,
+        let task = match existing {
+            Some(task) => task,
+            None => self.start_task(hash, dest, true, hint)?,
         };
+        let progress = task.progress.clone();
+        let done = |p: &BlobProgress| p.complete || p.error.is_some();
+        if !done(&progress.borrow()) {
+            self.fetching
+                .lock()
+                .expect("fetching lock")
+                .insert(hash, task);
+            let fetching = self.fetching.clone();
+            let mut watching = progress.clone();
+            tokio::spawn(async move {
+                let _ = watching.wait_for(done).await;
+                fetching.lock().expect("fetching lock").remove(&hash);
+            });
+        }
         self.wanted.send_modify(|n| *n += 1);
         Ok(progress)
     }
