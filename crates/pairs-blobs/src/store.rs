@@ -196,13 +196,7 @@ impl Store {
 
     fn record(&self, hash: &Hash) -> Result<Option<Record>, StoreError> {
         let tx = self.inner.db.begin_read().map_err(db_err)?;
-        let table = tx.open_table(BLOBS).map_err(db_err)?;
-        let Some(value) = table.get(hash.as_bytes()).map_err(db_err)? else {
-            return Ok(None);
-        };
-        postcard::from_bytes(value.value())
-            .map(Some)
-            .map_err(db_err)
+        get_record(&tx.open_table(BLOBS).map_err(db_err)?, hash)
     }
 
     /// Runs `f` in one write transaction. A commit that is not `durable` costs no disk sync: it is
@@ -673,7 +667,14 @@ fn insert(
 
 /// A blob's record as seen inside a write transaction.
 fn read_record(tx: &WriteTransaction, hash: &Hash) -> Result<Option<Record>, StoreError> {
-    let table = tx.open_table(BLOBS).map_err(db_err)?;
+    get_record(&tx.open_table(BLOBS).map_err(db_err)?, hash)
+}
+
+/// A blob's record from the records table of any transaction.
+fn get_record(
+    table: &impl ReadableTable<&'static [u8; 32], &'static [u8]>,
+    hash: &Hash,
+) -> Result<Option<Record>, StoreError> {
     let Some(value) = table.get(hash.as_bytes()).map_err(db_err)? else {
         return Ok(None);
     };

@@ -1008,14 +1008,7 @@ impl Blobs {
         let mut entries = Vec::new();
         let root = path.to_path_buf();
         let files = tokio::task::spawn_blocking(move || list_files(&root)).await??;
-        let added = self
-            .service
-            .add_files(
-                files.iter().map(|(_, file, _)| file.clone()).collect(),
-                mode,
-            )
-            .await?;
-        for ((relative, _, executable), (hash, size)) in files.into_iter().zip(added) {
+        for (relative, executable, (hash, size)) in self.add_listed(files, mode).await? {
             entries.push(CollectionEntry {
                 path: relative,
                 hash,
@@ -1035,6 +1028,22 @@ impl Blobs {
             size,
             files,
         })
+    }
+
+    /// Adds listed files (name, path, executable bit); each name comes back with its bit and what
+    /// adding it gave (hash, size).
+    async fn add_listed(
+        &self,
+        files: Vec<(String, PathBuf, bool)>,
+        mode: ImportMode,
+    ) -> Result<Vec<(String, bool, (Hash, u64))>> {
+        let paths = files.iter().map(|(_, path, _)| path.clone()).collect();
+        let added = self.service.add_files(paths, mode).await?;
+        Ok(files
+            .into_iter()
+            .zip(added)
+            .map(|((name, _, executable), added)| (name, executable, added))
+            .collect())
     }
 
     /// Adds several files and directories as one collection (a file by its name, a directory's files
@@ -1075,14 +1084,7 @@ impl Blobs {
                     meta.permissions().mode() & 0o111 != 0,
                 )]
             };
-            let added = self
-                .service
-                .add_files(
-                    files.iter().map(|(_, file, _)| file.clone()).collect(),
-                    mode,
-                )
-                .await?;
-            for ((relative, _, executable), (hash, size)) in files.into_iter().zip(added) {
+            for (relative, executable, (hash, size)) in self.add_listed(files, mode).await? {
                 let path = if relative.is_empty() {
                     name.clone()
                 } else {
