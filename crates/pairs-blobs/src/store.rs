@@ -335,8 +335,11 @@ impl Store {
             return results;
         }
         let written = self.write(true, |tx| {
+            // Tables opened once for the batch: opening them per file cost as much as the inserts.
+            let mut blobs = tx.open_table(BLOBS).map_err(db_err)?;
+            let mut layers = tx.open_table(LAYERS).map_err(db_err)?;
             for (h, path) in &records {
-                if let Some(old) = read_record(tx, &h.hash)?
+                if let Some(old) = get_record(&blobs, &h.hash)?
                     && old.partial.is_none()
                     && location_holds(&old)
                 {
@@ -350,7 +353,7 @@ impl Store {
                         mtime: mtime_of(&h.meta),
                     },
                 };
-                insert(tx, &h.hash, &record, Some(&h.layer))?;
+                put(&mut blobs, &mut layers, &h.hash, &record, Some(&h.layer))?;
             }
             Ok(())
         });
@@ -651,23 +654,31 @@ fn insert(
     record: &Record,
     layer: Option<&Layer>,
 ) -> Result<(), StoreError> {
+    let mut blobs = tx.open_table(BLOBS).map_err(db_err)?;
+    let mut layers = tx.open_table(LAYERS).map_err(db_err)?;
+    put(&mut blobs, &mut layers, hash, record, layer)
+}
+
+type Table<'tx> = redb::Table<'tx, &'static [u8; 32], &'static [u8]>;
+
+/// Writes a blob's record (and its layer, when given) into open tables.
+fn put(
+    blobs: &mut Table<'_>,
+    layers: &mut Table<'_>,
+    hash: &Hash,
+    record: &Record,
+    layer: Option<&Layer>,
+) -> Result<(), StoreError> {
     let bytes = postcard::to_stdvec(record).map_err(db_err)?;
-    tx.open_table(BLOBS)
-        .map_err(db_err)?
+    blobs
         .insert(hash.as_bytes(), bytes.as_slice())
         .map_err(db_err)?;
     if let Some(layer) = layer.filter(|l| l.size() > GROUP_SIZE) {
-        tx.open_table(LAYERS)
-            .map_err(db_err)?
+        layers
             .insert(hash.as_bytes(), layer.to_bytes().as_slice())
             .map_err(db_err)?;
     }
     Ok(())
-}
-
-/// A blob's record as seen inside a write transaction.
-fn read_record(tx: &WriteTransaction, hash: &Hash) -> Result<Option<Record>, StoreError> {
-    get_record(&tx.open_table(BLOBS).map_err(db_err)?, hash)
 }
 
 /// A blob's record from the records table of any transaction.
