@@ -54,14 +54,25 @@ pub enum HashError {
 
 /// Hashes the file at `path` with up to `threads` threads.
 pub fn hash_path(path: &Path, threads: usize) -> Result<Hashed, HashError> {
-    let file = File::open(path)?;
-    let mut buf = Vec::new();
-    hash_open(&file, threads, &mut buf)
+    let (file, meta) = open(path)?;
+    hash_open(&file, meta, threads, &mut Vec::new())
 }
 
-/// Hashes an open file; `buf` is reused between calls of one thread.
-fn hash_open(file: &File, threads: usize, buf: &mut Vec<u8>) -> Result<Hashed, HashError> {
+/// A file opened for hashing, with its metadata from before any byte is read.
+fn open(path: &Path) -> Result<(File, Metadata), HashError> {
+    let file = File::open(path)?;
     let meta = file.metadata()?;
+    Ok((file, meta))
+}
+
+/// Hashes an open file whose metadata `meta` was taken before reading; `buf` is reused between
+/// calls of one thread.
+fn hash_open(
+    file: &File,
+    meta: Metadata,
+    threads: usize,
+    buf: &mut Vec<u8>,
+) -> Result<Hashed, HashError> {
     let size = meta.len();
     let (hash, layer) = if size <= GROUP_SIZE {
         let buf = page_aligned(buf, size as usize);
@@ -167,29 +178,23 @@ pub fn hash_paths<P: AsRef<Path> + Sync>(
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = paths.get(i) else { break };
-                    let result =
-                        File::open(path.as_ref())
-                            .map_err(HashError::from)
-                            .and_then(|file| {
-                                match file.metadata() {
-                                    // Large files wait for every thread to be free.
-                                    Ok(meta) if meta.len() > SPLIT_ABOVE && threads > 1 => Ok(None),
-                                    _ => hash_open(&file, 1, &mut buf).map(Some),
-                                }
-                            });
-                    match result {
-                        Ok(None) => large.lock().expect("large list").push(i),
-                        Ok(Some(hashed)) => {
-                            *results[i].lock().expect("result slot") = Some(Ok(hashed))
+                    let hashed = match open(path.as_ref()) {
+                        // Large files wait for every thread to be free.
+                        Ok((file, meta)) if meta.len() > SPLIT_ABOVE && threads > 1 => {
+                            large.lock().expect("large list").push((i, file, meta));
+                            continue;
                         }
-                        Err(e) => *results[i].lock().expect("result slot") = Some(Err(e)),
-                    }
+                        Ok((file, meta)) => hash_open(&file, meta, 1, &mut buf),
+                        Err(e) => Err(e),
+                    };
+                    *results[i].lock().expect("result slot") = Some(hashed);
                 }
             });
         }
     });
-    for i in large.into_inner().expect("large list") {
-        *results[i].lock().expect("result slot") = Some(hash_path(paths[i].as_ref(), threads));
+    let mut buf = Vec::new();
+    for (i, file, meta) in large.into_inner().expect("large list") {
+        *results[i].lock().expect("result slot") = Some(hash_open(&file, meta, threads, &mut buf));
     }
     results
         .into_iter()

@@ -212,11 +212,14 @@ impl Store {
             tx.set_durability(Durability::None).map_err(db_err)?;
         }
         f(&tx)?;
-        tx.commit().map_err(db_err)?;
-        self.inner
-            .unflushed
-            .store(!durable, std::sync::atomic::Ordering::Release);
-        Ok(())
+        // Set while the transaction is held: write transactions take turns, so no other commit
+        // can land between this one and its mark.
+        let unflushed = &self.inner.unflushed;
+        unflushed.store(!durable, std::sync::atomic::Ordering::Release);
+        tx.commit().map_err(|e| {
+            unflushed.store(true, std::sync::atomic::Ordering::Release);
+            db_err(e)
+        })
     }
 
     /// Makes every commit so far durable (one disk sync, and only if one is owed).
@@ -270,9 +273,7 @@ impl Store {
         }
         let (hash, layer) = builder.finish();
         let size = layer.size();
-        if self.status(&hash)? == (BlobStatus::Complete { size })
-            && self.verify_location(&hash).is_ok()
-        {
+        if self.holds_whole(&hash)? {
             if let Some((_, tmp)) = copy {
                 let _ = fs::remove_file(tmp);
             }
@@ -339,9 +340,8 @@ impl Store {
             let mut blobs = tx.open_table(BLOBS).map_err(db_err)?;
             let mut layers = tx.open_table(LAYERS).map_err(db_err)?;
             for (h, path) in &records {
-                if let Some(old) = get_record(&blobs, &h.hash)?
-                    && old.partial.is_none()
-                    && location_holds(&old)
+                if get_record(&blobs, &h.hash)?
+                    .is_some_and(|old| old.partial.is_none() && location_holds(&old))
                 {
                     continue;
                 }
@@ -369,9 +369,7 @@ impl Store {
     /// Adds bytes held in memory (copied into the store).
     pub fn import_bytes(&self, bytes: &[u8]) -> Result<Hash, StoreError> {
         let (hash, layer) = Layer::of(bytes);
-        if matches!(self.status(&hash)?, BlobStatus::Complete { .. })
-            && self.verify_location(&hash).is_ok()
-        {
+        if self.holds_whole(&hash)? {
             return Ok(hash);
         }
         let (mut f, tmp) = tempfile_in(&self.inner.dir.join("data"))?;
@@ -434,15 +432,11 @@ impl Store {
         })
     }
 
-    /// Checks that a referenced file still looks like what was added (size and modification time).
-    fn verify_location(&self, hash: &Hash) -> Result<(), StoreError> {
-        let record = self.record(hash)?.ok_or(StoreError::NotFound(*hash))?;
-        match &record.location {
-            Location::External { path, .. } if !location_holds(&record) => {
-                Err(StoreError::Changed(path.display().to_string()))
-            }
-            _ => Ok(()),
-        }
+    /// Whether the store holds all of `hash` where its record says (see [`location_holds`]).
+    fn holds_whole(&self, hash: &Hash) -> Result<bool, StoreError> {
+        Ok(self
+            .record(hash)?
+            .is_some_and(|r| r.partial.is_none() && location_holds(&r)))
     }
 
     /// Every blob in the store, with its status.
@@ -485,7 +479,11 @@ impl Store {
     /// Opens a blob to serve its groups (complete or partial).
     pub fn reader(&self, hash: &Hash) -> Result<BlobReader, StoreError> {
         let record = self.record(hash)?.ok_or(StoreError::NotFound(*hash))?;
-        self.verify_location(hash)?;
+        if let Location::External { path, .. } = &record.location
+            && !location_holds(&record)
+        {
+            return Err(StoreError::Changed(path.display().to_string()));
+        }
         let path = self.content_path(hash, &record);
         let file = File::open(&path).map_err(io_err(format!("opening {}", path.display())))?;
         let external =

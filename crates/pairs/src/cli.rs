@@ -109,7 +109,7 @@ pub enum Command {
     /// Keep a folder in step with a share: fetch its files, then follow its changes live (and
     /// publish changes made here, once the share's owner admits this node)
     #[command(
-        after_help = "Examples:\n  pairs sync TICKET photos/         # a running `pairs node` keeps it in step from now on\n  pairs id                          # the id to give the owner for `pairs share admit`"
+        after_help = "Examples:\n  pairs sync TICKET photos/         # a running `pairs node` keeps it in step from now on\n  pairs sync TICKET photos/ --max-size 20GiB   # no more than that lands here (again, larger: takes the rest)\n  pairs id                          # the id to give the owner for `pairs share admit`"
     )]
     Sync(SyncArgs),
     /// The blob store: what this node holds and serves

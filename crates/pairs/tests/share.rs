@@ -505,13 +505,30 @@ async fn a_quota_holds_back_what_passes_it_and_is_kept_across_restarts() {
     let names: Vec<String> = snapshot(&b_dir).into_keys().collect();
     assert_eq!(names, ["0", "a", "b", "c"]);
 
+    // Syncing again with a larger quota takes the rest at once.
+    let larger = Quota {
+        max_bytes: Some(1 << 20),
+        max_files: None,
+    };
+    other
+        .shares()
+        .sync_with(&a.ticket(), &b_dir, larger)
+        .await
+        .unwrap();
+    let status = b
+        .wait_for(WAIT, |s| s.in_step && s.held_back == 0 && s.quota == larger)
+        .await
+        .expect("in step with the larger quota");
+    assert_eq!(status.files, 7);
+    assert_eq!(snapshot(&b_dir), snapshot(&a_dir));
+
     // The quota stays with the folder when its node starts again.
     other.shutdown().await;
     drop((b, other));
     let other = node(&other_home).await;
     assert_eq!(other.shares().resume().await.unwrap(), 1);
     let (_, status) = other.shares().list().into_iter().next().unwrap();
-    assert_eq!(status.quota, quota);
+    assert_eq!(status.quota, larger);
     owner.shutdown().await;
     other.shutdown().await;
 }

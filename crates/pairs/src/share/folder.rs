@@ -80,7 +80,8 @@ pub(crate) struct Folder {
     pub(crate) root: PathBuf,
     pub(crate) index: Index,
     pub(crate) index_path: Option<PathBuf>,
-    pub(crate) quota: Quota,
+    /// The user's limits, changed when the folder is synced again with others.
+    pub(crate) quota: watch::Receiver<Quota>,
     pub(crate) status: watch::Sender<FolderStatus>,
     /// Fetches waiting for a slot.
     pub(crate) queue: VecDeque<Fetch>,
@@ -166,6 +167,7 @@ impl Folder {
             }
         };
         let mut entries = self.log.subscribe();
+        let mut quota_changed = self.quota.clone();
         loop {
             let last_round = Instant::now();
             let outcome = self.round().await;
@@ -198,6 +200,7 @@ impl Folder {
                         }
                     }
                     _ = entries.next() => {}
+                    Ok(()) = quota_changed.changed() => {}
                     Some(done) = fetched.recv() => {
                         self.finish(done);
                         while let Ok(done) = fetched.try_recv() {
@@ -507,8 +510,8 @@ impl Folder {
         // delete.
         let mut writes: Vec<(String, Shown)> = Vec::new();
         let mut deferred = 0;
-        let held_back: HashSet<&str> = self
-            .quota
+        let quota = *self.quota.borrow();
+        let held_back: HashSet<&str> = quota
             .held_back(shown.iter().filter_map(|(path, s)| {
                 Content::of(&s.version.state).map(|content| {
                     let size = match content {
@@ -675,6 +678,7 @@ impl Folder {
         self.status.send_modify(|s| {
             s.kept_local = kept_local;
             s.held_back = held;
+            s.quota = quota;
         });
         Ok(deferred + self.queue.len() + self.running.len())
     }

@@ -72,6 +72,7 @@ struct Running {
     dir: PathBuf,
     stop: watch::Sender<bool>,
     status: watch::Receiver<FolderStatus>,
+    quota: watch::Sender<Quota>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -402,6 +403,11 @@ impl Shares {
                     running.dir.display()
                 );
             }
+            // Syncing again sets the quota of the folder already kept in step.
+            running.quota.send_if_modified(|quota| {
+                let saved = self.quota(id);
+                std::mem::replace(quota, saved) != saved
+            });
             return Ok(ShareHandle {
                 log,
                 status: running.status.clone(),
@@ -409,9 +415,10 @@ impl Shares {
             });
         }
         self.join(&log).await?;
+        let (quota_tx, quota_rx) = watch::channel(self.quota(id));
         let (status_tx, status_rx) = watch::channel(FolderStatus {
             dir: dir.clone(),
-            quota: self.quota(id),
+            quota: *quota_rx.borrow(),
             ..FolderStatus::default()
         });
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -421,14 +428,13 @@ impl Shares {
             .as_deref()
             .map(index::Index::load)
             .unwrap_or_default();
-        let quota = self.quota(id);
         let folder = folder::Folder {
             log: log.clone(),
             blobs: self.node.blobs().service,
             root: dir.clone(),
             index,
             index_path,
-            quota,
+            quota: quota_rx,
             status: status_tx,
             queue: Default::default(),
             running: Default::default(),
@@ -447,6 +453,7 @@ impl Shares {
                     dir: dir.clone(),
                     stop: stop_tx,
                     status: status_rx.clone(),
+                    quota: quota_tx,
                     task,
                 },
             );
