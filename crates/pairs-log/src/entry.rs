@@ -74,6 +74,9 @@ pub enum Payload {
         /// The last of the writer's sequence numbers that still counts.
         keep_until: Option<u64>,
     },
+    /// The owner opens the log: anyone may write, their first entry having this entry (or an
+    /// `AddWriter` naming them) as a parent. The owner still removes writers with `RemoveWriter`.
+    Open,
 }
 
 impl Payload {

@@ -115,6 +115,8 @@ struct State {
     writers: HashMap<NodeId, EntryId>,
     /// Writer -> last sequence number that still counts (None: none count).
     removed: HashMap<NodeId, Option<u64>>,
+    /// The owner's first `Open` entry: a new writer's first entry takes it as a parent.
+    open: Option<EntryId>,
     /// Author -> their highest sequence number and the first entry stored with it: where their next
     /// append links, and proof that a higher number is new (no `author_seq` lookup needed).
     tips: Tips,
@@ -130,6 +132,7 @@ impl State {
             heads: BTreeSet::new(),
             writers: HashMap::default(),
             removed: HashMap::default(),
+            open: None,
             tips: HashMap::default(),
             memory: MemoryRows::default(),
         }
@@ -433,6 +436,11 @@ impl Log {
         out
     }
 
+    /// Whether the owner opened the log to every writer (`Payload::Open`).
+    pub fn is_open(&self) -> bool {
+        self.state().open.is_some()
+    }
+
     /// Whether `author`'s entry with sequence number `seq` counts in views (not cut off by a removal).
     pub fn counts(&self, author: &NodeId, seq: u64) -> bool {
         match self.state().removed.get(author) {
@@ -534,6 +542,7 @@ impl Log {
                 *state
                     .writers
                     .get(author)
+                    .or(state.open.as_ref())
                     .ok_or(StoreError::NotAWriter(*author))?,
             ),
         };
@@ -771,6 +780,8 @@ struct ParentFacts {
     author: NodeId,
     seq: u64,
     admits: Option<NodeId>,
+    /// An owner's `Open`: admits anyone.
+    opens: bool,
 }
 
 impl ParentFacts {
@@ -784,6 +795,7 @@ impl ParentFacts {
                 (Payload::AddWriter(writer), true) => Some(*writer),
                 _ => None,
             },
+            opens: body.author == body.log && body.payload == Payload::Open,
         }
     }
 }
@@ -809,7 +821,8 @@ fn authorize(
         0 if is_owner => Ok(()),
         0 => {
             let admitted = parents.iter().any(|p| p.admits == Some(body.author));
-            if admitted && is_writer(&body.author) {
+            let opened = parents.iter().any(|p| p.opens);
+            if (admitted && is_writer(&body.author)) || opened {
                 Ok(())
             } else {
                 Err("author is not a writer of this log")
@@ -821,7 +834,12 @@ fn authorize(
 }
 
 fn note_membership(state: &mut State, entry: &Entry) {
-    if entry.body().author != entry.body().log {
+    let body = entry.body();
+    if body.author != body.log {
+        // A writer who came in through an open log is a writer from its first entry on.
+        if body.seq == 0 && state.open.is_some() {
+            state.writers.entry(body.author).or_insert(entry.id());
+        }
         return;
     }
     match &entry.body().payload {
@@ -835,6 +853,9 @@ fn note_membership(state: &mut State, entry: &Entry) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 _ => None,
             };
+        }
+        Payload::Open => {
+            state.open.get_or_insert(entry.id());
         }
         Payload::Data(_) => {}
     }
@@ -966,6 +987,53 @@ mod tests {
             let id = log.append(&writer, Payload::Data(b"w2".to_vec())).unwrap();
             assert_eq!(log.get(&id).unwrap().unwrap().body().seq, 2);
         }
+    }
+
+    #[test]
+    fn an_open_log_takes_anyone_whose_first_entry_follows_the_opening() {
+        let (owner, stranger, early) = (
+            SecretKey::generate(),
+            SecretKey::generate(),
+            SecretKey::generate(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let log = Log::open(&path, owner.node_id()).unwrap();
+        assert!(matches!(
+            log.append(&early, Payload::Data(b"too soon".to_vec())),
+            Err(StoreError::NotAWriter(_))
+        ));
+        assert!(!log.is_open());
+        log.append(&owner, Payload::Open).unwrap();
+        assert!(log.is_open());
+        let first = log
+            .append(&stranger, Payload::Data(b"hello".to_vec()))
+            .unwrap();
+        log.append(&stranger, Payload::Data(b"again".to_vec()))
+            .unwrap();
+        assert_eq!(log.writers(), vec![(stranger.node_id(), false)]);
+        // Only the owner opens a log or changes its writers.
+        assert!(log.append(&stranger, Payload::Open).is_err());
+        // The owner still removes a writer it never admitted.
+        log.append(
+            &owner,
+            Payload::RemoveWriter {
+                writer: stranger.node_id(),
+                keep_until: Some(0),
+            },
+        )
+        .unwrap();
+        assert!(log.counts(&stranger.node_id(), 0));
+        assert!(!log.counts(&stranger.node_id(), 1));
+        // Another replica takes the same entries; a reopened store is still open.
+        let copy = Log::in_memory(owner.node_id());
+        copy.apply(with_seals(&log), 0).unwrap();
+        assert!(copy.is_open());
+        assert!(copy.get(&first).unwrap().is_some());
+        drop(log);
+        let log = Log::open(&path, owner.node_id()).unwrap();
+        assert!(log.is_open());
+        assert_eq!(log.writers(), vec![(stranger.node_id(), true)]);
     }
 
     #[test]

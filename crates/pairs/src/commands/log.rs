@@ -313,6 +313,7 @@ fn describe(entry: &Entry, json: bool) -> String {
                 set("writer", writer.to_string().into());
                 set("keep_until", (*keep_until).into());
             }
+            (Payload::Open, None) => set("kind", "open".into()),
         }
         return object.to_string();
     }
@@ -328,6 +329,7 @@ fn describe(entry: &Entry, json: bool) -> String {
         },
         (Payload::AddWriter(writer), None) => format!("[add-writer {writer}]"),
         (Payload::RemoveWriter { writer, .. }, None) => format!("[remove-writer {writer}]"),
+        (Payload::Open, None) => "[open to every writer]".to_owned(),
     }
 }
 
