@@ -16,6 +16,7 @@ pub use pairs_blobs as blobs;
 pub use pairs_log as log;
 pub use pairs_net as net;
 
+pub mod chat;
 pub mod code;
 pub mod config;
 pub mod control;
