@@ -106,6 +106,12 @@ pub enum Command {
         after_help = "Examples:\n  pairs share photos/               # prints a ticket; elsewhere: pairs sync TICKET photos/\n  pairs share ls                    # the folders kept in step here\n  pairs share ls TICKET             # a share's files (--version N for an older one)\n  pairs share log TICKET            # its versions\n  pairs share diff TICKET 3         # what changed since version 3\n  pairs share admit TICKET NODE-ID  # let another node publish its changes too"
     )]
     Share(ShareArgs),
+    /// Chat in rooms that work on a LAN with no internet and sync later: a terminal UI, or plain
+    /// lines for scripts
+    #[command(
+        after_help = "Examples:\n  pairs chat new \"lan party\"        # make a room; prints its ticket to invite others\n  pairs chat join TICKET             # join one (it appears in `pairs chat ls`)\n  pairs chat lan-party               # open it (the rooms list, scrollback, who is here)\n  pairs chat lan-party --lines       # one message per line on stdout, stdin lines are posted\n  pairs chat post lan-party \"hi\"     # post one message (sent now, or when next online)\n  pairs chat name Camille            # how you are shown, in every room\n  pairs chat mute lan-party PERSON   # the room's owner hides someone's messages everywhere"
+    )]
+    Chat(ChatArgs),
     /// Keep a folder in step with a share: fetch its files, then follow its changes live (and
     /// publish changes made here, once the share's owner admits this node)
     #[command(
@@ -244,6 +250,144 @@ pub struct ShareArgs {
 
     #[command(flatten)]
     pub discovery: DiscoveryArgs,
+}
+
+/// `pairs chat`
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ChatArgs {
+    #[command(subcommand)]
+    pub command: Option<ChatCommand>,
+
+    /// The room: its name here (`pairs chat ls`), or a ticket [default: every room joined here]
+    #[arg(value_name = "ROOM")]
+    pub room: Option<String>,
+
+    /// Plain lines instead of the terminal UI: messages on stdout as they arrive, each stdin
+    /// line posted; ends at the end of stdin or on Ctrl-C
+    #[arg(long)]
+    pub lines: bool,
+
+    /// With --lines: one JSON object per message
+    #[arg(long, requires = "lines")]
+    pub json: bool,
+
+    /// With --lines: how many earlier messages to print first
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "lines")]
+    pub history: usize,
+
+    #[command(flatten)]
+    pub discovery: DiscoveryArgs,
+}
+
+/// `pairs chat ...`
+#[derive(Debug, Subcommand)]
+pub enum ChatCommand {
+    /// Make a room and print its ticket
+    #[command(
+        after_help = "Examples:\n  pairs chat new \"lan party\"            # anyone with the ticket may post\n  pairs chat new board --closed          # only those you admit may post"
+    )]
+    New {
+        /// The room's title (also its name here)
+        title: String,
+        /// Only people you admit (`pairs chat admit`) may post; everyone with the ticket reads
+        #[arg(long)]
+        closed: bool,
+        /// Print the ticket as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a room from its ticket
+    #[command(
+        after_help = "Examples:\n  pairs chat join TICKET\n  pairs chat join TICKET --as work"
+    )]
+    Join {
+        /// The room's ticket
+        ticket: String,
+        /// The name to give it here [default: its title, once known, else `room`]
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<String>,
+    },
+    /// The rooms joined here, with unread messages
+    #[command(
+        disable_version_flag = true,
+        after_help = "Examples:\n  pairs chat ls\n  pairs chat ls --json"
+    )]
+    Ls {
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Post one message (through the running node, or stored here and sent when next online)
+    #[command(
+        after_help = "Examples:\n  pairs chat post lan-party \"back in 5\"\n  pairs chat post lan-party --file notes.pdf \"the notes\""
+    )]
+    Post {
+        /// The room
+        room: String,
+        /// The text
+        #[arg(default_value = "")]
+        text: String,
+        /// Offer a file with it (added to this node's blobs and shared)
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Set the name you are shown by, in every room
+    #[command(after_help = "Examples:\n  pairs chat name Camille")]
+    Name {
+        /// The name
+        name: String,
+    },
+    /// Print a room's ticket, with this node as a provider, to invite someone
+    #[command(after_help = "Examples:\n  pairs chat invite lan-party")]
+    Invite {
+        /// The room
+        room: String,
+    },
+    /// Let a node post in a closed room you own (its id: `pairs id` there)
+    #[command(after_help = "Examples:\n  pairs chat admit board NODE-ID")]
+    Admit {
+        /// The room
+        room: String,
+        /// The node's id
+        node_id: String,
+    },
+    /// Hide a person's messages in a room you own, on every replica (or show them again)
+    #[command(
+        after_help = "Examples:\n  pairs chat mute lan-party PERSON-ID\n  pairs chat mute lan-party PERSON-ID --undo"
+    )]
+    Mute {
+        /// The room
+        room: String,
+        /// The person's id (`pairs chat who ROOM` lists them)
+        person: String,
+        /// Show their messages again
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Who has written in a room: names, ids, devices, muted, forked
+    #[command(after_help = "Examples:\n  pairs chat who lan-party")]
+    Who {
+        /// The room
+        room: String,
+        /// One JSON object per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// On your usual device: vouch that another device (its `pairs id`) speaks for you
+    #[command(
+        after_help = "Examples:\n  pairs chat vouch NODE-ID    # prints a device link; on that device: pairs chat link LINK"
+    )]
+    Vouch {
+        /// The new device's node id
+        node_id: String,
+    },
+    /// On a new device: speak as the person who vouched for it (`pairs chat vouch` there)
+    #[command(after_help = "Examples:\n  pairs chat link LINK")]
+    Link {
+        /// What `pairs chat vouch` printed
+        link: String,
+    },
 }
 
 /// `pairs share ...`

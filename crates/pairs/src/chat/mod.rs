@@ -104,7 +104,10 @@ impl RoomBook {
     pub fn find(&self, what: &str) -> Option<(&String, &BookEntry)> {
         let what = what.trim();
         self.rooms.get_key_value(what).or_else(|| {
-            let log = RoomTicket::parse(what).ok().map(|t| t.log).or_else(|| what.parse().ok())?;
+            let log = RoomTicket::parse(what)
+                .ok()
+                .map(|t| t.log)
+                .or_else(|| what.parse().ok())?;
             self.rooms.iter().find(|(_, room)| room.log == log)
         })
     }
@@ -138,10 +141,20 @@ fn clean_name(name: &str) -> String {
     let cleaned: String = name
         .trim()
         .chars()
-        .map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let cleaned = cleaned.trim_matches('-').to_owned();
-    if cleaned.is_empty() { "room".into() } else { cleaned }
+    if cleaned.is_empty() {
+        "room".into()
+    } else {
+        cleaned
+    }
 }
 
 /// Who this device speaks as: its name and, if linked, the person it belongs to
@@ -236,7 +249,10 @@ mod tests {
     #[test]
     fn the_book_finds_rooms_by_name_ticket_or_id_and_keeps_names_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (SecretKey::generate().node_id(), SecretKey::generate().node_id());
+        let (a, b) = (
+            SecretKey::generate().node_id(),
+            SecretKey::generate().node_id(),
+        );
         let ticket = RoomTicket {
             log: a,
             providers: Vec::new(),

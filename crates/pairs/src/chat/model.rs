@@ -233,6 +233,8 @@ pub enum Line {
         name: String,
         /// How many messages.
         count: usize,
+        /// Where the run starts.
+        first: Position,
     },
 }
 
@@ -340,9 +342,10 @@ impl Room {
             } => {
                 // The author's own clock, never going back, decides what is a flood: it is the
                 // same on every replica, and going faster than real time only floods sooner.
-                let time = device.recent.back().map_or(body.timestamp, |last| {
-                    (*last).max(body.timestamp)
-                });
+                let time = device
+                    .recent
+                    .back()
+                    .map_or(body.timestamp, |last| (*last).max(body.timestamp));
                 let flood = device.recent.len() >= FLOOD_POSTS
                     && time.saturating_sub(device.recent[device.recent.len() - FLOOD_POSTS])
                         < FLOOD_WINDOW_MS;
@@ -378,7 +381,11 @@ impl Room {
             }
             ChatOp::Profile { name, link } => {
                 let person = link.filter(|l| l.verify(&body.author)).map(|l| l.person);
-                if device.profile.as_ref().is_none_or(|(at, ..)| *at < position) {
+                if device
+                    .profile
+                    .as_ref()
+                    .is_none_or(|(at, ..)| *at < position)
+                {
                     device.profile = Some((position, name, person));
                 }
             }
@@ -425,6 +432,13 @@ impl Room {
             .and_then(|d| d.profile.as_ref())
             .and_then(|(_, _, person)| *person)
             .unwrap_or(*device)
+    }
+
+    /// What a device's newest profile says: its name and the person it speaks for (itself when
+    /// not linked). None before its first profile.
+    pub fn profile_of(&self, device: &NodeId) -> Option<(String, NodeId)> {
+        let (_, name, person) = self.devices.get(device)?.profile.as_ref()?;
+        Some((name.clone(), person.unwrap_or(*device)))
     }
 
     /// A person's display name: the newest profile among its devices (empty when none).
@@ -482,8 +496,25 @@ impl Room {
     pub fn timeline(&self, after: Option<Position>) -> Vec<Line> {
         use std::ops::Bound::{Excluded, Unbounded};
         let from = after.map_or(Unbounded, Excluded);
+        self.fold_lines(self.posts.range((from, Unbounded)), usize::MAX)
+    }
+
+    /// The newest `count` lines of the timeline, oldest first (what a screen shows, without
+    /// going through the whole history).
+    pub fn tail(&self, count: usize) -> Vec<Line> {
+        let mut lines = self.fold_lines(self.posts.iter().rev(), count);
+        lines.reverse();
+        lines
+    }
+
+    /// Lines of `posts` in the order given, up to `count` of them.
+    fn fold_lines<'a>(
+        &self,
+        posts: impl Iterator<Item = (&'a Position, &'a Post)>,
+        count: usize,
+    ) -> Vec<Line> {
         let mut lines = Vec::new();
-        for (position, post) in self.posts.range((from, Unbounded)) {
+        for (position, post) in posts {
             let person = self.person_of(&post.device);
             if self.is_muted(&person) || self.is_muted(&post.device) {
                 continue;
@@ -492,19 +523,28 @@ impl Room {
                 if let Some(Line::Flood {
                     person: last,
                     count,
+                    first,
                     ..
                 }) = lines.last_mut()
                     && *last == person
                 {
                     *count += 1;
+                    *first = (*first).min(*position);
                     continue;
+                }
+                if lines.len() == count {
+                    break;
                 }
                 lines.push(Line::Flood {
                     person,
                     name: self.name_of(&person),
                     count: 1,
+                    first: *position,
                 });
                 continue;
+            }
+            if lines.len() == count {
+                break;
             }
             lines.push(Line::Message(Box::new(self.show(position, post))));
         }
@@ -610,8 +650,13 @@ mod tests {
         let (alice, bob) = (SecretKey::generate(), SecretKey::generate());
         let log = Log::in_memory(owner.node_id());
         log.append(&owner, Payload::Open).unwrap();
-        log.append(&owner, op(ChatOp::Title { title: "lan party".into() }))
-            .unwrap();
+        log.append(
+            &owner,
+            op(ChatOp::Title {
+                title: "lan party".into(),
+            }),
+        )
+        .unwrap();
         let hello = log.append(&alice, post("hello")).unwrap();
         log.append(&bob, post("hi alice")).unwrap();
         for (who, name) in [(&alice, "alice"), (&bob, "bob")] {
@@ -753,6 +798,7 @@ mod tests {
             format!("[{} held back]", 200 - FLOOD_POSTS)
         );
         assert_eq!(lines.last().unwrap(), "still here");
+        assert_eq!(room.tail(2), room.timeline(None)[FLOOD_POSTS..].to_vec());
         // Only the owner's mutes count.
         log.append(
             &honest,

@@ -1,6 +1,9 @@
 //! One module per subcommand.
 
 mod blobs;
+mod chat;
+#[cfg(feature = "tui")]
+mod chat_tui;
 mod doctor;
 mod id;
 mod kv;
@@ -189,6 +192,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Err(_) => blobs::get(data_dir, cli.isolated, args).await,
         },
         Command::Share(args) => share::run(data_dir, cli.isolated, args).await,
+        Command::Chat(args) => chat::run(data_dir, cli.isolated, args).await,
         Command::Sync(args) => share::sync(data_dir, cli.isolated, args).await,
         Command::Blobs(command) => blobs::run(data_dir, command).await,
         Command::Log(command) => log::run(data_dir, cli.isolated, command).await,
