@@ -133,6 +133,22 @@ fn the_control_socket_is_private_and_survives_bad_requests() {
     ok(home.run(&["log", "append", &ticket, "still here"]));
     assert_eq!(ok(home.run(&["log", "cat", &ticket])), "still here\n");
 
+    // Followers of a quiet log that go away give their connections back: more of them than the
+    // node serves at once, one after the other.
+    for _ in 0..70 {
+        let mut follower = home
+            .pairs(&["log", "cat", &ticket, "--follow"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = common::lines_of(follower.stdout.take().unwrap());
+        assert_eq!(lines.recv_timeout(SHORT).unwrap(), "still here");
+        follower.kill().unwrap();
+        follower.wait().unwrap();
+    }
+    assert_eq!(ok(home.run(&["log", "cat", &ticket])), "still here\n");
+
     // Another user cannot use the socket, even when its mode would let them: as root, connect as
     // nobody through a copy of the socket's directory entry made world-writable.
     if is_root()

@@ -511,7 +511,15 @@ where
         write_frame(stream, &Response::End).await?;
         return Ok(());
     }
-    while let Some(update) = updates.next().await {
+    loop {
+        // The client sends nothing more on a followed stream: a read ends only when it hangs up,
+        // which must free this connection's slot even while the log is quiet.
+        let mut probe = [0u8; 1];
+        let update = tokio::select! {
+            update = updates.next() => update,
+            _ = stream.read(&mut probe) => return Ok(()),
+        };
+        let Some(update) = update else { break };
         let entries = match update {
             Ok(entries) => entries,
             // Announcements were missed: read the log again and send what was not sent.
