@@ -168,7 +168,15 @@ fn three_lan_hosts_chat_offline_and_one_carries_its_posts_across_through_a_publi
     let ticket = run_ok(pairs("a1", h1, &["chat", "new", "lab room"]))
         .trim()
         .to_owned();
-    for (host, home) in [("a2", h2), ("a3", h3), ("pub", hp)] {
+    // The public member joins first, as a long-running member would (a NATed member's connection
+    // to it closes while they share nothing, and only the NATed side can dial again). It meets no
+    // member yet, so it names the room itself.
+    run_ok(pairs(
+        "pub",
+        hp,
+        &["chat", "join", &ticket, "--as", "lab-room"],
+    ));
+    for (host, home) in [("a2", h2), ("a3", h3)] {
         run_ok(pairs(host, home, &["chat", "join", &ticket]));
     }
     let mut on_a1 = Follower::spawn(pairs("a1", h1, &["chat", "lab-room", "--lines", "--json"]));
@@ -224,11 +232,7 @@ fn three_lan_hosts_chat_offline_and_one_carries_its_posts_across_through_a_publi
 /// Two nodes on loopback next to an owner's: `pairs node --peer OWNER`.
 fn node_near(home: &Home, owner: Option<&NodeProc>) -> NodeProc {
     match owner {
-        Some(owner) => NodeProc::start(
-            home,
-            "127.0.0.1:0",
-            &["--peer", &owner.addr().to_string()],
-        ),
+        Some(owner) => NodeProc::start(home, "127.0.0.1:0", &["--peer", &owner.addr().to_string()]),
         None => NodeProc::start(home, "127.0.0.1:0", &[]),
     }
 }
@@ -245,8 +249,10 @@ fn a_flood_is_held_back_and_the_owners_mute_hides_it_on_every_replica() {
     for home in [&flooder_home, &reader_home] {
         run_ok(home.pairs(&["chat", "join", &ticket]));
     }
-    let mut reader = Follower::spawn(reader_home.pairs(&["chat", "town-square", "--lines", "--json"]));
-    let mut flood = Follower::spawn(flooder_home.pairs(&["chat", "town-square", "--lines", "--json"]));
+    let mut reader =
+        Follower::spawn(reader_home.pairs(&["chat", "town-square", "--lines", "--json"]));
+    let mut flood =
+        Follower::spawn(flooder_home.pairs(&["chat", "town-square", "--lines", "--json"]));
     for i in 0..300 {
         flood.post(&format!("spam {i}"));
     }
@@ -264,7 +270,10 @@ fn a_flood_is_held_back_and_the_owners_mute_hides_it_on_every_replica() {
     });
     drop(flood);
     let shown = history(reader_home.pairs(&dump_args("town-square")));
-    let spam = shown.iter().filter(|(_, t, _)| t.starts_with("spam")).count();
+    let spam = shown
+        .iter()
+        .filter(|(_, t, _)| t.starts_with("spam"))
+        .count();
     assert_eq!(spam, 12, "flood messages shown");
     assert!(shown.iter().any(|(_, t, _)| t == "the room still works"));
 
@@ -450,7 +459,9 @@ fn the_terminal_ui_joins_sends_receives_and_scrolls() {
     let ticket = run_ok(a.pairs(&["chat", "new", "general"]))
         .trim()
         .to_owned();
-    let other = run_ok(a.pairs(&["chat", "new", "random"])).trim().to_owned();
+    let other = run_ok(a.pairs(&["chat", "new", "random"]))
+        .trim()
+        .to_owned();
     run_ok(b.pairs(&["chat", "join", &ticket]));
     run_ok(b.pairs(&["chat", "join", &other]));
     // Fewer than a flood (a dozen in ten seconds), more than the screen holds.

@@ -695,7 +695,9 @@ async fn lines(
                 },
                 _ = &mut stop => break,
             }
-            if !stdin_open && waiting.is_empty() {
+            // The end of stdin ends the run once what was there is printed and what was typed
+            // is posted.
+            if !stdin_open && !first && waiting.is_empty() {
                 break;
             }
         }

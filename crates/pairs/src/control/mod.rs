@@ -55,7 +55,7 @@ pub enum Request {
         payloads: Vec<Payload>,
     },
     /// Every entry, then [`Response::End`]; with `follow`, new entries as they commit, until the
-    /// client hangs up.
+    /// client hangs up (an empty [`Response::Entries`] first when the log holds nothing yet).
     Entries {
         /// The log.
         log: LogId,

@@ -506,6 +506,10 @@ where
         tokio::task::spawn_blocking(move || handle.entries()).await??
     };
     let mut sent: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
+    if entries.is_empty() && follow {
+        // Say so: a follower learns the log is empty now rather than waiting for an entry.
+        write_frame(stream, &Response::Entries(Vec::new())).await?;
+    }
     send_new(stream, entries, follow.then_some(&mut sent)).await?;
     if !follow {
         write_frame(stream, &Response::End).await?;
