@@ -56,6 +56,26 @@ impl SecretKey {
     pub fn sign(&self, message: &[u8]) -> Signature {
         self.0.sign(message).to_bytes()
     }
+
+    /// X25519 with this key's scalar and `public` (a Montgomery u-coordinate, e.g.
+    /// [`NodeId::x25519_public`] of another key, or an ephemeral one): a shared secret for sealing
+    /// to a node id without another key exchange. `None` for a low-order point, which gives every
+    /// key the same secret.
+    pub fn x25519(&self, public: &[u8; 32]) -> Option<[u8; 32]> {
+        let shared =
+            curve25519_dalek::MontgomeryPoint(*public).mul_clamped(self.0.to_scalar_bytes());
+        (shared.to_bytes() != [0; 32]).then(|| shared.to_bytes())
+    }
+}
+
+/// X25519 between a fresh ephemeral scalar and `public`: (the ephemeral public value, the shared
+/// secret). `None` for a low-order point.
+pub fn x25519_ephemeral(public: &[u8; 32]) -> Option<([u8; 32], [u8; 32])> {
+    let mut scalar = [0u8; 32];
+    getrandom::fill(&mut scalar).expect("the operating system random source is unavailable");
+    let ours = curve25519_dalek::MontgomeryPoint::mul_base_clamped(scalar);
+    let shared = curve25519_dalek::MontgomeryPoint(*public).mul_clamped(scalar);
+    (shared.to_bytes() != [0; 32]).then(|| (ours.to_bytes(), shared.to_bytes()))
 }
 
 impl fmt::Debug for SecretKey {
@@ -98,6 +118,12 @@ impl NodeId {
         let mut text = self.to_string();
         text.truncate(10);
         text
+    }
+
+    /// The X25519 public value of this key (its Montgomery form), for [`SecretKey::x25519`];
+    /// `None` if the bytes are not a key after all (see [`NodeId::from_verified_bytes`]).
+    pub fn x25519_public(&self) -> Option<[u8; 32]> {
+        Some(VerifyingKey::from_bytes(&self.0).ok()?.to_montgomery().to_bytes())
     }
 
     /// Verifies an ed25519 signature by this node over `message`.
@@ -151,6 +177,20 @@ impl FromStr for NodeId {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn x25519_from_node_keys_agrees_both_ways_and_refuses_low_order_points() {
+        let (a, b) = (SecretKey::generate(), SecretKey::generate());
+        let ab = a.x25519(&b.node_id().x25519_public().unwrap()).unwrap();
+        let ba = b.x25519(&a.node_id().x25519_public().unwrap()).unwrap();
+        assert_eq!(ab, ba);
+        let (ephemeral, shared) = x25519_ephemeral(&b.node_id().x25519_public().unwrap()).unwrap();
+        assert_eq!(b.x25519(&ephemeral), Some(shared));
+        assert_ne!(a.x25519(&ephemeral), Some(shared));
+        assert_eq!(a.x25519(&[0; 32]), None);
+        assert_eq!(x25519_ephemeral(&[0; 32]), None);
+    }
+
     use super::*;
 
     #[test]

@@ -17,7 +17,7 @@ pub mod node_addr;
 pub mod ticket;
 pub mod topic;
 
-pub use identity::{KeyError, NodeId, SecretKey, Signature};
+pub use identity::{KeyError, NodeId, SecretKey, Signature, x25519_ephemeral};
 pub use node_addr::NodeAddr;
 pub use ticket::{Ticket, TicketError};
 pub use topic::{DiscoveryKey, Topic};
