@@ -8,6 +8,7 @@
 //! [`Identity`] is the person this device speaks for.
 
 pub mod model;
+pub mod seal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,8 @@ use pairs_base::{NodeAddr, NodeId, SecretKey, Ticket};
 use pairs_log::{EntryId, LogId};
 use serde::{Deserialize, Serialize};
 
-pub use model::{Attachment, ChatOp, DeviceLink, Line, Message, Person, Position, Room};
+pub use model::{Attachment, ChatOp, DeviceLink, Line, Message, OpError, Person, Position, Room};
+pub use seal::{KeyBox, RoomKey};
 
 /// An invitation to a room: its log and nodes to ask first (found on the swarm besides).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

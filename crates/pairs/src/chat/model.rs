@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use pairs_base::{NodeId, SecretKey, Signature};
 use pairs_log::{Entry, EntryId, LogId, Payload};
+
+use super::seal::{KeyBox, MAX_BOXES, RoomKey};
 use serde::{Deserialize, Serialize};
 
 /// What marks a log entry's data as a chat operation.
@@ -26,6 +28,8 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_REACTION: usize = 32;
 /// Longest attachment ticket, in bytes.
 pub const MAX_TICKET: usize = 1024;
+/// Longest sealed operation: the longest plain one, with room for its fields and the tag.
+const MAX_SEALED: usize = MAX_TEXT + MAX_TICKET + 4 * MAX_NAME + 256;
 /// Posts one device may make within [`FLOOD_WINDOW_MS`] before the rest count as a flood.
 pub const FLOOD_POSTS: usize = 12;
 /// The window of [`FLOOD_POSTS`], in milliseconds of the author's own clock.
@@ -120,6 +124,22 @@ pub enum ChatOp {
         /// Muted, or not any more.
         muted: bool,
     },
+    /// A private room's key for an epoch, sealed to members (only the owner's count).
+    Keys {
+        /// The epoch.
+        epoch: u32,
+        /// One box per member.
+        boxes: Vec<KeyBox>,
+    },
+    /// Another operation, sealed with a private room's key.
+    Sealed {
+        /// The key's epoch.
+        epoch: u32,
+        /// The nonce.
+        nonce: [u8; 12],
+        /// The operation's encoding, sealed.
+        ciphertext: Vec<u8>,
+    },
 }
 
 /// Why an operation cannot be appended.
@@ -138,6 +158,11 @@ pub enum OpError {
     /// The message says nothing.
     #[error("a message needs text or an attachment")]
     Empty,
+    /// A private room whose key this device was never given.
+    #[error(
+        "this room is private and this device holds none of its keys: its owner admits you with `pairs chat admit ROOM ID` (your id: `pairs id`)"
+    )]
+    NoKey,
 }
 
 impl ChatOp {
@@ -185,6 +210,20 @@ impl ChatOp {
             ChatOp::Profile { name, .. } => limit("the name", name, MAX_NAME),
             ChatOp::Title { title } => limit("the title", title, MAX_NAME),
             ChatOp::Mute { .. } => Ok(()),
+            ChatOp::Keys { boxes, .. } if boxes.len() > MAX_BOXES => Err(OpError::TooLong {
+                what: "the key share",
+                len: boxes.len(),
+                max: MAX_BOXES,
+            }),
+            ChatOp::Keys { .. } => Ok(()),
+            ChatOp::Sealed { ciphertext, .. } if ciphertext.len() > MAX_SEALED => {
+                Err(OpError::TooLong {
+                    what: "the sealed message",
+                    len: ciphertext.len(),
+                    max: MAX_SEALED,
+                })
+            }
+            ChatOp::Sealed { .. } => Ok(()),
         }
     }
 }
@@ -243,6 +282,7 @@ pub enum Line {
 struct Post {
     id: EntryId,
     device: NodeId,
+    seq: u64,
     time: u64,
     text: String,
     reply_to: Option<EntryId>,
@@ -276,8 +316,17 @@ pub struct Room {
     devices: HashMap<NodeId, Device>,
     reactions: HashMap<EntryId, Reactions>,
     mutes: HashMap<NodeId, (Position, bool)>,
+    /// The owner's removals: writer -> last sequence number that still counts (none: nothing).
+    cuts: HashMap<NodeId, Option<u64>>,
     seen: HashSet<EntryId>,
     ignored: usize,
+    /// Whose keys open a private room's boxes.
+    reader: Option<SecretKey>,
+    /// The keys this reader holds, by epoch.
+    keys: BTreeMap<u32, RoomKey>,
+    private: bool,
+    /// Sealed operations no key here opens.
+    unreadable: usize,
 }
 
 impl Room {
@@ -292,8 +341,21 @@ impl Room {
             devices: HashMap::new(),
             reactions: HashMap::new(),
             mutes: HashMap::new(),
+            cuts: HashMap::new(),
             seen: HashSet::new(),
             ignored: 0,
+            reader: None,
+            keys: BTreeMap::new(),
+            private: false,
+            unreadable: 0,
+        }
+    }
+
+    /// An empty room read with `reader`'s key: a private room's messages open for a member.
+    pub fn with_reader(owner: LogId, reader: SecretKey) -> Self {
+        Self {
+            reader: Some(reader),
+            ..Self::new(owner)
         }
     }
 
@@ -314,8 +376,6 @@ impl Room {
 
     fn apply_one(&mut self, entry: &Entry) -> bool {
         let body = entry.body();
-        let position = (body.clock, entry.id());
-        let from_owner = body.author == self.owner;
         let device = self.devices.entry(body.author).or_default();
         if let Some(other) = device.seqs.insert(body.seq, entry.id())
             && other != entry.id()
@@ -328,12 +388,54 @@ impl Room {
                 self.open = true;
                 return false;
             }
+            Payload::RemoveWriter { writer, keep_until } if body.author == self.owner => {
+                // Several removals: the strictest wins, whatever the order they arrive in.
+                let cut = self.cuts.entry(*writer).or_insert(*keep_until);
+                *cut = match (*cut, *keep_until) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    _ => None,
+                };
+                return false;
+            }
             Payload::AddWriter(_) | Payload::RemoveWriter { .. } => return false,
         };
         let Some(op) = ChatOp::decode(data) else {
             self.ignored += 1;
             return false;
         };
+        let op = match op {
+            ChatOp::Sealed {
+                epoch,
+                nonce,
+                ciphertext,
+            } => {
+                let opened = self
+                    .keys
+                    .get(&epoch)
+                    .and_then(|key| key.open(&self.owner, epoch, &nonce, &ciphertext))
+                    .and_then(|plain| postcard::from_bytes::<ChatOp>(&plain).ok())
+                    .filter(|op| {
+                        op.check().is_ok()
+                            && !matches!(op, ChatOp::Sealed { .. } | ChatOp::Keys { .. })
+                    });
+                match opened {
+                    Some(op) => op,
+                    None => {
+                        self.unreadable += 1;
+                        return false;
+                    }
+                }
+            }
+            op => op,
+        };
+        self.apply_op(entry, op)
+    }
+
+    fn apply_op(&mut self, entry: &Entry, op: ChatOp) -> bool {
+        let body = entry.body();
+        let position = (body.clock, entry.id());
+        let from_owner = body.author == self.owner;
+        let device = self.devices.entry(body.author).or_default();
         match op {
             ChatOp::Post {
                 text,
@@ -342,10 +444,9 @@ impl Room {
             } => {
                 // The author's own clock, never going back, decides what is a flood: it is the
                 // same on every replica, and going faster than real time only floods sooner.
-                let time = device
-                    .recent
-                    .back()
-                    .map_or(body.timestamp, |last| (*last).max(body.timestamp));
+                let time = device.recent.back().map_or(body.timestamp, |last| {
+                    (*last).max(body.timestamp)
+                });
                 let flood = device.recent.len() >= FLOOD_POSTS
                     && time.saturating_sub(device.recent[device.recent.len() - FLOOD_POSTS])
                         < FLOOD_WINDOW_MS;
@@ -359,6 +460,7 @@ impl Room {
                     Post {
                         id: entry.id(),
                         device: body.author,
+                        seq: body.seq,
                         time: body.timestamp,
                         text,
                         reply_to,
@@ -381,11 +483,7 @@ impl Room {
             }
             ChatOp::Profile { name, link } => {
                 let person = link.filter(|l| l.verify(&body.author)).map(|l| l.person);
-                if device
-                    .profile
-                    .as_ref()
-                    .is_none_or(|(at, ..)| *at < position)
-                {
+                if device.profile.as_ref().is_none_or(|(at, ..)| *at < position) {
                     device.profile = Some((position, name, person));
                 }
             }
@@ -400,9 +498,57 @@ impl Room {
                     *slot = (position, muted);
                 }
             }
-            ChatOp::Title { .. } | ChatOp::Mute { .. } => self.ignored += 1,
+            ChatOp::Keys { epoch, boxes } if from_owner => {
+                self.private = true;
+                if let Some(reader) = &self.reader
+                    && let Some(key) = boxes.iter().find_map(|b| b.open(reader))
+                {
+                    self.keys.insert(epoch, key);
+                }
+            }
+            ChatOp::Title { .. }
+            | ChatOp::Mute { .. }
+            | ChatOp::Keys { .. }
+            | ChatOp::Sealed { .. } => self.ignored += 1,
         }
         false
+    }
+
+    /// Whether the room is private (its owner shares keys; messages are sealed).
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+
+    /// The newest key held here and its epoch.
+    pub fn current_key(&self) -> Option<(u32, &RoomKey)> {
+        self.keys.iter().next_back().map(|(epoch, key)| (*epoch, key))
+    }
+
+    /// Sealed operations no key held here opens (a private room read by a non-member, or
+    /// messages from before this member's first epoch).
+    pub fn unreadable(&self) -> usize {
+        self.unreadable
+    }
+
+    /// The operation to append for `op`: sealed with the newest key in a private room.
+    pub fn prepare(&self, op: ChatOp) -> Result<ChatOp, OpError> {
+        op.check()?;
+        if !self.private {
+            return Ok(op);
+        }
+        let (epoch, key) = self.current_key().ok_or(OpError::NoKey)?;
+        let plain = postcard::to_stdvec(&op).expect("chat ops always encode");
+        let (nonce, ciphertext) = key.seal(&self.owner, epoch, &plain);
+        Ok(ChatOp::Sealed {
+            epoch,
+            nonce,
+            ciphertext,
+        })
+    }
+
+    /// The highest sequence number a device wrote here (for a removal that keeps what it wrote).
+    pub fn last_seq(&self, device: &NodeId) -> Option<u64> {
+        self.devices.get(device)?.seqs.keys().max().copied()
     }
 
     /// The log's owner.
@@ -516,7 +662,7 @@ impl Room {
         let mut lines = Vec::new();
         for (position, post) in posts {
             let person = self.person_of(&post.device);
-            if self.is_muted(&person) || self.is_muted(&post.device) {
+            if self.is_muted(&person) || self.is_muted(&post.device) || self.is_cut(post) {
                 continue;
             }
             if post.flood {
@@ -562,6 +708,15 @@ impl Room {
             .iter()
             .filter(|line| matches!(line, Line::Message(_)))
             .count()
+    }
+
+    /// Whether the owner removed the post's writer before it.
+    fn is_cut(&self, post: &Post) -> bool {
+        match self.cuts.get(&post.device) {
+            None => false,
+            Some(None) => true,
+            Some(Some(last)) => post.seq > *last,
+        }
     }
 
     fn show(&self, position: &Position, post: &Post) -> Message {
@@ -616,6 +771,7 @@ pub struct Person {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::seal::{KeyBox, RoomKey};
     use pairs_log::Log;
 
     fn post(text: &str) -> Payload {
@@ -820,6 +976,84 @@ mod tests {
         .unwrap();
         room.apply(&log.entries().unwrap());
         assert_eq!(texts(&room), ["still here"]);
+    }
+
+    #[test]
+    fn a_private_room_opens_for_members_only_and_a_removal_starts_an_epoch_they_cannot_read() {
+        let owner = SecretKey::generate();
+        let (alice, bob, outsider) = (
+            SecretKey::generate(),
+            SecretKey::generate(),
+            SecretKey::generate(),
+        );
+        let log = Log::in_memory(owner.node_id());
+        let first = RoomKey::generate();
+        let keys = |epoch, key: &RoomKey, members: &[&SecretKey]| {
+            op(ChatOp::Keys {
+                epoch,
+                boxes: members
+                    .iter()
+                    .map(|m| KeyBox::seal(key, m.node_id()).unwrap())
+                    .collect(),
+            })
+        };
+        log.append(&owner, keys(0, &first, &[&owner, &alice, &bob]))
+            .unwrap();
+        for member in [&alice, &bob] {
+            log.append(&owner, Payload::AddWriter(member.node_id()))
+                .unwrap();
+        }
+        let fold = |reader: &SecretKey| {
+            let mut room = Room::with_reader(owner.node_id(), reader.clone());
+            room.apply(&log.entries().unwrap());
+            room
+        };
+        let sealed = |room: &Room, text: &str| {
+            Payload::Data(
+                room.prepare(ChatOp::Post {
+                    text: text.into(),
+                    reply_to: None,
+                    attachment: None,
+                })
+                .unwrap()
+                .encode()
+                .unwrap(),
+            )
+        };
+        log.append(&alice, sealed(&fold(&alice), "the plan")).unwrap();
+        assert_eq!(texts(&fold(&bob)), ["the plan"]);
+        let outside = fold(&outsider);
+        assert!(outside.is_private());
+        assert_eq!(texts(&outside), Vec::<String>::new());
+        assert_eq!(outside.unreadable(), 1);
+        assert_eq!(
+            outside.prepare(ChatOp::Title { title: "x".into() }),
+            Err(OpError::NoKey)
+        );
+        let raw: Vec<u8> = log
+            .entries()
+            .unwrap()
+            .iter()
+            .flat_map(|e| e.body().encode())
+            .collect();
+        assert!(!raw.windows(8).any(|w| w == b"the plan"));
+
+        // Bob is removed: what he wrote stays, the next epoch is sealed to the others only.
+        let kept = fold(&owner).last_seq(&bob.node_id());
+        log.append(
+            &owner,
+            Payload::RemoveWriter {
+                writer: bob.node_id(),
+                keep_until: kept,
+            },
+        )
+        .unwrap();
+        log.append(&owner, keys(1, &RoomKey::generate(), &[&owner, &alice]))
+            .unwrap();
+        log.append(&alice, sealed(&fold(&alice), "after bob")).unwrap();
+        assert_eq!(texts(&fold(&owner)), ["the plan", "after bob"]);
+        assert_eq!(texts(&fold(&bob)), ["the plan"]);
+        assert_eq!(fold(&bob).current_key().unwrap().0, 0);
     }
 
     #[test]
