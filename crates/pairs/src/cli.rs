@@ -285,7 +285,7 @@ pub struct ChatArgs {
 pub enum ChatCommand {
     /// Make a room and print its ticket
     #[command(
-        after_help = "Examples:\n  pairs chat new \"lan party\"            # anyone with the ticket may post\n  pairs chat new board --closed          # only those you admit may post"
+        after_help = "Examples:\n  pairs chat new \"lan party\"            # anyone with the ticket may post\n  pairs chat new board --closed          # only those you admit may post\n  pairs chat new family --private        # only those you admit read or post"
     )]
     New {
         /// The room's title (also its name here)
@@ -293,6 +293,10 @@ pub enum ChatCommand {
         /// Only people you admit (`pairs chat admit`) may post; everyone with the ticket reads
         #[arg(long)]
         closed: bool,
+        /// Closed, and sealed: only people you admit read it (a node that stores it for others
+        /// holds ciphertext only)
+        #[arg(long)]
+        private: bool,
         /// Print the ticket as JSON
         #[arg(long)]
         json: bool,
@@ -350,6 +354,15 @@ pub enum ChatCommand {
         /// The room
         room: String,
         /// The node's id
+        node_id: String,
+    },
+    /// Remove a member from a room you own: their later posts stop counting, and a private room
+    /// moves to a new key they do not get
+    #[command(after_help = "Examples:\n  pairs chat remove family NODE-ID")]
+    Remove {
+        /// The room
+        room: String,
+        /// The member's node id
         node_id: String,
     },
     /// Hide a person's messages in a room you own, on every replica (or show them again)

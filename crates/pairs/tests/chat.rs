@@ -492,3 +492,78 @@ fn the_terminal_ui_joins_sends_receives_and_scrolls() {
     tui.wait_for("ana: over here");
     tui.keys(&["Escape"]);
 }
+
+/// Files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_private_room_is_ciphertext_to_a_node_that_stores_it_and_a_removed_member_reads_no_more() {
+    use pairs::base::Ticket as _;
+    let (owner, member, storer) = (Home::new(), Home::new(), Home::new());
+    let owner_node = node_near(&owner, None);
+    let _member_node = node_near(&member, Some(&owner_node));
+    let _storer_node = node_near(&storer, Some(&owner_node));
+    let ticket = run_ok(owner.pairs(&["chat", "new", "kinfolk hideout", "--private"]))
+        .trim()
+        .to_owned();
+    let member_id = node_id(&member);
+    run_ok(owner.pairs(&["chat", "admit", "kinfolk-hideout", &member_id]));
+    // The member opens the title and names the room by it; the storer cannot, and names it.
+    run_ok(member.pairs(&["chat", "join", &ticket]));
+    run_ok(storer.pairs(&["chat", "join", &ticket, "--as", "stored"]));
+    let mut on_member =
+        Follower::spawn(member.pairs(&["chat", "kinfolk-hideout", "--lines", "--json"]));
+    run_ok(owner.pairs(&["chat", "post", "kinfolk-hideout", "secret launch code 4242"]));
+    on_member.wait_text("secret launch code 4242");
+    on_member.post("bravo secret reply");
+    let mut on_owner =
+        Follower::spawn(owner.pairs(&["chat", "kinfolk-hideout", "--lines", "--json"]));
+    on_owner.wait_text("bravo secret reply");
+
+    // The storing node holds every entry, and none of the words.
+    let log = pairs::chat::RoomTicket::parse(&ticket).unwrap().log;
+    let log_ticket = pairs::log::LogTicket { log }.to_ticket();
+    let entries = |home: &Home| {
+        common::ids_in_json(&run_ok(home.pairs(&["log", "cat", &log_ticket, "--json"])))
+    };
+    wait_until("the storing node holds the room", || {
+        entries(&storer) == entries(&owner)
+    });
+    for needle in ["secret launch code", "bravo secret", "kinfolk"] {
+        let found = files_containing(storer.path(), needle.as_bytes());
+        assert!(found.is_empty(), "{needle:?} in the clear in {found:?}");
+    }
+    assert!(history(storer.pairs(&dump_args("stored"))).is_empty());
+    // The storer cannot post either: the room is closed to it.
+    let out = storer.run(&["chat", "post", "stored", "let me in"]);
+    assert!(!out.status.success());
+
+    // The member is removed: the owner's next message uses a key it never gets.
+    run_ok(owner.pairs(&["chat", "remove", "kinfolk-hideout", &member_id]));
+    on_owner.post("after the removal");
+    on_owner.wait_text("after the removal");
+    wait_until("the removed member holds the room", || {
+        entries(&member) == entries(&owner)
+    });
+    let seen_by_member = history(member.pairs(&dump_args("kinfolk-hideout")));
+    let texts: Vec<&str> = seen_by_member.iter().map(|(_, t, _)| t.as_str()).collect();
+    assert!(texts.contains(&"bravo secret reply"), "{texts:?}");
+    assert!(!texts.contains(&"after the removal"), "{texts:?}");
+    assert!(files_containing(member.path(), b"after the removal").is_empty());
+}

@@ -30,6 +30,8 @@ pub const MAX_REACTION: usize = 32;
 pub const MAX_TICKET: usize = 1024;
 /// Longest sealed operation: the longest plain one, with room for its fields and the tag.
 const MAX_SEALED: usize = MAX_TEXT + MAX_TICKET + 4 * MAX_NAME + 256;
+/// Sealed operations kept for a key that may come later (a non-member never gets one).
+const MAX_WAITING_SEALED: usize = 100_000;
 /// Posts one device may make within [`FLOOD_WINDOW_MS`] before the rest count as a flood.
 pub const FLOOD_POSTS: usize = 12;
 /// The window of [`FLOOD_POSTS`], in milliseconds of the author's own clock.
@@ -181,6 +183,17 @@ impl ChatOp {
         Some(op)
     }
 
+    /// This operation sealed for room `room` with its key of `epoch`.
+    pub fn seal(&self, room: &LogId, epoch: u32, key: &RoomKey) -> ChatOp {
+        let plain = postcard::to_stdvec(self).expect("chat ops always encode");
+        let (nonce, ciphertext) = key.seal(room, epoch, &plain);
+        ChatOp::Sealed {
+            epoch,
+            nonce,
+            ciphertext,
+        }
+    }
+
     fn check(&self) -> Result<(), OpError> {
         let limit = |what, text: &str, max| {
             if text.len() > max {
@@ -325,7 +338,10 @@ pub struct Room {
     /// The keys this reader holds, by epoch.
     keys: BTreeMap<u32, RoomKey>,
     private: bool,
-    /// Sealed operations no key here opens.
+    /// Sealed operations no key here opens yet, by epoch: a member admitted later gets the key
+    /// after them, and opens them then.
+    sealed: HashMap<u32, Vec<Entry>>,
+    /// How many [`Room::sealed`] holds.
     unreadable: usize,
 }
 
@@ -347,6 +363,7 @@ impl Room {
             reader: None,
             keys: BTreeMap::new(),
             private: false,
+            sealed: HashMap::new(),
             unreadable: 0,
         }
     }
@@ -420,8 +437,16 @@ impl Room {
                     });
                 match opened {
                     Some(op) => op,
+                    None if self.keys.contains_key(&epoch) => {
+                        // Our key, and it does not open: forged or damaged, like any bad op.
+                        self.ignored += 1;
+                        return false;
+                    }
                     None => {
-                        self.unreadable += 1;
+                        if self.unreadable < MAX_WAITING_SEALED {
+                            self.sealed.entry(epoch).or_default().push(entry.clone());
+                            self.unreadable += 1;
+                        }
                         return false;
                     }
                 }
@@ -444,9 +469,10 @@ impl Room {
             } => {
                 // The author's own clock, never going back, decides what is a flood: it is the
                 // same on every replica, and going faster than real time only floods sooner.
-                let time = device.recent.back().map_or(body.timestamp, |last| {
-                    (*last).max(body.timestamp)
-                });
+                let time = device
+                    .recent
+                    .back()
+                    .map_or(body.timestamp, |last| (*last).max(body.timestamp));
                 let flood = device.recent.len() >= FLOOD_POSTS
                     && time.saturating_sub(device.recent[device.recent.len() - FLOOD_POSTS])
                         < FLOOD_WINDOW_MS;
@@ -483,7 +509,11 @@ impl Room {
             }
             ChatOp::Profile { name, link } => {
                 let person = link.filter(|l| l.verify(&body.author)).map(|l| l.person);
-                if device.profile.as_ref().is_none_or(|(at, ..)| *at < position) {
+                if device
+                    .profile
+                    .as_ref()
+                    .is_none_or(|(at, ..)| *at < position)
+                {
                     device.profile = Some((position, name, person));
                 }
             }
@@ -500,10 +530,17 @@ impl Room {
             }
             ChatOp::Keys { epoch, boxes } if from_owner => {
                 self.private = true;
-                if let Some(reader) = &self.reader
+                if !self.keys.contains_key(&epoch)
+                    && let Some(reader) = &self.reader
                     && let Some(key) = boxes.iter().find_map(|b| b.open(reader))
                 {
                     self.keys.insert(epoch, key);
+                    // What arrived sealed with it before opens now, in the order it came.
+                    let waiting = self.sealed.remove(&epoch).unwrap_or_default();
+                    self.unreadable -= waiting.len();
+                    for entry in &waiting {
+                        self.apply_one(entry);
+                    }
                 }
             }
             ChatOp::Title { .. }
@@ -521,7 +558,10 @@ impl Room {
 
     /// The newest key held here and its epoch.
     pub fn current_key(&self) -> Option<(u32, &RoomKey)> {
-        self.keys.iter().next_back().map(|(epoch, key)| (*epoch, key))
+        self.keys
+            .iter()
+            .next_back()
+            .map(|(epoch, key)| (*epoch, key))
     }
 
     /// Sealed operations no key held here opens (a private room read by a non-member, or
@@ -537,13 +577,7 @@ impl Room {
             return Ok(op);
         }
         let (epoch, key) = self.current_key().ok_or(OpError::NoKey)?;
-        let plain = postcard::to_stdvec(&op).expect("chat ops always encode");
-        let (nonce, ciphertext) = key.seal(&self.owner, epoch, &plain);
-        Ok(ChatOp::Sealed {
-            epoch,
-            nonce,
-            ciphertext,
-        })
+        Ok(op.seal(&self.owner, epoch, key))
     }
 
     /// The highest sequence number a device wrote here (for a removal that keeps what it wrote).
@@ -1020,7 +1054,8 @@ mod tests {
                 .unwrap(),
             )
         };
-        log.append(&alice, sealed(&fold(&alice), "the plan")).unwrap();
+        log.append(&alice, sealed(&fold(&alice), "the plan"))
+            .unwrap();
         assert_eq!(texts(&fold(&bob)), ["the plan"]);
         let outside = fold(&outsider);
         assert!(outside.is_private());
@@ -1037,6 +1072,12 @@ mod tests {
             .flat_map(|e| e.body().encode())
             .collect();
         assert!(!raw.windows(8).any(|w| w == b"the plan"));
+        // A member admitted later gets the key after the messages, and opens them then.
+        let carol = SecretKey::generate();
+        log.append(&owner, keys(0, &first, &[&carol])).unwrap();
+        let late = fold(&carol);
+        assert_eq!(texts(&late), ["the plan"]);
+        assert_eq!(late.unreadable(), 0);
 
         // Bob is removed: what he wrote stays, the next epoch is sealed to the others only.
         let kept = fold(&owner).last_seq(&bob.node_id());
@@ -1050,7 +1091,8 @@ mod tests {
         .unwrap();
         log.append(&owner, keys(1, &RoomKey::generate(), &[&owner, &alice]))
             .unwrap();
-        log.append(&alice, sealed(&fold(&alice), "after bob")).unwrap();
+        log.append(&alice, sealed(&fold(&alice), "after bob"))
+            .unwrap();
         assert_eq!(texts(&fold(&owner)), ["the plan", "after bob"]);
         assert_eq!(texts(&fold(&bob)), ["the plan"]);
         assert_eq!(fold(&bob).current_key().unwrap().0, 0);

@@ -123,7 +123,11 @@ impl KeyBox {
         let shared = me.x25519(&self.ephemeral)?;
         let mut buffer = self.sealed.clone();
         let key = box_key(&shared, &self.ephemeral, &public)
-            .open_in_place(Nonce::assume_unique_for_key([0; 12]), Aad::empty(), &mut buffer)
+            .open_in_place(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::empty(),
+                &mut buffer,
+            )
             .ok()?;
         Some(RoomKey(key.try_into().ok()?))
     }
@@ -166,6 +170,9 @@ mod tests {
         );
         assert_eq!(key.open(&room, 4, &nonce, &ciphertext), None);
         assert_eq!(key.open(&member.node_id(), 3, &nonce, &ciphertext), None);
-        assert_eq!(RoomKey::generate().open(&room, 3, &nonce, &ciphertext), None);
+        assert_eq!(
+            RoomKey::generate().open(&room, 3, &nonce, &ciphertext),
+            None
+        );
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use pairs::Node;
-use pairs::base::{NodeAddr, NodeId, Ticket as _};
+use pairs::base::{NodeAddr, NodeId, SecretKey, Ticket as _};
 use pairs::chat::{
-    Attachment, BookEntry, ChatOp, DeviceLink, Identity, Line, LinkTicket, Message, Room, RoomBook,
-    RoomTicket,
+    Attachment, BookEntry, ChatOp, DeviceLink, Identity, KeyBox, Line, LinkTicket, Message,
+    OpError, Room, RoomBook, RoomKey, RoomTicket,
 };
 use pairs::control::Client;
 use pairs::log::{Entry, EntryId, LogId, Payload};
@@ -33,6 +33,8 @@ pub(crate) struct ChatNode {
     commands: Client,
     /// This node's id.
     pub me: NodeId,
+    /// This node's key: it opens private rooms' keys sealed to this node.
+    reader: SecretKey,
 }
 
 impl ChatNode {
@@ -53,13 +55,20 @@ impl ChatNode {
             }
         };
         let me = commands.status().await?.id;
+        let reader = pairs::home::node_key(data_dir)?;
         Ok(Self {
             home,
             data_dir: data_dir.map(Path::to_path_buf),
             node,
             commands,
             me,
+            reader,
         })
+    }
+
+    /// An empty room, read with this node's key.
+    pub(crate) fn room(&self, log: LogId) -> Room {
+        Room::with_reader(log, self.reader.clone())
     }
 
     /// Whether a separate `pairs node` answers (else this process is the node).
@@ -117,9 +126,9 @@ impl ChatNode {
         Ok(())
     }
 
-    /// Posts an operation; its entry's id once committed here.
-    pub(crate) async fn post(&mut self, log: LogId, op: &ChatOp) -> Result<EntryId> {
-        let data = op.encode()?;
+    /// Posts an operation (sealed in a private room); its entry's id once committed here.
+    pub(crate) async fn post(&mut self, log: LogId, room: &Room, op: &ChatOp) -> Result<EntryId> {
+        let data = room.prepare(op.clone())?.encode()?;
         let ids = self
             .commands
             .append(log, vec![Payload::Data(data)])
@@ -157,7 +166,7 @@ impl ChatNode {
         if room.profile_of(&writer) == Some((name.clone(), person)) {
             return Ok(());
         }
-        self.post(log, &op).await.map(|_| ())
+        self.post(log, room, &op).await.map(|_| ())
     }
 
     /// The profile this device shows in `log` (none when no name was ever set).
@@ -202,6 +211,77 @@ fn explain_not_a_writer(err: anyhow::Error) -> anyhow::Error {
     }
 }
 
+fn explain_not_owner(err: anyhow::Error) -> anyhow::Error {
+    if format!("{err:#}").contains("only the owner") {
+        err.context(
+            "only the room's owner admits and removes members, from the machine that made it",
+        )
+    } else {
+        err
+    }
+}
+
+/// `pairs chat remove ROOM NODE-ID`: the member's later posts stop counting; a private room
+/// moves to a new key sealed to everyone else.
+async fn remove(data_dir: Option<&Path>, room: &str, node_id: &str) -> Result<()> {
+    let home = pairs::home::data_dir(data_dir)?;
+    let (name, entry) = find(&home, room)?;
+    let member: NodeId = node_id
+        .parse()
+        .context("NODE-ID is a member's id (`pairs chat who ROOM` lists their devices)")?;
+    let mut client = super::control(data_dir).await?;
+    let room_now = read_room(&mut client, entry.log, data_dir).await?;
+    let info = client.info(entry.log).await?;
+    if !info
+        .writers
+        .iter()
+        .any(|(w, removed)| *w == member && !removed)
+    {
+        bail!("{} is not a member who may post in {name}", member.short());
+    }
+    let mut payloads = vec![Payload::RemoveWriter {
+        writer: member,
+        keep_until: room_now.last_seq(&member),
+    }];
+    if room_now.is_private() {
+        let (epoch, _) = room_now.current_key().ok_or(OpError::NoKey)?;
+        let key = RoomKey::generate();
+        let me = pairs::home::node_key(data_dir)?.node_id();
+        let mut members: Vec<NodeId> = info
+            .writers
+            .iter()
+            .filter(|(w, removed)| *w != member && !removed)
+            .map(|(w, _)| *w)
+            .collect();
+        members.push(me);
+        let boxes = members
+            .into_iter()
+            .filter_map(|m| KeyBox::seal(&key, m))
+            .collect();
+        payloads.push(Payload::Data(
+            ChatOp::Keys {
+                epoch: epoch + 1,
+                boxes,
+            }
+            .encode()?,
+        ));
+    }
+    client
+        .append(entry.log, payloads)
+        .await
+        .map_err(explain_not_owner)?;
+    eprintln!(
+        "{} removed from {name}: what they wrote stays{}",
+        member.short(),
+        if room_now.is_private() {
+            "; new messages use a key they do not have"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
 /// `pairs chat ...`.
 pub(crate) async fn run(data_dir: Option<&Path>, isolated: bool, args: ChatArgs) -> Result<()> {
     let discovery = &args.discovery;
@@ -209,8 +289,20 @@ pub(crate) async fn run(data_dir: Option<&Path>, isolated: bool, args: ChatArgs)
         Some(ChatCommand::New {
             title,
             closed,
+            private,
             json,
-        }) => new(data_dir, isolated, discovery, &title, closed, json).await,
+        }) => {
+            new(
+                data_dir,
+                isolated,
+                discovery,
+                &title,
+                closed || private,
+                private,
+                json,
+            )
+            .await
+        }
         Some(ChatCommand::Join { ticket, name }) => {
             join(data_dir, isolated, discovery, &ticket, name.as_deref()).await
         }
@@ -231,16 +323,25 @@ pub(crate) async fn run(data_dir: Option<&Path>, isolated: bool, args: ChatArgs)
         Some(ChatCommand::Admit { room, node_id }) => {
             let home = pairs::home::data_dir(data_dir)?;
             let (name, entry) = find(&home, &room)?;
-            let writer: NodeId = node_id
+            let member: NodeId = node_id
                 .parse()
                 .context("NODE-ID is what `pairs id` prints on the node to admit")?;
-            super::control(data_dir)
-                .await?
-                .writer(entry.log, writer, true)
-                .await?;
-            eprintln!("{} may now post in {name}", writer.short());
+            let mut client = super::control(data_dir).await?;
+            let room_now = read_room(&mut client, entry.log, data_dir).await?;
+            let mut payloads = vec![Payload::AddWriter(member)];
+            if room_now.is_private() {
+                let (epoch, key) = room_now.current_key().ok_or(OpError::NoKey)?;
+                let boxes = vec![KeyBox::seal(key, member).context("that id has no X25519 form")?];
+                payloads.push(Payload::Data(ChatOp::Keys { epoch, boxes }.encode()?));
+            }
+            client
+                .append(entry.log, payloads)
+                .await
+                .map_err(explain_not_owner)?;
+            eprintln!("{} may now post in {name}", member.short());
             Ok(())
         }
+        Some(ChatCommand::Remove { room, node_id }) => remove(data_dir, &room, &node_id).await,
         Some(ChatCommand::Mute { room, person, undo }) => {
             let home = pairs::home::data_dir(data_dir)?;
             let (name, entry) = find(&home, &room)?;
@@ -369,6 +470,7 @@ async fn new(
     discovery: &DiscoveryArgs,
     title: &str,
     closed: bool,
+    private: bool,
     json: bool,
 ) -> Result<()> {
     let title_op = ChatOp::Title {
@@ -382,7 +484,16 @@ async fn new(
         if !closed {
             payloads.push(Payload::Open);
         }
-        payloads.push(Payload::Data(title_op.encode()?));
+        if private {
+            // The first key, sealed to this node; members get it as they are admitted.
+            let key = RoomKey::generate();
+            let boxes =
+                vec![KeyBox::seal(&key, node.me).context("this node's key has no X25519 form")?];
+            payloads.push(Payload::Data(ChatOp::Keys { epoch: 0, boxes }.encode()?));
+            payloads.push(Payload::Data(title_op.seal(&log, 0, &key).encode()?));
+        } else {
+            payloads.push(Payload::Data(title_op.encode()?));
+        }
         node.commands.append(log, payloads).await?;
         let ticket = node.invite(log).await?;
         let mut book = RoomBook::load(node.home())?;
@@ -390,8 +501,13 @@ async fn new(
         book.save(node.home())?;
         let entry = book.rooms[&name].clone();
         node.open(&entry).await?;
+        let mut room = node.room(log);
+        node.commands.start_entries(log, false).await?;
+        while let Some(entries) = node.commands.next_entries().await? {
+            room.apply(&entries);
+        }
         if let Some(profile) = node.profile(log)? {
-            node.post(log, &profile).await?;
+            node.post(log, &room, &profile).await?;
         }
         Ok::<_, anyhow::Error>((name, ticket))
     }
@@ -401,13 +517,15 @@ async fn new(
     if json {
         println!(
             "{}",
-            serde_json::json!({ "room": name, "ticket": ticket, "open": !closed })
+            serde_json::json!({ "room": name, "ticket": ticket, "open": !closed, "private": private })
         );
     } else {
         println!("{ticket}");
         eprintln!(
             "room '{name}' made ({}); others join with  pairs chat join TICKET  — open it: pairs chat {name}",
-            if closed {
+            if private {
+                "private: only those you admit (`pairs chat admit`) read or post"
+            } else if closed {
                 "closed: admit posters with `pairs chat admit`"
             } else {
                 "anyone with the ticket may post"
@@ -438,7 +556,7 @@ async fn join(
         // Wait a little for the room to arrive, to name it by its title.
         let (tx, mut rx) = mpsc::channel(16);
         node.follow(parsed.log, 0, tx).await?;
-        let mut room = Room::new(parsed.log);
+        let mut room = node.room(parsed.log);
         let arrived = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some((_, entries)) = rx.recv().await {
                 room.apply(&entries?);
@@ -483,7 +601,7 @@ async fn list(data_dir: Option<&Path>, json: bool) -> Result<()> {
     }
     let mut client = super::control(data_dir).await?;
     for (name, entry) in &book.rooms {
-        let room = read_room(&mut client, entry.log).await.ok();
+        let room = read_room(&mut client, entry.log, data_dir).await.ok();
         let unread = room.as_ref().map(|r| r.unread_after(entry.read));
         let title = room.as_ref().and_then(|r| r.title().map(str::to_owned));
         if json {
@@ -512,10 +630,10 @@ async fn list(data_dir: Option<&Path>, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The room as held here now.
-async fn read_room(client: &mut Client, log: LogId) -> Result<Room> {
+/// The room as held here now, read with this node's key.
+async fn read_room(client: &mut Client, log: LogId, data_dir: Option<&Path>) -> Result<Room> {
     client.start_entries(log, false).await?;
-    let mut room = Room::new(log);
+    let mut room = Room::with_reader(log, pairs::home::node_key(data_dir)?);
     while let Some(entries) = client.next_entries().await? {
         room.apply(&entries);
     }
@@ -552,7 +670,9 @@ async fn post(
         reply_to: None,
         attachment,
     };
-    let data = op.encode()?;
+    // Sealed in a private room: the room as held here says which key is newest.
+    let room_now = read_room(&mut client, entry.log, data_dir).await?;
+    let data = room_now.prepare(op)?.encode()?;
     let ids = client
         .append(entry.log, vec![Payload::Data(data)])
         .await
@@ -589,7 +709,7 @@ async fn who(data_dir: Option<&Path>, room: &str, json: bool) -> Result<()> {
     let home = pairs::home::data_dir(data_dir)?;
     let (_, entry) = find(&home, room)?;
     let mut client = super::control(data_dir).await?;
-    let room = read_room(&mut client, entry.log).await?;
+    let room = read_room(&mut client, entry.log, data_dir).await?;
     for person in room.people() {
         if json {
             println!(
@@ -650,7 +770,7 @@ async fn lines(
         node.open(&entry).await?;
         let (tx, mut rx) = mpsc::channel(16);
         node.follow(entry.log, 0, tx).await?;
-        let mut room = Room::new(entry.log);
+        let mut room = node.room(entry.log);
         let mut printer = Printer::new(json);
         let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut stdin_open = true;
@@ -674,7 +794,7 @@ async fn lines(
                     }
                     if introduced {
                         for op in std::mem::take(&mut waiting) {
-                            if let Err(err) = node.post(entry.log, &op).await {
+                            if let Err(err) = node.post(entry.log, &room, &op).await {
                                 eprintln!("not posted: {err:#}");
                             }
                         }
@@ -687,7 +807,7 @@ async fn lines(
                         if !introduced {
                             eprintln!("(the room's history has not arrived yet: posted once it has)");
                             waiting.push(op);
-                        } else if let Err(err) = node.post(entry.log, &op).await {
+                        } else if let Err(err) = node.post(entry.log, &room, &op).await {
                             eprintln!("not posted: {err:#}");
                         }
                     }

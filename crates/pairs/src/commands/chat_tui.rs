@@ -73,7 +73,7 @@ async fn drive(node: &mut ChatNode, book: RoomBook, selected: usize) -> Result<(
         node.open(&entry).await?;
         node.follow(entry.log, index, tx.clone()).await?;
         rooms.push(Shown {
-            room: Room::new(entry.log),
+            room: node.room(entry.log),
             read: entry.read,
             name,
             entry,
@@ -296,7 +296,7 @@ impl App {
                 return Ok(());
             }
         };
-        node.post(log, &op).await?;
+        node.post(log, &self.current().room, &op).await?;
         self.scroll = 0;
         Ok(())
     }
