@@ -190,3 +190,26 @@ fn share_file_fetches_what_the_ticket_names() {
         std::fs::read(&file).unwrap()
     );
 }
+
+#[test]
+fn chat_room_members_see_each_others_messages_by_name() {
+    let port = fixed_port(8);
+    let a = home_with(port, &[]);
+    let b = home_with(fixed_port(9), &[format!("127.0.0.1:{port}")]);
+    let mut cmd = example("chat_room");
+    cmd.arg("ana");
+    let mut owner = Killed(spawn(cmd, &a));
+    let owner_out = lines_of(owner.0.stdout.take().unwrap());
+    let ticket = wait_line(&owner_out, |l| l.starts_with("room"));
+    let mut cmd = example("chat_room");
+    cmd.args(["bruno", &ticket]);
+    let mut member = Killed(spawn(cmd, &b));
+    let member_out = lines_of(member.0.stdout.take().unwrap());
+    wait_line(&member_out, |l| l == ticket);
+    let mut stdin = owner.0.stdin.take().unwrap();
+    writeln!(stdin, "hello room").unwrap();
+    wait_line(&member_out, |l| l == "ana: hello room");
+    let mut stdin = member.0.stdin.take().unwrap();
+    writeln!(stdin, "hi ana").unwrap();
+    wait_line(&owner_out, |l| l == "bruno: hi ana");
+}
