@@ -41,8 +41,13 @@ def start_node(home, *extra):
 
 
 def lo_bytes():
-    with open("/sys/class/net/lo/statistics/tx_bytes") as f:
-        return int(f.read())
+    # /proc/net/dev is this namespace's; /sys/class/net would be the host's.
+    with open("/proc/net/dev") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name.strip() == "lo":
+                return int(rest.split()[8])  # transmitted bytes
+    raise RuntimeError("no lo")
 
 
 def entries_held(home):
@@ -70,12 +75,11 @@ def onboarding():
             start = time.monotonic()
             pairs(b, "chat", "join", ticket, "--as", "bench")
             joined = time.monotonic() - start
+            # The newest message is the fill's last: once it is printed, so are the 49 before it.
             f = follower(b, "bench", 50)
-            shown = 0
+            newest = f"message {MESSAGES - 1} "
             for line in f.stdout:
-                if not json.loads(line).get("flood"):
-                    shown += 1
-                if shown == 50:
+                if json.loads(line).get("text", "").startswith(newest):
                     break
             newest_50 = time.monotonic() - start
             while entries_held(b) < total:
@@ -130,7 +134,7 @@ def main():
     print("| measure | seconds | goal |")
     print("|---|---:|---:|")
     print(f"| `chat join` returns (first history in) | {joined:.2f} | |")
-    print(f"| newest 50 messages printed | {newest_50:.2f} | 1.0 |")
+    print(f"| newest 50 messages printed (`--lines`) | {newest_50:.2f} | 1.0 |")
     print(f"| whole history held | {whole:.2f} | 5.0 |")
     print(f"bytes moved on loopback (both ways): {moved / 1e6:.1f} MB "
           f"({moved / max(total, 1):.0f} B per entry)")

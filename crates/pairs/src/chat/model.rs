@@ -343,6 +343,8 @@ pub struct Room {
     sealed: HashMap<u32, Vec<Entry>>,
     /// How many [`Room::sealed`] holds.
     unreadable: usize,
+    /// Posts added since [`Room::take_new`] last ran.
+    fresh: Vec<Position>,
 }
 
 impl Room {
@@ -365,6 +367,7 @@ impl Room {
             private: false,
             sealed: HashMap::new(),
             unreadable: 0,
+            fresh: Vec::new(),
         }
     }
 
@@ -481,6 +484,7 @@ impl Room {
                     device.recent.pop_front();
                 }
                 self.positions.insert(entry.id(), position);
+                self.fresh.push(position);
                 self.posts.insert(
                     position,
                     Post {
@@ -695,10 +699,10 @@ impl Room {
     ) -> Vec<Line> {
         let mut lines = Vec::new();
         for (position, post) in posts {
-            let person = self.person_of(&post.device);
-            if self.is_muted(&person) || self.is_muted(&post.device) || self.is_cut(post) {
+            if self.is_hidden(post) {
                 continue;
             }
+            let person = self.person_of(&post.device);
             if post.flood {
                 if let Some(Line::Flood {
                     person: last,
@@ -738,10 +742,30 @@ impl Room {
 
     /// Messages after `position` that a reader has not seen (muted and flooding authors' left out).
     pub fn unread_after(&self, position: Option<Position>) -> usize {
-        self.timeline(position)
-            .iter()
-            .filter(|line| matches!(line, Line::Message(_)))
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = position.map_or(Unbounded, Excluded);
+        self.posts
+            .range((from, Unbounded))
+            .filter(|(_, post)| !post.flood && !self.is_hidden(post))
             .count()
+    }
+
+    /// The lines of the posts added since the last call, in the room's order (a flood's run as
+    /// one line per run within them); muted and removed writers' posts left out.
+    pub fn take_new(&mut self) -> Vec<Line> {
+        let mut fresh = std::mem::take(&mut self.fresh);
+        fresh.sort_unstable();
+        let posts: Vec<(&Position, &Post)> = fresh
+            .iter()
+            .filter_map(|position| self.posts.get_key_value(position))
+            .collect();
+        self.fold_lines(posts.into_iter(), usize::MAX)
+    }
+
+    /// Whether a post is hidden: its person or device muted, or its writer removed before it.
+    fn is_hidden(&self, post: &Post) -> bool {
+        let person = self.person_of(&post.device);
+        self.is_muted(&person) || self.is_muted(&post.device) || self.is_cut(post)
     }
 
     /// Whether the owner removed the post's writer before it.

@@ -2,7 +2,6 @@
 //! this command's own for as long as it runs. The terminal UI lives in `chat_tui`; this module has
 //! the subcommands, the plain line mode and what both share ([`ChatNode`]).
 
-use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,15 +14,16 @@ use pairs::chat::{
     OpError, Room, RoomBook, RoomKey, RoomTicket,
 };
 use pairs::control::Client;
-use pairs::log::{Entry, EntryId, LogId, Payload};
+use pairs::log::{EntryId, LogId, Payload};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::sync::mpsc;
 
 use super::stop_requested;
 use crate::cli::{ChatArgs, ChatCommand, DiscoveryArgs};
 
-/// Entries of one followed room, or why its stream ended.
-pub(crate) type Followed = (usize, Result<Vec<Entry>>);
+/// What one followed room's stream brought (entries, or the end of what was held), or why it
+/// ended.
+pub(crate) type Followed = (usize, Result<pairs::control::Followed>);
 
 /// The node a chat talks through: the running one, or one of its own for this command's run.
 pub(crate) struct ChatNode {
@@ -111,13 +111,13 @@ impl ChatNode {
         client.start_entries(log, true).await?;
         tokio::spawn(async move {
             loop {
-                let next = client.next_entries().await;
-                let end = !matches!(next, Ok(Some(_)));
-                let item = match next {
-                    Ok(Some(entries)) => Ok(entries),
-                    Ok(None) => Err(anyhow::anyhow!("the node stopped following the room")),
-                    Err(err) => Err(err),
+                let item = match client.next_followed().await {
+                    Ok(pairs::control::Followed::End) => {
+                        Err(anyhow::anyhow!("the node stopped following the room"))
+                    }
+                    other => other,
                 };
+                let end = item.is_err();
                 if tx.send((index, item)).await.is_err() || end {
                     break;
                 }
@@ -558,10 +558,12 @@ async fn join(
         node.follow(parsed.log, 0, tx).await?;
         let mut room = node.room(parsed.log);
         let arrived = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some((_, entries)) = rx.recv().await {
-                room.apply(&entries?);
-                if has_history(&room) {
-                    return Ok::<_, anyhow::Error>(true);
+            while let Some((_, event)) = rx.recv().await {
+                if let pairs::control::Followed::Entries(entries) = event? {
+                    room.apply(&entries);
+                    if has_history(&room) {
+                        return Ok::<_, anyhow::Error>(true);
+                    }
                 }
             }
             Ok(false)
@@ -572,8 +574,8 @@ async fn join(
         let title = room.title().unwrap_or("room").to_owned();
         let name = book.add(name.unwrap_or(&title), parsed.log, entry.ticket);
         book.save(&home)?;
-        if arrived {
-            node.introduce(parsed.log, &room).await?;
+        if arrived && let Err(err) = node.introduce(parsed.log, &room).await {
+            eprintln!("could not post your profile yet: {err:#}");
         }
         Ok::<_, anyhow::Error>((name, arrived, room.len()))
     }
@@ -672,6 +674,11 @@ async fn post(
     };
     // Sealed in a private room: the room as held here says which key is newest.
     let room_now = read_room(&mut client, entry.log, data_dir).await?;
+    if !has_history(&room_now) {
+        bail!(
+            "{name} has not arrived here yet: open it once while a member is online (pairs chat {name})"
+        );
+    }
     let data = room_now.prepare(op)?.encode()?;
     let ids = client
         .append(entry.log, vec![Payload::Data(data)])
@@ -775,21 +782,31 @@ async fn lines(
         let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut stdin_open = true;
         let mut introduced = false;
-        let mut first = true;
+        // Until the node has sent what it held, nothing is printed: then the newest `history`.
+        let mut caught_up = false;
         // Lines typed before the room's history arrived (a room just joined): posted once it has.
         let mut waiting: Vec<ChatOp> = Vec::new();
         loop {
             tokio::select! {
                 followed = rx.recv() => {
-                    let Some((_, entries)) = followed else { bail!("the node stopped following {name}") };
-                    room.apply(&entries?);
-                    if first {
-                        printer.skip_all_but(&room, history);
-                        first = false;
+                    let Some((_, event)) = followed else { bail!("the node stopped following {name}") };
+                    match event? {
+                        pairs::control::Followed::Entries(entries) => {
+                            room.apply(&entries);
+                        }
+                        _ if caught_up => {}
+                        _ => {
+                            caught_up = true;
+                            printer.start(&mut room, history)?;
+                        }
                     }
-                    printer.print_new(&room)?;
+                    if caught_up {
+                        printer.print_new(&mut room)?;
+                    }
                     if !introduced && has_history(&room) {
-                        node.introduce(entry.log, &room).await?;
+                        if let Err(err) = node.introduce(entry.log, &room).await {
+                            eprintln!("could not post your profile: {err:#}");
+                        }
                         introduced = true;
                     }
                     if introduced {
@@ -815,9 +832,9 @@ async fn lines(
                 },
                 _ = &mut stop => break,
             }
-            // The end of stdin ends the run once what was there is printed and what was typed
-            // is posted.
-            if !stdin_open && !first && waiting.is_empty() {
+            // The end of stdin ends the run once what was held is printed and what was typed is
+            // posted.
+            if !stdin_open && caught_up && waiting.is_empty() {
                 break;
             }
         }
@@ -851,65 +868,67 @@ pub(crate) fn mark_read(
     Ok(())
 }
 
-/// Prints each message once, in the room's order, as it becomes known.
+/// Prints each message once, as it becomes known: first the newest of what was held, then what
+/// arrives, in the room's order within each arrival.
 struct Printer {
     json: bool,
-    printed: HashSet<EntryId>,
-    floods: HashSet<(NodeId, pairs::chat::Position)>,
+    /// The person whose flood the last printed line announced (its later posts are not printed).
+    flooding: Option<NodeId>,
 }
 
 impl Printer {
     fn new(json: bool) -> Self {
         Self {
             json,
-            printed: HashSet::new(),
-            floods: HashSet::new(),
+            flooding: None,
         }
     }
 
-    /// Marks all but the newest `keep` lines as printed.
-    fn skip_all_but(&mut self, room: &Room, keep: usize) {
-        let lines = room.timeline(None);
-        let skip = lines.len().saturating_sub(keep);
-        for line in &lines[..skip] {
-            self.mark(line);
-        }
+    /// Prints the newest `history` lines of what is held.
+    fn start(&mut self, room: &mut Room, history: usize) -> Result<()> {
+        room.take_new();
+        let lines = room.tail(history);
+        self.print(room, lines)
     }
 
-    fn mark(&mut self, line: &Line) -> bool {
-        match line {
-            Line::Message(m) => self.printed.insert(m.id),
-            Line::Flood { person, first, .. } => self.floods.insert((*person, *first)),
-        }
+    /// Prints what arrived since the last call.
+    fn print_new(&mut self, room: &mut Room) -> Result<()> {
+        let lines = room.take_new();
+        self.print(room, lines)
     }
 
-    fn print_new(&mut self, room: &Room) -> Result<()> {
+    fn print(&mut self, room: &Room, lines: Vec<Line>) -> Result<()> {
         let mut out = std::io::stdout().lock();
-        for line in room.timeline(None) {
-            if !self.mark(&line) {
-                continue;
-            }
+        for line in lines {
             let text = match &line {
-                Line::Message(m) if self.json => message_json(m).to_string(),
-                Line::Message(m) => format_message(room, m),
+                Line::Message(m) => {
+                    self.flooding = None;
+                    if self.json {
+                        message_json(m).to_string()
+                    } else {
+                        format_message(room, m)
+                    }
+                }
+                Line::Flood { person, .. } if self.flooding == Some(*person) => continue,
                 Line::Flood {
                     name,
                     count,
                     person,
                     ..
-                } if self.json => serde_json::json!({
-                    "flood": true, "person": person.to_string(), "name": name, "count": count,
-                })
-                .to_string(),
-                Line::Flood {
-                    name,
-                    count,
-                    person,
-                    ..
-                } => format!(
-                    "… {count} more from {} held back as a flood",
-                    display_name(name, person)
-                ),
+                } => {
+                    self.flooding = Some(*person);
+                    if self.json {
+                        serde_json::json!({
+                            "flood": true, "person": person.to_string(), "name": name, "count": count,
+                        })
+                        .to_string()
+                    } else {
+                        format!(
+                            "… more from {} held back as a flood",
+                            display_name(name, person)
+                        )
+                    }
+                }
             };
             writeln!(out, "{text}")?;
         }

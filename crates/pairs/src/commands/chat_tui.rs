@@ -103,10 +103,13 @@ async fn drive(node: &mut ChatNode, book: RoomBook, selected: usize) -> Result<(
             app.mark_read();
             terminal.draw(|frame| app.draw(frame, node.me))?;
             tokio::select! {
-                Some((index, entries)) = followed.recv() => match entries {
-                    Ok(entries) => {
+                Some((index, event)) = followed.recv() => match event {
+                    Ok(pairs::control::Followed::CaughtUp) => {}
+                    Ok(pairs::control::Followed::End) => {}
+                    Ok(pairs::control::Followed::Entries(entries)) => {
                         let shown = &mut app.rooms[index];
                         shown.room.apply(&entries);
+                        shown.room.take_new();
                         if !shown.loaded && has_history(&shown.room) {
                             shown.loaded = true;
                             let log = shown.entry.log;

@@ -138,11 +138,24 @@ impl Client {
 
     /// The next entries of a stream started with [`Client::start_entries`]; `None` at its end.
     pub async fn next_entries(&mut self) -> Result<Option<Vec<Entry>>> {
-        match self.receive().await? {
-            Response::Entries(entries) => {
-                Ok(Some(entries.into_iter().map(|e| e.into_entry()).collect()))
+        loop {
+            match self.next_followed().await? {
+                Followed::Entries(entries) => return Ok(Some(entries)),
+                Followed::CaughtUp => continue,
+                Followed::End => return Ok(None),
             }
-            Response::End => Ok(None),
+        }
+    }
+
+    /// The next event of a stream started with [`Client::start_entries`], where a followed
+    /// stream's end of what was held shows.
+    pub async fn next_followed(&mut self) -> Result<Followed> {
+        match self.receive().await? {
+            Response::Entries(entries) => Ok(Followed::Entries(
+                entries.into_iter().map(|e| e.into_entry()).collect(),
+            )),
+            Response::CaughtUp => Ok(Followed::CaughtUp),
+            Response::End => Ok(Followed::End),
             other => unexpected(other),
         }
     }
@@ -464,4 +477,15 @@ impl Client {
 
 fn unexpected<T>(response: Response) -> Result<T> {
     bail!("unexpected answer from the node: {response:?}")
+}
+
+/// What [`Client::next_followed`] reads.
+#[derive(Debug)]
+pub enum Followed {
+    /// Entries, parents first.
+    Entries(Vec<Entry>),
+    /// Everything held when a followed stream started has come; what follows is new.
+    CaughtUp,
+    /// The stream ended (without `follow`: everything was sent).
+    End,
 }

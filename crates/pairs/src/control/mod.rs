@@ -24,7 +24,7 @@ use pairs_log::{Entry, EntryBody, EntryId, LogId, Payload};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-pub use client::Client;
+pub use client::{Client, Followed};
 pub use server::ControlServer;
 
 /// The control socket's file name in the data directory.
@@ -55,7 +55,7 @@ pub enum Request {
         payloads: Vec<Payload>,
     },
     /// Every entry, then [`Response::End`]; with `follow`, new entries as they commit, until the
-    /// client hangs up (an empty [`Response::Entries`] first when the log holds nothing yet).
+    /// client hangs up ([`Response::CaughtUp`] between what was held and what is new).
     Entries {
         /// The log.
         log: LogId,
@@ -267,6 +267,9 @@ pub enum Response {
     ShareDiff(crate::share::model::Diff),
     /// Log protocol bytes from the node, during a [`Request::Replicate`].
     ReplicateData(Vec<u8>),
+    /// With `follow`: every entry held when the stream started has been sent; what follows is
+    /// new. (Added last: earlier variants keep their encoding.)
+    CaughtUp,
 }
 
 /// One folder of [`Response::Shares`].

@@ -506,15 +506,13 @@ where
         tokio::task::spawn_blocking(move || handle.entries()).await??
     };
     let mut sent: std::collections::HashSet<EntryId> = std::collections::HashSet::new();
-    if entries.is_empty() && follow {
-        // Say so: a follower learns the log is empty now rather than waiting for an entry.
-        write_frame(stream, &Response::Entries(Vec::new())).await?;
-    }
     send_new(stream, entries, follow.then_some(&mut sent)).await?;
     if !follow {
         write_frame(stream, &Response::End).await?;
         return Ok(());
     }
+    // A follower learns where what was held ends (a script printing a room, an empty log).
+    write_frame(stream, &Response::CaughtUp).await?;
     loop {
         // The client sends nothing more on a followed stream: a read ends only when it hangs up,
         // which must free this connection's slot even while the log is quiet.
