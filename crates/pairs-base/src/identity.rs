@@ -123,7 +123,12 @@ impl NodeId {
     /// The X25519 public value of this key (its Montgomery form), for [`SecretKey::x25519`];
     /// `None` if the bytes are not a key after all (see [`NodeId::from_verified_bytes`]).
     pub fn x25519_public(&self) -> Option<[u8; 32]> {
-        Some(VerifyingKey::from_bytes(&self.0).ok()?.to_montgomery().to_bytes())
+        Some(
+            VerifyingKey::from_bytes(&self.0)
+                .ok()?
+                .to_montgomery()
+                .to_bytes(),
+        )
     }
 
     /// Verifies an ed25519 signature by this node over `message`.
