@@ -330,7 +330,10 @@ pub fn swarm(data: &[u8]) {
         let mut actions = 0;
         while let Some(action) = swarm.poll_action() {
             actions += 1;
-            assert!(actions < 100_000, "the swarm keeps producing actions");
+            assert!(
+                actions < 100_000,
+                "the swarm keeps producing actions: {action:?}"
+            );
             match action {
                 Action::Send(peer, message) => {
                     assert!(peers.contains(&peer), "frame for a peer that is gone");
