@@ -38,7 +38,12 @@ fn main() {
         providers: vec![node.clone()],
     };
     write(root, "ticket", "blob", blob.to_ticket().as_bytes());
-    write(root, "ticket", "log", LogTicket { log: id }.to_ticket().as_bytes());
+    write(
+        root,
+        "ticket",
+        "log",
+        LogTicket { log: id }.to_ticket().as_bytes(),
+    );
     let share = pairs::share::ShareTicket {
         log: id,
         providers: vec![node.clone()],
@@ -92,9 +97,7 @@ fn main() {
     };
     let nat_frames = [
         NatFrame::Register,
-        NatFrame::Registered {
-            observed: addrs[0],
-        },
+        NatFrame::Registered { observed: addrs[0] },
         NatFrame::Connect {
             target: id,
             offer: offer.clone(),

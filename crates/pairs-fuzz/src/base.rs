@@ -9,7 +9,11 @@ fn round_trip<T: Ticket + PartialEq + std::fmt::Debug>(text: &str) {
     if let Ok(ticket) = T::from_ticket(text) {
         let again = ticket.to_ticket();
         assert!(again.len() <= pairs_base::ticket::MAX_TICKET_LEN, "{again}");
-        assert_eq!(T::from_ticket(&again).ok().as_ref(), Some(&ticket), "{again}");
+        assert_eq!(
+            T::from_ticket(&again).ok().as_ref(),
+            Some(&ticket),
+            "{again}"
+        );
     }
 }
 

@@ -164,7 +164,11 @@ fn message(sent: Sent) -> Option<Message> {
             } else {
                 version
             },
-            hash: if right { blob.hash } else { Hash::of(&[version]) },
+            hash: if right {
+                blob.hash
+            } else {
+                Hash::of(&[version])
+            },
         },
         Sent::Status {
             kind,
@@ -270,9 +274,12 @@ pub fn swarm(data: &[u8]) {
             }
             BlobSwarm::with_layer(blob.hash, blob.layer.clone(), have, config)
         }
-        Start::All => {
-            BlobSwarm::with_layer(blob.hash, blob.layer.clone(), Bitfield::full(groups), config)
-        }
+        Start::All => BlobSwarm::with_layer(
+            blob.hash,
+            blob.layer.clone(),
+            Bitfield::full(groups),
+            config,
+        ),
     };
     let mut peers: HashSet<u64> = HashSet::new();
     let mut layer_known = swarm.layer().is_some();
@@ -349,7 +356,11 @@ pub fn swarm(data: &[u8]) {
                 }
                 Action::Write(group, bytes) => {
                     assert!(group < groups);
-                    assert_eq!(bytes, group_bytes(group), "unverified group {group} written");
+                    assert_eq!(
+                        bytes,
+                        group_bytes(group),
+                        "unverified group {group} written"
+                    );
                 }
                 Action::LayerReady(layer) => {
                     assert!(layer == blob.layer, "a layer that is not the blob's");

@@ -81,11 +81,7 @@ fn universe() -> &'static Universe {
         let data = |s: &str| Payload::Data(s.as_bytes().to_vec());
         log.append_batch(
             &k.owner,
-            vec![
-                data("a"),
-                data("b"),
-                Payload::AddWriter(k.writer.node_id()),
-            ],
+            vec![data("a"), data("b"), Payload::AddWriter(k.writer.node_id())],
         )
         .expect("owner appends");
         log.append_batch(&k.writer, vec![data("w1"), data("w2"), data("w3")])
@@ -157,6 +153,9 @@ enum Sent {
     },
 }
 
+/// A range: upper bound, mode (skip, fingerprint, id list) and the ids listed.
+type RangeSpec = (Option<(u64, [u8; 8])>, u8, Vec<u8>);
+
 #[derive(Debug, Arbitrary)]
 enum Step {
     /// The honest peer's next frame reaches the session.
@@ -166,13 +165,23 @@ enum Step {
     /// The honest peer's next frame is lost (a broken relay).
     Drop,
     /// The honest peer's next frame arrives with one byte changed.
-    Corrupt { at: u16, xor: u8 },
-    Hello { version: u8, nonce: [u8; 16] },
-    Auth { good: bool, heads: Vec<u8>, len: u64 },
+    Corrupt {
+        at: u16,
+        xor: u8,
+    },
+    Hello {
+        version: u8,
+        nonce: [u8; 16],
+    },
+    Auth {
+        good: bool,
+        heads: Vec<u8>,
+        len: u64,
+    },
     Entries(Vec<Sent>),
     Want(Vec<u8>),
     Missing(Vec<u8>),
-    Ranges(Vec<(Option<(u64, [u8; 8])>, u8, Vec<u8>)>),
+    Ranges(Vec<RangeSpec>),
     Done,
     Error(String),
     Raw(Vec<u8>),
@@ -295,7 +304,10 @@ fn check_store(log: &Log) {
             assert!(log.contains(parent), "parent of a stored entry missing");
         }
         if entry.signature().is_some() {
-            assert!(entry.verify_signature(), "stored entry with a bad signature");
+            assert!(
+                entry.verify_signature(),
+                "stored entry with a bad signature"
+            );
             continue;
         }
         let seal = log
@@ -316,7 +328,11 @@ fn check_store(log: &Log) {
                 .expect("the chain from the seal is stored");
             link = previous;
         }
-        assert_eq!(link.id(), entry.id(), "the seal's chain does not reach the entry");
+        assert_eq!(
+            link.id(),
+            entry.id(),
+            "the seal's chain does not reach the entry"
+        );
     }
 }
 
@@ -467,7 +483,11 @@ pub fn session(data: &[u8]) {
     check_store(&local_log);
     if !tampered && !local.failed && !remote.failed {
         assert!(local.session.is_finished() && remote.session.is_finished());
-        assert_eq!(local_log.heads(), remote_log.heads(), "replicas differ after a sync");
+        assert_eq!(
+            local_log.heads(),
+            remote_log.heads(),
+            "replicas differ after a sync"
+        );
         assert_eq!(local_log.len(), remote_log.len());
     }
 }

@@ -40,10 +40,16 @@ enum ControlStep {
 
 #[derive(Debug, Arbitrary)]
 enum ControlFrame {
-    Hello { version: u16, tags: Vec<u8> },
+    Hello {
+        version: u16,
+        tags: Vec<u8>,
+    },
     Join(u8),
     Leave(u8),
-    Peers { tag: u8, peers: Vec<(u8, Vec<SocketAddr>)> },
+    Peers {
+        tag: u8,
+        peers: Vec<(u8, Vec<SocketAddr>)>,
+    },
 }
 
 /// Tags the fuzzer may name: a few real ones (topics we are in) and made-up ones.
@@ -79,10 +85,7 @@ pub fn swarm_control(data: &[u8]) {
                 let frame = match frame {
                     ControlFrame::Hello { version, tags } => Frame::Hello {
                         version: version % 3,
-                        tags: tags
-                            .iter()
-                            .map(|&t| tag_of(&binding, &remote, t))
-                            .collect(),
+                        tags: tags.iter().map(|&t| tag_of(&binding, &remote, t)).collect(),
                     },
                     ControlFrame::Join(t) => Frame::Join(tag_of(&binding, &remote, t)),
                     ControlFrame::Leave(t) => Frame::Leave(tag_of(&binding, &remote, t)),
@@ -221,9 +224,18 @@ enum PunchStep {
     /// The punch's next datagram leaves.
     Transmit,
     /// A probe from the other side (signed with the punch's key or not).
-    Probe { from: Source, transaction: [u8; 12], signed: bool, other_id: bool },
+    Probe {
+        from: Source,
+        transaction: [u8; 12],
+        signed: bool,
+        other_id: bool,
+    },
     /// An answer to one of our probes, from where it went or elsewhere, signed or not.
-    Answer { probe: u8, elsewhere: Option<SocketAddr>, signed: bool },
+    Answer {
+        probe: u8,
+        elsewhere: Option<SocketAddr>,
+        signed: bool,
+    },
     /// Any datagram.
     Raw { from: Source, bytes: Vec<u8> },
 }
@@ -247,10 +259,7 @@ pub fn punch(data: &[u8]) {
     let mut punch = Punch::new(id, key, &candidates, start);
     let mut probed: Vec<([u8; 12], SocketAddr)> = Vec::new();
     let mut destinations: HashSet<SocketAddr> = HashSet::new();
-    let mut allowed: HashSet<SocketAddr> = candidates
-        .iter()
-        .map(|&a| canonical(a))
-        .collect();
+    let mut allowed: HashSet<SocketAddr> = candidates.iter().map(|&a| canonical(a)).collect();
     let pick = |source: &Source| match source {
         Source::Candidate(i) if !candidates.is_empty() => {
             canonical(candidates[usize::from(*i) % candidates.len()])
@@ -349,10 +358,16 @@ enum TurnStep {
     /// Any datagram from the server.
     Raw(Vec<u8>),
     /// A channel-data message from the server.
-    Channel { channel: u16, data: Vec<u8> },
+    Channel {
+        channel: u16,
+        data: Vec<u8>,
+    },
     Permit(IpAddr),
     Bind(SocketAddr),
-    Send { to: SocketAddr, data: Vec<u8> },
+    Send {
+        to: SocketAddr,
+        data: Vec<u8>,
+    },
     Delete,
 }
 
@@ -363,7 +378,12 @@ enum Reply {
     /// 438, stale nonce.
     StaleNonce,
     /// Success, signed or not, with a relayed address and lifetime.
-    Success { signed: bool, relayed: Option<SocketAddr>, lifetime: Option<u32>, mapped: Option<SocketAddr> },
+    Success {
+        signed: bool,
+        relayed: Option<SocketAddr>,
+        lifetime: Option<u32>,
+        mapped: Option<SocketAddr>,
+    },
     /// Any error code, signed or not.
     Error { code: u16, signed: bool },
     /// A success with another transaction id.
@@ -373,15 +393,13 @@ enum Reply {
 /// TURN as the node runs it (`turn-client-proto`'s client with pairs' settings): a server that
 /// answers requests well or badly, injects arbitrary datagrams and channel data, and time.
 pub fn turn(data: &[u8]) {
-    use turn_client_proto::api::{TurnClientApi, TurnConfig, Transmit};
-    use turn_client_proto::types::stun::attribute::{
-        ErrorCode, Nonce, Realm, XorMappedAddress,
-    };
+    use turn_client_proto::api::{Transmit, TurnClientApi, TurnConfig};
+    use turn_client_proto::types::attribute::{Lifetime, XorRelayedAddress};
+    use turn_client_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, XorMappedAddress};
     use turn_client_proto::types::stun::message::{
         IntegrityAlgorithm, LongTermCredentials, Message, MessageWrite, MessageWriteExt,
         MessageWriteVec,
     };
-    use turn_client_proto::types::attribute::{Lifetime, XorRelayedAddress};
     use turn_client_proto::types::{Instant as TurnInstant, TransportType, TurnCredentials};
     use turn_client_proto::udp::TurnClientUdp;
 
@@ -431,16 +449,20 @@ pub fn turn(data: &[u8]) {
                         if nonce {
                             m.add_attribute(&Nonce::new("nonce").unwrap()).unwrap();
                         }
-                        m.add_attribute(&ErrorCode::builder(ErrorCode::UNAUTHORIZED).build().unwrap())
-                            .unwrap();
+                        m.add_attribute(
+                            &ErrorCode::builder(ErrorCode::UNAUTHORIZED).build().unwrap(),
+                        )
+                        .unwrap();
                         m.finish()
                     }
                     Reply::StaleNonce => {
                         let mut m = Message::builder_error(&request, MessageWriteVec::new());
                         m.add_attribute(&Realm::new("realm").unwrap()).unwrap();
                         m.add_attribute(&Nonce::new("nonce2").unwrap()).unwrap();
-                        m.add_attribute(&ErrorCode::builder(ErrorCode::STALE_NONCE).build().unwrap())
-                            .unwrap();
+                        m.add_attribute(
+                            &ErrorCode::builder(ErrorCode::STALE_NONCE).build().unwrap(),
+                        )
+                        .unwrap();
                         m.add_message_integrity(&key.clone().into(), IntegrityAlgorithm::Sha1)
                             .unwrap();
                         m.finish()
@@ -517,7 +539,10 @@ pub fn turn(data: &[u8]) {
             }
         };
         if let Some(datagram) = datagram {
-            let _ = client.recv(Transmit::new(&datagram[..], TransportType::Udp, server, local), now);
+            let _ = client.recv(
+                Transmit::new(&datagram[..], TransportType::Udp, server, local),
+                now,
+            );
         }
         while let Some(transmit) = client.poll_transmit(now) {
             assert_eq!(transmit.to, server, "the client sends only to its server");
@@ -539,7 +564,10 @@ struct RecordInput {
 #[derive(Debug, Arbitrary)]
 enum RecordValue {
     Raw(Vec<u8>),
-    Record { issued_ms: u64, addrs: Vec<SocketAddr> },
+    Record {
+        issued_ms: u64,
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 /// A DHT answer checked as a node's address record: wrong key, salt, signature, size, version,
@@ -626,7 +654,11 @@ pub fn mdns_txt(data: &[u8]) {
     service.txt_properties = mdns_sd::TxtProperties::from(&input.txt[..]);
     if let Ok(addr) = pairs_net::discovery::mdns::parse_service(&service) {
         assert!(!addr.addrs.is_empty() && addr.addrs.len() <= 8);
-        assert!(addr.addrs.iter().all(|a| a.port() == input.port && a.port() != 0));
+        assert!(
+            addr.addrs
+                .iter()
+                .all(|a| a.port() == input.port && a.port() != 0)
+        );
     }
 }
 

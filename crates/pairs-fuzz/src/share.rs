@@ -35,7 +35,11 @@ enum PathSpec {
 
 #[derive(Debug, Arbitrary)]
 enum StateSpec {
-    File { hash: u8, size: u64, executable: bool },
+    File {
+        hash: u8,
+        size: u64,
+        executable: bool,
+    },
     Link(PathSpec),
     Deleted,
 }
@@ -148,14 +152,21 @@ pub fn model(data: &[u8]) {
     let tree = Tree::fold(&entries);
     let reversed = Tree::fold(entries.iter().rev());
     let shown = tree.shown();
-    assert_eq!(shown, reversed.shown(), "the tree depends on the folding order");
+    assert_eq!(
+        shown,
+        reversed.shown(),
+        "the tree depends on the folding order"
+    );
     assert_eq!(tree.shadowed(), reversed.shadowed());
     for (name, item) in &shown {
         if !item.conflict {
             assert!(model::check_share_path(name).is_ok(), "{name:?} shown");
         }
         if let FileState::Symlink { target } = &item.version.state {
-            assert!(model::check_link(&item.register, target).is_ok(), "{target:?}");
+            assert!(
+                model::check_link(&item.register, target).is_ok(),
+                "{target:?}"
+            );
         }
     }
     let half = Tree::fold(&entries[..entries.len() / 2]);

@@ -411,9 +411,9 @@ impl Tree {
     pub fn totals(&self) -> (usize, u64) {
         let shown = self.shown();
         // Sizes come from any writer: add them without overflow.
-        let bytes = shown
-            .values()
-            .fold(0u64, |total, s| total.saturating_add(s.version.state.size()));
+        let bytes = shown.values().fold(0u64, |total, s| {
+            total.saturating_add(s.version.state.size())
+        });
         (shown.len(), bytes)
     }
 }
