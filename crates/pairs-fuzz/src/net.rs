@@ -93,7 +93,12 @@ pub fn swarm_control(data: &[u8]) {
                         tag: tag_of(&binding, &remote, tag),
                         peers: peers
                             .into_iter()
-                            .map(|(id, addrs)| NodeAddr::new(node(id % 8), addrs))
+                            .map(|(id, addrs)| {
+                                // The wire carries address and port only (no IPv6 flow or scope).
+                                let addrs =
+                                    addrs.into_iter().map(|a| SocketAddr::new(a.ip(), a.port()));
+                                NodeAddr::new(node(id % 8), addrs)
+                            })
                             .collect(),
                     },
                 };
@@ -305,7 +310,7 @@ pub fn punch(data: &[u8]) {
                 let bytes =
                     nat_stun::binding_request(&transaction, Some((&username, &signing_key)));
                 let parsed = nat_stun::parse(&bytes).expect("a binding request");
-                if signed && !other_id {
+                if signing_key == key && !other_id {
                     allowed.insert(canonical(from));
                     allowed.insert(from);
                 }
