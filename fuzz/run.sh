@@ -25,8 +25,7 @@ else
 fi
 
 mkdir -p logs
-cargo "$TOOLCHAIN" fuzz build "${FLAGS[@]}" "${targets[@]/#/--fuzz-target=}" >/dev/null 2>&1 ||
-    cargo "$TOOLCHAIN" fuzz build "${FLAGS[@]}"
+cargo "$TOOLCHAIN" fuzz build "${FLAGS[@]}"
 
 printf '| target | executions | exec/s | seconds | corpus files | corpus KiB | crashes |\n'
 printf '|---|---:|---:|---:|---:|---:|---:|\n'
