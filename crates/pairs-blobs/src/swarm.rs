@@ -19,6 +19,9 @@ use crate::wire::{Holding, MAX_BITS_BYTES, MAX_LAYER_CVS, MAX_REQUEST_GROUPS, Me
 /// A peer session, named by the driver (one per stream).
 pub type PeerKey = u64;
 
+/// Piece layer parts asked for ahead of those received (each [`MAX_LAYER_CVS`] values, 8 KiB).
+const LAYER_WINDOW: u64 = 8;
+
 /// Knobs of the swarm; the defaults follow libtorrent where it has one.
 #[derive(Debug, Clone)]
 pub struct SwarmConfig {
@@ -179,8 +182,11 @@ enum LayerState {
     Fetching {
         from: PeerKey,
         size: u64,
-        parts: Vec<Option<Vec<u8>>>,
-        received: usize,
+        /// The values received so far, in order.
+        bytes: Vec<u8>,
+        /// Values asked for so far (at most [`LAYER_WINDOW`] parts ahead of `bytes`).
+        requested: u64,
+        /// When the last part arrived (or the fetch started).
         since: Duration,
     },
     /// Layer hashes to the root; the size is proven once the last group from `from` checks.
@@ -747,20 +753,45 @@ impl BlobSwarm {
             self.peer_mut(from).inflight.insert(0, now);
             return;
         }
-        let groups = group_count(size);
-        let parts = groups.div_ceil(u64::from(MAX_LAYER_CVS)) as usize;
-        for part in 0..parts as u64 {
-            let start = part * u64::from(MAX_LAYER_CVS);
-            let count = (groups - start).min(u64::from(MAX_LAYER_CVS)) as u32;
-            self.send(from, Message::LayerRequest { start, count });
-        }
         self.layer_state = LayerState::Fetching {
             from,
             size,
-            parts: vec![None; parts],
-            received: 0,
+            bytes: Vec::new(),
+            requested: 0,
             since: self.now,
         };
+        self.request_layer_parts();
+    }
+
+    /// Keeps [`LAYER_WINDOW`] layer parts asked for ahead of those received: what a peer's claimed
+    /// size makes us queue and hold is bounded by what it actually sends, not by the claim.
+    fn request_layer_parts(&mut self) {
+        let LayerState::Fetching {
+            from,
+            size,
+            bytes,
+            requested,
+            ..
+        } = &mut self.layer_state
+        else {
+            return;
+        };
+        let (from, groups) = (*from, group_count(*size));
+        let received = bytes.len() as u64 / 32;
+        let window_end = groups.min(received + LAYER_WINDOW * u64::from(MAX_LAYER_CVS));
+        let mut asks = Vec::new();
+        while *requested < window_end {
+            let start = *requested;
+            let count = (groups - start).min(u64::from(MAX_LAYER_CVS));
+            asks.push(Message::LayerRequest {
+                start,
+                count: count as u32,
+            });
+            *requested += count;
+        }
+        for ask in asks {
+            self.send(from, ask);
+        }
     }
 
     fn on_layer_request(&mut self, peer: PeerKey, start: u64, count: u32) {
@@ -781,30 +812,29 @@ impl BlobSwarm {
         let LayerState::Fetching {
             from,
             size,
-            parts,
-            received,
-            ..
+            bytes,
+            requested,
+            since,
         } = &mut self.layer_state
         else {
             self.drop_peer(peer, "sent a layer nobody asked for", true);
             return;
         };
-        let index = (start / u64::from(MAX_LAYER_CVS)) as usize;
-        if *from != peer
-            || !start.is_multiple_of(u64::from(MAX_LAYER_CVS))
-            || index >= parts.len()
-            || parts[index].is_some()
-        {
+        // Parts come in the order they were asked for (one stream, answered in turn), each whole.
+        let received = bytes.len() as u64 / 32;
+        let expected = (*requested - received).min(u64::from(MAX_LAYER_CVS));
+        if *from != peer || start != received || cvs.len() as u64 != expected * 32 {
             self.drop_peer(peer, "sent a layer part nobody asked for", true);
             return;
         }
-        parts[index] = Some(cvs);
-        *received += 1;
-        if *received < parts.len() {
+        bytes.extend_from_slice(&cvs);
+        *since = now;
+        let size = *size;
+        if (bytes.len() as u64 / 32) < group_count(size) {
+            self.request_layer_parts();
             return;
         }
-        let size = *size;
-        let bytes: Vec<u8> = parts.drain(..).flatten().flatten().collect();
+        let bytes = std::mem::take(bytes);
         let cvs = bytes
             .chunks_exact(32)
             .map(|c| c.try_into().expect("32 bytes"))

@@ -549,3 +549,39 @@ fn a_reader_window_set_before_the_layer_is_fetched_first() {
     sim.run_until_done(&[reader], Duration::from_secs(60));
     sim.assert_intact(reader);
 }
+
+#[test]
+fn a_layer_longer_than_the_request_window_arrives_part_by_part() {
+    // 40 MB: 2,442 groups, 10 layer parts, more than are asked for at once.
+    let mut sim = Sim::new(content(40 * MB, 11));
+    sim.add(true, Behaviour::Honest, 1 << 30);
+    let leecher = sim.add(false, Behaviour::Honest, 1 << 30);
+    sim.mesh();
+    sim.run_until_done(&[leecher], Duration::from_secs(60));
+    sim.assert_intact(leecher);
+}
+
+#[test]
+fn a_huge_claimed_size_queues_only_a_window_of_layer_requests() {
+    // Found by the blob_swarm fuzz target: a peer claiming the protocol's largest size made the
+    // swarm queue every layer request at once (16 million frames) and a slot for every part.
+    let hash = Hash::of(b"anything");
+    let mut swarm = BlobSwarm::new(hash, config(1));
+    let now = Duration::from_secs(1);
+    swarm.add_peer(1, now);
+    swarm.on_message(1, Message::Hello { version: 1, hash }, now);
+    swarm.on_message(
+        1,
+        Message::Status(pairs_blobs::wire::Holding::All {
+            size: pairs_blobs::wire::MAX_BLOB_SIZE,
+        }),
+        now,
+    );
+    let mut layer_requests = 0;
+    while let Some(action) = swarm.poll_action() {
+        if let Action::Send(_, Message::LayerRequest { .. }) = action {
+            layer_requests += 1;
+        }
+    }
+    assert!((1..=8).contains(&layer_requests), "{layer_requests}");
+}

@@ -53,6 +53,11 @@ mod server;
 mod source;
 
 pub use server::{Config, Gateway};
+
+/// Entry points for fuzzing the request parsers (behind the `fuzzing` feature; not a stable API).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub use source::{BoxFuture, DirEntry, File, GatewayError, RangeReader, Resolved, Site, Source};
 
 /// The most a body chunk holds: the size of each read from a [`RangeReader`].

@@ -67,14 +67,19 @@ impl Config {
             }
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
         };
-        let config = toml::from_str(&text).map_err(|err| {
+        let config = Self::parse(&text).map_err(|err| {
             anyhow::anyhow!(
                 "{} is not a valid pairs configuration: {}",
                 path.display(),
-                err.to_string().trim_end()
+                err.trim_end()
             )
         })?;
         Ok((config, path))
+    }
+
+    /// Parses the text of a `config.toml`; the error says what is wrong and where.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|err| err.to_string())
     }
 }
 

@@ -217,7 +217,9 @@ pub fn username(id: u64) -> String {
 /// The punch a USERNAME names, if it is one of ours.
 pub fn id_from_username(username: &str) -> Option<u64> {
     let hex = username.strip_prefix("pairs-punch:")?;
-    if hex.len() != 16 {
+    // Exactly what `username` writes: 16 lowercase hex digits (no sign, no capitals), so a
+    // USERNAME routes to a punch only if that punch would accept it.
+    if hex.len() != 16 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     u64::from_str_radix(hex, 16).ok()
@@ -226,6 +228,15 @@ pub fn id_from_username(username: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_exact_username_names_a_punch() {
+        // Found by the stun fuzz target: capitals (and a `+`) parsed as an id, so a probe was
+        // routed to a punch that then ignored it.
+        assert_eq!(id_from_username(&username(10)), Some(10));
+        assert_eq!(id_from_username("pairs-punch:000000000000000A"), None);
+        assert_eq!(id_from_username("pairs-punch:+00000000000000a"), None);
+    }
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -296,7 +296,10 @@ async fn files(
         }
     }
     if !json {
-        let total: u64 = listing.files.iter().map(|f| f.size).sum();
+        let total = listing
+            .files
+            .iter()
+            .fold(0u64, |total, f| total.saturating_add(f.size));
         eprintln!(
             "{} files, {} (version {})",
             listing.files.len(),

@@ -502,12 +502,50 @@ where
     if len == 0 {
         return Err(FrameError::Version(0));
     }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
+    // Memory grows with the bytes that arrive, not with the length claimed: a peer that announces
+    // a large frame and sends nothing holds no more than the first chunk.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() < len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
     if body[0] != VERSION {
         return Err(FrameError::Version(body[0]));
     }
     postcard::from_bytes(&body[1..])
         .map(Some)
         .map_err(FrameError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_frame_is_read_whole_and_a_truncated_one_fails_without_its_claimed_size() {
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, &Request::Status).await.unwrap();
+        let mut reader = &bytes[..];
+        let request: Option<Request> = read_frame(&mut reader, MAX_REQUEST).await.unwrap();
+        assert!(matches!(request, Some(Request::Status)));
+        assert!(
+            read_frame::<_, Request>(&mut reader, MAX_REQUEST)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Claims the largest request and sends three bytes: an error, not a 16 MiB allocation.
+        let mut truncated = (MAX_REQUEST as u32).to_be_bytes().to_vec();
+        truncated.extend_from_slice(&[VERSION, 0, 0]);
+        let err = read_frame::<_, Request>(&mut &truncated[..], MAX_REQUEST)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+            "{err}"
+        );
+    }
 }

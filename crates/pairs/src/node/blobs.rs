@@ -1261,7 +1261,10 @@ impl Blobs {
                     .with_context(|| format!("creating {}", out.display()))?;
                 let mut receivers = Vec::new();
                 let files = entries.len();
-                let total: u64 = entries.iter().map(|e| e.size).sum();
+                // Sizes come from the collection's author: add them without overflow.
+                let total = entries
+                    .iter()
+                    .fold(0u64, |total, e| total.saturating_add(e.size));
                 let mut pending = entries.into_iter();
                 let mut done = GetProgress {
                     total: Some(total),

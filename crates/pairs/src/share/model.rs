@@ -410,7 +410,10 @@ impl Tree {
     /// Files and bytes shown.
     pub fn totals(&self) -> (usize, u64) {
         let shown = self.shown();
-        let bytes = shown.values().map(|s| s.version.state.size()).sum();
+        // Sizes come from any writer: add them without overflow.
+        let bytes = shown.values().fold(0u64, |total, s| {
+            total.saturating_add(s.version.state.size())
+        });
         (shown.len(), bytes)
     }
 }
@@ -550,6 +553,21 @@ mod tests {
             executable: false,
             mtime: 0,
         }
+    }
+
+    #[test]
+    fn totals_of_writers_sizes_do_not_overflow() {
+        // Sizes come from any writer; their sum saturates instead of overflowing.
+        let log = Log::in_memory(SecretKey::from_bytes(&[1; 32]).node_id());
+        let key = SecretKey::from_bytes(&[1; 32]);
+        let change = |path: &str, size| Change {
+            path: path.into(),
+            state: file(1, size),
+            supersedes: Vec::new(),
+        };
+        write(&log, &key, &[change("a", u64::MAX), change("b", 5)]);
+        let tree = Tree::of(&log, None).unwrap();
+        assert_eq!(tree.totals(), (2, u64::MAX));
     }
 
     fn write(log: &Log, key: &SecretKey, changes: &[Change]) {
