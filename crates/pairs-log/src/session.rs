@@ -116,6 +116,13 @@ impl Session {
     pub fn new(log: Log, live: bool, origin: u64) -> Self {
         let mut nonce = [0u8; 16];
         getrandom::fill(&mut nonce).expect("the operating system random source is unavailable");
+        Self::with_nonce(log, live, origin, nonce)
+    }
+
+    /// [`Session::new`] with the handshake nonce given rather than drawn, so that a deterministic
+    /// simulation replays exactly. The nonce decides which side starts reconciliation and goes into
+    /// the knowledge proof: outside a simulation it must be fresh and random, as `new` makes it.
+    pub fn with_nonce(log: Log, live: bool, origin: u64, nonce: [u8; 16]) -> Self {
         let mut session = Self {
             log,
             origin,

@@ -464,6 +464,17 @@ impl Log {
         key: &SecretKey,
         payloads: Vec<Payload>,
     ) -> Result<Vec<EntryId>, StoreError> {
+        self.append_batch_at(key, payloads, now_millis())
+    }
+
+    /// [`Log::append_batch`] with the entries' timestamp (milliseconds since the Unix epoch) given
+    /// rather than read from the clock: a simulation in virtual time makes the same entries each run.
+    pub fn append_batch_at(
+        &self,
+        key: &SecretKey,
+        payloads: Vec<Payload>,
+        timestamp: u64,
+    ) -> Result<Vec<EntryId>, StoreError> {
         if payloads.is_empty() {
             return Ok(Vec::new());
         }
@@ -478,7 +489,6 @@ impl Log {
             .max()
             .map_or(0, |c| c + 1);
         let first_seq = prev_seq.map_or(0, |s| s + 1);
-        let timestamp = now_millis();
         // Each body is hashed once: its id links the next entry and names the entry itself.
         let mut chain: Vec<Entry> = Vec::with_capacity(payloads.len());
         for (i, payload) in (0u64..).zip(payloads) {
