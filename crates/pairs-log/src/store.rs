@@ -421,6 +421,19 @@ impl Log {
         Ok(out)
     }
 
+    /// `bytes` as the owner's or an admitted writer's key, which this store checked when it stored
+    /// the entry naming it; `None` for anyone else (whose key the caller must check itself).
+    pub fn known_author(&self, bytes: &[u8; 32]) -> Option<NodeId> {
+        if bytes == self.id().as_bytes() {
+            return Some(self.id());
+        }
+        let candidate = NodeId::from_verified_bytes(*bytes);
+        self.state()
+            .writers
+            .contains_key(&candidate)
+            .then_some(candidate)
+    }
+
     /// Current writers besides the owner, and whether each has been removed.
     pub fn writers(&self) -> Vec<(NodeId, bool)> {
         let state = self.state();

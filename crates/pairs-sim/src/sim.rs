@@ -271,6 +271,8 @@ pub struct Sim {
     /// Writer -> its last entry (seq, id), for forgers to aim at.
     tips: BTreeMap<usize, (u64, EntryId)>,
     forged: HashSet<EntryId>,
+    /// Per node, the intervals it was away (the last one open while it is).
+    away: Vec<Vec<(u64, u64)>>,
     equivocations: Vec<(EntryId, EntryId)>,
     attacks_from: u64,
     digest: u64,
@@ -358,6 +360,7 @@ impl Sim {
                 attacks: 0,
             });
         }
+        let nodes_len = nodes.len();
         let mut sim = Self {
             config,
             rng,
@@ -377,6 +380,7 @@ impl Sim {
             arrivals: Vec::new(),
             tips: BTreeMap::new(),
             forged: HashSet::new(),
+            away: vec![Vec::new(); nodes_len],
             equivocations: Vec::new(),
             attacks_from: u64::MAX,
             digest: 0xcbf2_9ce4_8422_2325,
@@ -543,6 +547,7 @@ impl Sim {
         }
         n.online = false;
         n.life += 1;
+        self.away[node].push((self.now, u64::MAX));
         n.wake = None;
         let mut conns: Vec<ConnId> = n.ends.keys().copied().collect();
         conns.extend(n.dialing.keys().copied());
@@ -563,19 +568,26 @@ impl Sim {
             return;
         }
         self.nodes[node].online = true;
+        if let Some(last) = self.away[node].last_mut() {
+            last.1 = self.now;
+        }
         self.start_node(node);
     }
 
     /// The delivery of tracked entries to the nodes `counted` selects (never the entry's author).
     pub fn delivery(&self, counted: impl Fn(usize) -> bool) -> Delivery {
+        self.delivery_if(|n, _| counted(n))
+    }
+
+    fn delivery_if(&self, counted: impl Fn(usize, u64) -> bool) -> Delivery {
         let mut out = Delivery {
             entries: self.appended.len(),
-            nodes: (0..self.nodes.len()).filter(|&n| counted(n)).count(),
+            nodes: (0..self.nodes.len()).filter(|&n| counted(n, 0)).count(),
             ..Delivery::default()
         };
         for (k, (at, author)) in self.appended.iter().enumerate() {
             for (n, &arrival) in self.arrivals[k].iter().enumerate() {
-                if n == *author || !counted(n) {
+                if n == *author || !counted(n, *at) {
                     continue;
                 }
                 if arrival == NEVER {
@@ -588,6 +600,18 @@ impl Sim {
         }
         out.delays.sort_unstable();
         out
+    }
+
+    /// The delivery of tracked entries to the nodes `counted` selects that were online from the
+    /// append until `window` after it (churn: what a node that stayed sees).
+    pub fn delivery_present(&self, counted: impl Fn(usize) -> bool, window: Duration) -> Delivery {
+        let window = us(window);
+        self.delivery_if(|n, at| {
+            counted(n)
+                && self.away[n]
+                    .iter()
+                    .all(|&(left, back)| back <= at || left >= at + window)
+        })
     }
 
     /// Adds the live sessions' duplicate and received counts to the counters (call once, at the end).
@@ -1191,12 +1215,13 @@ impl Sim {
         end.pause = (end.pause * 2).min(us(RETRY_MAX));
         let generation = end.generation;
         let resume_at = end.resume_at;
-        *self
-            .counters
-            .session_failures
-            .entry(kind(&err))
-            .or_default() += 1;
         if tell {
+            // Counted at the side that found the fault (the other side only hears of it).
+            *self
+                .counters
+                .session_failures
+                .entry(kind(&err))
+                .or_default() += 1;
             let reason = match &err {
                 SyncError::Protocol(reason) => Some(reason.clone()),
                 SyncError::OtherLog => Some("not the same log on both sides".to_string()),
@@ -1250,7 +1275,7 @@ impl Sim {
                             vec![big]
                         }
                         // Wants for entries that do not exist, as many as a message holds.
-                        _ => (0..4)
+                        _ => (0..1)
                             .map(|_| {
                                 let ids = (0..MAX_IDS)
                                     .map(|_| {
@@ -1348,14 +1373,23 @@ impl Sim {
     }
 }
 
-/// The kind of a session error, without the ids it names.
+/// The kind of a session error, without the ids and numbers it names.
 fn kind(err: &SyncError) -> String {
     let text = err.to_string();
+    let text = text.strip_prefix("peer broke the protocol: ").unwrap_or(&text);
     let cut = text
         .find(" on entry")
         .or_else(|| text.find(" entry "))
+        .or_else(|| text.find(':'))
         .unwrap_or(text.len());
-    text[..cut].chars().take(80).collect()
+    let mut kind = String::new();
+    for c in text[..cut].chars().take(60) {
+        let c = if c.is_ascii_digit() { 'N' } else { c };
+        if !(c == 'N' && kind.ends_with('N')) {
+            kind.push(c);
+        }
+    }
+    kind
 }
 
 /// A node's (made-up) address.
