@@ -1277,7 +1277,7 @@ impl Sim {
                         // Wants for entries that do not exist, as many as a message holds.
                         _ => (0..1)
                             .map(|_| {
-                                let ids = (0..MAX_IDS)
+                                let ids = (0..MAX_IDS / 8)
                                     .map(|_| {
                                         let mut id = [0u8; 32];
                                         self.rng.fill(&mut id);

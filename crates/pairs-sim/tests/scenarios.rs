@@ -222,7 +222,10 @@ fn ten_percent_churn_per_minute() {
     let present = sim.delivery_present(|_| true, secs(5.0));
     row("churn 10%/min", &d, &sim, wall.elapsed());
     row("churn: nodes present", &present, &sim, wall.elapsed());
-    println!("  {left} departures; every replica identical {converged:?} after the churn stopped");
+    let alone = (0..sim.len()).filter(|&n| sim.degree(n) == 0).count();
+    println!(
+        "  {left} departures; every replica identical {converged:?} after the churn stopped; {alone} nodes without a connection"
+    );
     assert_eq!(present.misses, 0, "{present}");
     assert!(present.percentile(99.0) < secs(1.0), "{present}");
     assert!(converged.is_some(), "replicas still differ 2 minutes after the churn");

@@ -27,8 +27,14 @@ pub type ConnId = u64;
 /// Tuning of the planner.
 #[derive(Debug, Clone)]
 pub struct PlannerConfig {
-    /// Most connections (established plus dialing).
+    /// Most connections (established plus dialing) this node dials up to.
     pub max_connections: usize,
+    /// Connections a peer dials to us that are accepted beyond `max_connections`. Without room
+    /// above the cap, a swarm whose members have all reached it refuses every newcomer (each of
+    /// its dials is answered "too many connections"), so a node that joins or comes back stays
+    /// alone. A node over the cap dials nobody; the room a newcomer takes is given back when some
+    /// peer leaves.
+    pub incoming_headroom: usize,
     /// How long the larger node id waits before dialing a peer it just found.
     pub defer: Duration,
     /// First retry delay; doubles per failure.
@@ -45,6 +51,7 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
             max_connections: 64,
+            incoming_headroom: 16,
             // Far above a LAN handshake (the smaller id's dial lands first), far below a human wait.
             defer: Duration::from_millis(100),
             backoff_min: Duration::from_millis(500),
@@ -296,7 +303,7 @@ impl Planner {
         let dialer = if we_dialed { self.me } else { node };
         let established = self.established();
         let version = self.version;
-        let max = self.config.max_connections;
+        let max = self.config.max_connections + self.config.incoming_headroom;
         let preferred = self.me.min(node);
         let peer = self.peers.entry(node).or_insert_with(|| Peer {
             addrs: Vec::new(),
@@ -689,6 +696,7 @@ mod tests {
         let me = SecretKey::generate().node_id();
         let config = PlannerConfig {
             max_connections: 2,
+            incoming_headroom: 0,
             defer: Duration::ZERO,
             ..PlannerConfig::default()
         };
@@ -766,6 +774,36 @@ mod tests {
             }
             assert_eq!(p.recount(), (p.open, p.in_flight));
         }
+    }
+
+    #[test]
+    fn a_full_node_still_takes_newcomers_within_the_headroom() {
+        let me = SecretKey::generate().node_id();
+        let config = PlannerConfig {
+            max_connections: 2,
+            incoming_headroom: 1,
+            defer: Duration::ZERO,
+            ..PlannerConfig::default()
+        };
+        let mut p = Planner::new(me, config);
+        p.topics_changed(1);
+        let t0 = Instant::now();
+        let others: Vec<NodeId> = (0..5).map(|_| SecretKey::generate().node_id()).collect();
+        for (i, o) in others[..3].iter().enumerate() {
+            p.discovered(&addr(*o, i as u16), t0);
+        }
+        for (i, d) in p.poll_dials(t0).iter().enumerate() {
+            let Action::Dial(a) = d else { panic!() };
+            assert_eq!(p.connected(i as ConnId, a.node_id, true, t0), None);
+        }
+        // At the cap: a newcomer dialing us gets in, one more does not, and we dial nobody.
+        assert_eq!(p.connected(10, others[3], false, t0), None);
+        assert_eq!(
+            p.connected(11, others[4], false, t0),
+            Some(Action::Close(11, CloseReason::Busy))
+        );
+        assert!(p.poll_dials(t0 + Duration::from_secs(60)).is_empty());
+        assert_eq!(p.next_dial_at(), None);
     }
 
     #[test]
