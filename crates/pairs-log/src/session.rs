@@ -1015,6 +1015,10 @@ mod replay {
             assert_eq!(x.heads(), y.heads());
             (frames, x.heads())
         };
-        assert_eq!(run(), run(), "the same inputs give the same frames and entries");
+        assert_eq!(
+            run(),
+            run(),
+            "the same inputs give the same frames and entries"
+        );
     }
 }

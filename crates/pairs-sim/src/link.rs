@@ -54,7 +54,8 @@ impl LinkConfig {
     /// directions and for every connection between them.
     pub fn latency_us(&self, seed: u64, a: usize, b: usize) -> u64 {
         let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
-        let mut x = seed ^ lo.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hi.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        let mut x =
+            seed ^ lo.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ hi.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         // splitmix64
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

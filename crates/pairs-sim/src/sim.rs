@@ -478,7 +478,10 @@ impl Sim {
             ) {
                 let life = self.nodes[n].life;
                 let jitter = self.rng.u64(0..us(self.config.attack_every).max(1));
-                self.push(self.attacks_from.max(self.now) + jitter, Event::Attack { node: n, life });
+                self.push(
+                    self.attacks_from.max(self.now) + jitter,
+                    Event::Attack { node: n, life },
+                );
             }
         }
     }
@@ -777,7 +780,11 @@ impl Sim {
                 self.counters.dial_failures += 1;
                 let id = self.nodes[target].id;
                 self.nodes[n].planner.dial_failed(&id, now);
-                if c.is_some_and(|c| c.ends.iter().all(|&e| !self.nodes[e].ends.contains_key(&conn))) {
+                if c.is_some_and(|c| {
+                    c.ends
+                        .iter()
+                        .all(|&e| !self.nodes[e].ends.contains_key(&conn))
+                }) {
                     self.conns.remove(&conn);
                 }
                 self.drive_planner(n);
@@ -793,7 +800,9 @@ impl Sim {
             return;
         }
         let peer_id = self.nodes[peer].id;
-        let outcome = self.nodes[n].planner.connected(conn, peer_id, side == 0, now);
+        let outcome = self.nodes[n]
+            .planner
+            .connected(conn, peer_id, side == 0, now);
         let mut refused = false;
         if let Some(Action::Close(close, reason)) = outcome {
             if close == conn {
@@ -881,7 +890,10 @@ impl Sim {
         let ends = c.ends;
         for n in ends {
             if self.nodes[n].ends.contains_key(&conn) {
-                self.push(self.now + us(IDLE_TIMEOUT), Event::TimedOut { conn, node: n });
+                self.push(
+                    self.now + us(IDLE_TIMEOUT),
+                    Event::TimedOut { conn, node: n },
+                );
             }
         }
     }
@@ -973,7 +985,11 @@ impl Sim {
             return;
         };
         // `Pex::to_send` sends at most one list per interval: skip building one it would refuse.
-        if !end.joined || end.pex_sent.is_some_and(|t| self.now < t + us(pex::INTERVAL)) {
+        if !end.joined
+            || end
+                .pex_sent
+                .is_some_and(|t| self.now < t + us(pex::INTERVAL))
+        {
             return;
         }
         let members: Vec<NodeAddr> = node
@@ -1062,9 +1078,7 @@ impl Sim {
 
     fn on_log(&mut self, n: usize, conn: ConnId, generation: u32, bytes: Vec<u8>) {
         let end = self.nodes[n].ends.get_mut(&conn).expect("checked");
-        if generation < end.generation
-            || (generation == end.generation && end.session.is_none())
-        {
+        if generation < end.generation || (generation == end.generation && end.session.is_none()) {
             return;
         }
         if generation > end.generation {
@@ -1299,8 +1313,8 @@ impl Sim {
                 self.equivocations.push((first.id(), second.id()));
                 for (i, (conn, generation)) in conns.into_iter().enumerate() {
                     let entry = if i % 2 == 0 { &first } else { &second };
-                    let bytes = Message::Entries(WireBatch::encode(std::slice::from_ref(entry)))
-                        .to_frame();
+                    let bytes =
+                        Message::Entries(WireBatch::encode(std::slice::from_ref(entry))).to_frame();
                     let len = bytes.len();
                     self.send(n, conn, link::LOG, Wire::Log { generation, bytes }, len);
                 }
@@ -1376,7 +1390,9 @@ impl Sim {
 /// The kind of a session error, without the ids and numbers it names.
 fn kind(err: &SyncError) -> String {
     let text = err.to_string();
-    let text = text.strip_prefix("peer broke the protocol: ").unwrap_or(&text);
+    let text = text
+        .strip_prefix("peer broke the protocol: ")
+        .unwrap_or(&text);
     let cut = text
         .find(" on entry")
         .or_else(|| text.find(" entry "))
@@ -1395,5 +1411,8 @@ fn kind(err: &SyncError) -> String {
 /// A node's (made-up) address.
 fn addr_of(n: usize) -> SocketAddr {
     let n = n as u32 + 1;
-    SocketAddr::from((Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8), 4433))
+    SocketAddr::from((
+        Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8),
+        4433,
+    ))
 }

@@ -58,7 +58,9 @@ fn cpu() -> Duration {
 }
 
 fn row(name: &str, d: &Delivery, sim: &Sim, wall: Duration) {
-    let honest: Vec<usize> = (0..sim.len()).filter(|&n| sim.role(n).is_honest()).collect();
+    let honest: Vec<usize> = (0..sim.len())
+        .filter(|&n| sim.role(n).is_honest())
+        .collect();
     let degree = honest.iter().map(|&n| sim.degree(n)).sum::<usize>() as f64 / honest.len() as f64;
     println!(
         "| {name} | {} | {} | {} | {} ms | {} ms | {} ms | {:.1} | {:.1} | {:.1} s | {:.1} s |",
@@ -124,7 +126,11 @@ fn live_entries_reach_every_node() {
     row("live log", &d, &sim, wall.elapsed());
     assert_eq!(d.misses, 0, "{d}");
     assert!(d.percentile(99.0) < secs(1.0), "{d}");
-    assert_eq!(head_sets(&sim, |_| true), 1, "every replica has the same heads");
+    assert_eq!(
+        head_sets(&sim, |_| true),
+        1,
+        "every replica has the same heads"
+    );
 }
 
 #[test]
@@ -159,7 +165,10 @@ fn a_partition_heals_to_identical_heads() {
         converged
     );
     assert!(split >= 2, "the halves diverged while cut off");
-    assert!(converged.is_some(), "replicas still differ 3 minutes after healing");
+    assert!(
+        converged.is_some(),
+        "replicas still differ 3 minutes after healing"
+    );
     assert_eq!(d.misses, 0, "{d}");
 }
 
@@ -228,7 +237,10 @@ fn ten_percent_churn_per_minute() {
     );
     assert_eq!(present.misses, 0, "{present}");
     assert!(present.percentile(99.0) < secs(1.0), "{present}");
-    assert!(converged.is_some(), "replicas still differ 2 minutes after the churn");
+    assert!(
+        converged.is_some(),
+        "replicas still differ 2 minutes after the churn"
+    );
     assert_eq!(d.misses, 0, "{d}");
 }
 
@@ -246,10 +258,17 @@ fn a_tenth_byzantine() {
     sim.attack_from(WARM_UP);
     write_burst(&mut sim, 3, secs(10.0), secs(10.0));
     sim.collect_session_stats();
-    let honest_nodes: Vec<usize> = (0..sim.len()).filter(|&n| sim.role(n) == Role::Honest).collect();
+    let honest_nodes: Vec<usize> = (0..sim.len())
+        .filter(|&n| sim.role(n) == Role::Honest)
+        .collect();
     let accepted: usize = honest_nodes
         .iter()
-        .map(|&n| sim.forged().iter().filter(|id| sim.log(n).contains(id)).count())
+        .map(|&n| {
+            sim.forged()
+                .iter()
+                .filter(|id| sim.log(n).contains(id))
+                .count()
+        })
         .sum();
     let d = sim.delivery(honest(&sim));
     row("10% Byzantine", &d, &sim, wall.elapsed());

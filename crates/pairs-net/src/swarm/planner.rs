@@ -831,7 +831,11 @@ mod tests {
         assert_eq!(p.connected(1, dialed, true, t0), None);
         assert_eq!(p.next_dial_at(), None);
         p.closed(1, &dialed, None, t0);
-        assert_eq!(p.next_dial_at(), Some(t0), "room again: the waiting peer is due");
+        assert_eq!(
+            p.next_dial_at(),
+            Some(t0),
+            "room again: the waiting peer is due"
+        );
     }
 
     #[test]
