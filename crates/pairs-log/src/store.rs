@@ -424,6 +424,19 @@ impl Log {
         Ok(out)
     }
 
+    /// `bytes` as the owner's or an admitted writer's key, which this store checked when it stored
+    /// the entry naming it; `None` for anyone else (whose key the caller must check itself).
+    pub fn known_author(&self, bytes: &[u8; 32]) -> Option<NodeId> {
+        if bytes == self.id().as_bytes() {
+            return Some(self.id());
+        }
+        let candidate = NodeId::from_verified_bytes(*bytes);
+        self.state()
+            .writers
+            .contains_key(&candidate)
+            .then_some(candidate)
+    }
+
     /// Current writers besides the owner, and whether each has been removed.
     pub fn writers(&self) -> Vec<(NodeId, bool)> {
         let state = self.state();
@@ -475,8 +488,9 @@ impl Log {
         self.append_batch_at(key, payloads, now_millis())
     }
 
-    /// [`Log::append_batch`] with the author's clock given (milliseconds since the Unix epoch):
-    /// for importing history written earlier. The timestamp is informational; no rule checks it.
+    /// [`Log::append_batch`] with the entries' timestamp (milliseconds since the Unix epoch) given
+    /// rather than read from the clock: history imported from earlier, or a simulation in virtual
+    /// time that makes the same entries each run. The timestamp is informational; no rule checks it.
     pub fn append_batch_at(
         &self,
         key: &SecretKey,

@@ -81,8 +81,10 @@ pub struct WireEntry {
 /// Entries in a compact form.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireBatch {
-    /// Authors of the batch's entries.
-    pub authors: Vec<NodeId>,
+    /// Authors of the batch's entries, as received: checked to be public keys by
+    /// [`WireBatch::decode`]. (Encoded exactly as `NodeId`s are; kept as bytes so that a receiver
+    /// skips the curve-point check for authors it knows, which dominated decoding a live entry.)
+    pub authors: Vec<[u8; 32]>,
     /// The entries, parents before children.
     pub entries: Vec<WireEntry>,
 }
@@ -95,10 +97,14 @@ impl WireBatch {
         let mut last_timestamp = 0u64;
         for (i, entry) in entries.iter().enumerate() {
             let body = entry.body();
-            let author = match batch.authors.iter().position(|a| *a == body.author) {
+            let author = match batch
+                .authors
+                .iter()
+                .position(|a| a == body.author.as_bytes())
+            {
                 Some(a) => a,
                 None => {
-                    batch.authors.push(body.author);
+                    batch.authors.push(*body.author.as_bytes());
                     batch.authors.len() - 1
                 }
             } as u32;
@@ -125,11 +131,28 @@ impl WireBatch {
         batch
     }
 
-    /// Rebuilds the entries for log `log`, computing their ids. Fails on references out of range.
+    /// Rebuilds the entries for log `log`, computing their ids. Fails on references out of range
+    /// and on an author that is not a valid public key.
     pub fn decode(self, log: LogId) -> Result<Vec<Entry>, &'static str> {
+        self.decode_known(log, |_| None)
+    }
+
+    /// [`WireBatch::decode`], taking from `known` the authors the caller has checked already
+    /// (the log's writers); any other author is checked here.
+    pub fn decode_known(
+        self,
+        log: LogId,
+        known: impl Fn(&[u8; 32]) -> Option<NodeId>,
+    ) -> Result<Vec<Entry>, &'static str> {
         if self.entries.len() > MAX_BATCH {
             return Err("batch too large");
         }
+        let authors = self
+            .authors
+            .iter()
+            .map(|bytes| known(bytes).map_or_else(|| NodeId::from_bytes(bytes), Ok))
+            .collect::<Result<Vec<NodeId>, _>>()
+            .map_err(|_| "author is not a public key")?;
         let mut out: Vec<Entry> = Vec::with_capacity(self.entries.len());
         let mut last_timestamp = 0u64;
         for (i, wire) in self.entries.into_iter().enumerate() {
@@ -142,8 +165,7 @@ impl WireBatch {
             {
                 return Err("payload over the 64 KiB limit");
             }
-            let author = *self
-                .authors
+            let author = *authors
                 .get(wire.author as usize)
                 .ok_or("author index out of range")?;
             let mut parents = Vec::with_capacity(wire.parents.len());
@@ -316,9 +338,44 @@ mod tests {
         let log = SecretKey::generate().node_id();
         assert_eq!(batch.clone().decode(log), Err("author index out of range"));
         let mut batch = batch;
-        batch.authors.push(log);
+        batch.authors.push(*log.as_bytes());
         batch.entries[0].parents.push(ParentRef::Back(1));
         assert_eq!(batch.decode(log), Err("parent reference out of range"));
+    }
+
+    #[test]
+    fn an_author_is_checked_unless_the_receiver_knows_it() {
+        let log = SecretKey::generate().node_id();
+        // Bytes that are not a point on the curve.
+        let bad = (0..=255u8)
+            .map(|i| {
+                let mut bytes = [0u8; 32];
+                bytes[0] = i;
+                bytes
+            })
+            .find(|b| NodeId::from_bytes(b).is_err())
+            .expect("some y has no x");
+        let batch = |author: [u8; 32]| WireBatch {
+            authors: vec![author],
+            entries: vec![WireEntry {
+                author: 0,
+                seq: 0,
+                clock: 0,
+                parents: vec![],
+                timestamp_delta: 0,
+                payload: Payload::Data(vec![]),
+                signature: None,
+            }],
+        };
+        assert_eq!(batch(bad).decode(log), Err("author is not a public key"));
+        // What the receiver knows is taken as it is; anything else is checked.
+        let known = |b: &[u8; 32]| (b == log.as_bytes()).then_some(log);
+        let entries = batch(*log.as_bytes()).decode_known(log, known).unwrap();
+        assert_eq!(entries[0].body().author, log);
+        assert_eq!(
+            batch(bad).decode_known(log, known),
+            Err("author is not a public key")
+        );
     }
 
     #[test]

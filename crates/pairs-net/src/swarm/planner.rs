@@ -27,8 +27,14 @@ pub type ConnId = u64;
 /// Tuning of the planner.
 #[derive(Debug, Clone)]
 pub struct PlannerConfig {
-    /// Most connections (established plus dialing).
+    /// Most connections (established plus dialing) this node dials up to.
     pub max_connections: usize,
+    /// Connections a peer dials to us that are accepted beyond `max_connections`. Without room
+    /// above the cap, a swarm whose members have all reached it refuses every newcomer (each of
+    /// its dials is answered "too many connections"), so a node that joins or comes back stays
+    /// alone. A node over the cap dials nobody; the room a newcomer takes is given back when some
+    /// peer leaves.
+    pub incoming_headroom: usize,
     /// How long the larger node id waits before dialing a peer it just found.
     pub defer: Duration,
     /// First retry delay; doubles per failure.
@@ -45,6 +51,7 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         Self {
             max_connections: 64,
+            incoming_headroom: 16,
             // Far above a LAN handshake (the smaller id's dial lands first), far below a human wait.
             defer: Duration::from_millis(100),
             backoff_min: Duration::from_millis(500),
@@ -143,6 +150,11 @@ pub struct Planner {
     own: HashSet<SocketAddr>,
     topics: usize,
     version: u64,
+    /// Connections held (every peer's together), kept as they change: the cap is checked after
+    /// every event, and counting would walk every peer known.
+    open: usize,
+    /// Dials in flight (peers and addresses without an id).
+    in_flight: usize,
 }
 
 impl Planner {
@@ -156,6 +168,8 @@ impl Planner {
             own: HashSet::new(),
             topics: 0,
             version: 0,
+            open: 0,
+            in_flight: 0,
         }
     }
 
@@ -232,7 +246,7 @@ impl Planner {
     /// A dial of an address without an id reached `node` (the connection itself is reported with
     /// [`Planner::connected`]). The address is now that node's.
     pub fn addr_reached(&mut self, addr: SocketAddr, node: NodeId, now: Instant) {
-        self.unknown.remove(&addr);
+        self.forget_unknown(&addr);
         if node == self.me {
             self.own.insert(addr);
             return;
@@ -243,11 +257,14 @@ impl Planner {
     /// A dial of an address without an id failed; `ours` if it reached this very node.
     pub fn addr_failed(&mut self, addr: SocketAddr, ours: bool, now: Instant) {
         if ours {
-            self.unknown.remove(&addr);
+            self.forget_unknown(&addr);
             self.own.insert(addr);
             return;
         }
         if let Some(entry) = self.unknown.get_mut(&addr) {
+            if entry.dialing {
+                self.in_flight -= 1;
+            }
             entry.dialing = false;
             entry.not_before = now + backoff(&self.config, entry.failures);
             entry.failures = entry.failures.saturating_add(1);
@@ -266,6 +283,9 @@ impl Planner {
     pub fn dial_failed(&mut self, node: &NodeId, now: Instant) {
         let backoff = self.backoff_after_failure(node);
         if let Some(peer) = self.peers.get_mut(node) {
+            if peer.dialing {
+                self.in_flight -= 1;
+            }
             peer.dialing = false;
             peer.not_before = now + backoff;
         }
@@ -283,7 +303,7 @@ impl Planner {
         let dialer = if we_dialed { self.me } else { node };
         let established = self.established();
         let version = self.version;
-        let max = self.config.max_connections;
+        let max = self.config.max_connections + self.config.incoming_headroom;
         let preferred = self.me.min(node);
         let peer = self.peers.entry(node).or_insert_with(|| Peer {
             addrs: Vec::new(),
@@ -293,8 +313,9 @@ impl Planner {
             not_before: now,
             nothing_shared_at: None,
         });
-        if we_dialed {
+        if we_dialed && peer.dialing {
             peer.dialing = false;
+            self.in_flight -= 1;
         }
         let conn = Conn {
             id,
@@ -307,12 +328,14 @@ impl Planner {
                 return Some(Action::Close(id, CloseReason::Busy));
             }
             peer.conns.push(conn);
+            self.open += 1;
             return None;
         };
         // Two connections: keep the one dialed by the smaller id; between two from the same
         // dialer, the newer (the peer redialed because the old one died on its side).
         let keep_new = existing.dialer != preferred || dialer == preferred;
         if keep_new {
+            self.open = self.open + 1 - peer.conns.len();
             peer.conns = vec![conn];
             Some(Action::Close(existing.id, CloseReason::Duplicate))
         } else {
@@ -345,6 +368,7 @@ impl Planner {
             return;
         };
         let conn = peer.conns.remove(pos);
+        self.open -= 1;
         match reason {
             Some(CloseReason::Duplicate) => {}
             Some(CloseReason::NoSharedTopics) => {
@@ -375,19 +399,32 @@ impl Planner {
             .config
             .max_connections
             .saturating_sub(self.established() + self.dialing());
+        if budget == 0 {
+            // At the cap (the usual state in a large swarm): nothing to look through.
+            return Vec::new();
+        }
         let mut dials = Vec::new();
         let mut due: Vec<(&NodeId, &mut Peer)> = self
             .peers
             .iter_mut()
             .filter(|(_, p)| Self::wants_dial(p, self.version) && p.not_before <= now)
             .collect();
-        due.sort_by_key(|(_, p)| p.not_before);
+        // Only the `budget` earliest are dialed: pick them without sorting everyone due (a node in a
+        // large swarm knows hundreds of peers and asks after every event). Ties broken by id, so
+        // that the same inputs always give the same dials (a simulation replays exactly; the map's
+        // order is random).
+        if due.len() > budget {
+            due.select_nth_unstable_by_key(budget, |(node, p)| (p.not_before, **node));
+            due.truncate(budget);
+        }
+        due.sort_unstable_by_key(|(node, p)| (p.not_before, **node));
         for (node, peer) in due {
             if budget == 0 {
                 break;
             }
             budget -= 1;
             peer.dialing = true;
+            self.in_flight += 1;
             dials.push(Action::Dial(NodeAddr::new(*node, peer.addrs.clone())));
         }
         let mut due: Vec<(&SocketAddr, &mut UnknownAddr)> = self
@@ -395,21 +432,25 @@ impl Planner {
             .iter_mut()
             .filter(|(_, u)| !u.dialing && u.not_before <= now)
             .collect();
-        due.sort_by_key(|(_, u)| u.not_before);
+        due.sort_by_key(|(addr, u)| (u.not_before, **addr));
         for (addr, entry) in due {
             if budget == 0 {
                 break;
             }
             budget -= 1;
             entry.dialing = true;
+            self.in_flight += 1;
             dials.push(Action::DialAddr(*addr));
         }
         dials
     }
 
-    /// When [`Planner::poll_dials`] may next have something to do.
+    /// When [`Planner::poll_dials`] may next have something to do. `None` while the cap leaves no
+    /// room for a dial: a connection that closes or a dial that fails makes room, and the driver
+    /// asks again then. (A due peer's time, already past, would otherwise wake the driver at once,
+    /// over and over, while nothing could be dialed.)
     pub fn next_dial_at(&self) -> Option<Instant> {
-        if self.topics == 0 {
+        if self.topics == 0 || self.established() + self.dialing() >= self.config.max_connections {
             return None;
         }
         self.peers
@@ -427,12 +468,26 @@ impl Planner {
 
     /// Established connections.
     pub fn established(&self) -> usize {
-        self.peers.values().map(|p| p.conns.len()).sum()
+        self.open
     }
 
     fn dialing(&self) -> usize {
-        self.peers.values().filter(|p| p.dialing).count()
-            + self.unknown.values().filter(|u| u.dialing).count()
+        self.in_flight
+    }
+
+    fn forget_unknown(&mut self, addr: &SocketAddr) {
+        if self.unknown.remove(addr).is_some_and(|u| u.dialing) {
+            self.in_flight -= 1;
+        }
+    }
+
+    /// The counts kept as they change, counted from scratch.
+    #[cfg(test)]
+    fn recount(&self) -> (usize, usize) {
+        let open = self.peers.values().map(|p| p.conns.len()).sum();
+        let in_flight = self.peers.values().filter(|p| p.dialing).count()
+            + self.unknown.values().filter(|u| u.dialing).count();
+        (open, in_flight)
     }
 
     fn wants_dial(peer: &Peer, version: u64) -> bool {
@@ -641,6 +696,7 @@ mod tests {
         let me = SecretKey::generate().node_id();
         let config = PlannerConfig {
             max_connections: 2,
+            incoming_headroom: 0,
             defer: Duration::ZERO,
             ..PlannerConfig::default()
         };
@@ -662,6 +718,123 @@ mod tests {
         assert_eq!(
             p.connected(99, stranger, false, t0),
             Some(Action::Close(99, CloseReason::Busy))
+        );
+    }
+
+    #[test]
+    fn the_counts_kept_match_the_peers_whatever_happens() {
+        let me = SecretKey::generate().node_id();
+        let config = PlannerConfig {
+            max_connections: 6,
+            ..PlannerConfig::default()
+        };
+        let mut p = Planner::new(me, config);
+        p.topics_changed(1);
+        let nodes: Vec<NodeId> = (0..10).map(|_| SecretKey::generate().node_id()).collect();
+        let addrs: Vec<SocketAddr> = (0..6)
+            .map(|i| SocketAddr::from(([192, 0, 2, 50], 6000 + i)))
+            .collect();
+        let mut now = Instant::now();
+        let mut conns: Vec<(ConnId, NodeId)> = Vec::new();
+        let mut next_conn = 0;
+        // A fixed-seed linear congruential generator: the same sequence every run.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut roll = |n: usize| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) as usize % n
+        };
+        for _ in 0..5000 {
+            let node = nodes[roll(nodes.len())];
+            let at = addrs[roll(addrs.len())];
+            match roll(10) {
+                0 => p.discovered(&addr(node, 1), now),
+                1 => p.discovered_addr(at, now),
+                2 => {
+                    p.poll_dials(now);
+                }
+                3 => {
+                    next_conn += 1;
+                    let close = p.connected(next_conn, node, roll(2) == 0, now);
+                    conns.push((next_conn, node));
+                    if let Some(Action::Close(id, reason)) = close {
+                        let i = conns.iter().position(|c| c.0 == id).expect("known");
+                        let (id, node) = conns.remove(i);
+                        p.closed(id, &node, Some(reason), now);
+                    }
+                }
+                4 => p.dial_failed(&node, now),
+                5 if !conns.is_empty() => {
+                    let (id, node) = conns.remove(roll(conns.len()));
+                    p.closed(id, &node, None, now);
+                }
+                6 => p.addr_reached(at, node, now),
+                7 => p.addr_failed(at, roll(8) == 0, now),
+                8 => p.lost(&node),
+                _ => now += Duration::from_millis(300),
+            }
+            assert_eq!(p.recount(), (p.open, p.in_flight));
+        }
+    }
+
+    #[test]
+    fn a_full_node_still_takes_newcomers_within_the_headroom() {
+        let me = SecretKey::generate().node_id();
+        let config = PlannerConfig {
+            max_connections: 2,
+            incoming_headroom: 1,
+            defer: Duration::ZERO,
+            ..PlannerConfig::default()
+        };
+        let mut p = Planner::new(me, config);
+        p.topics_changed(1);
+        let t0 = Instant::now();
+        let others: Vec<NodeId> = (0..5).map(|_| SecretKey::generate().node_id()).collect();
+        for (i, o) in others[..3].iter().enumerate() {
+            p.discovered(&addr(*o, i as u16), t0);
+        }
+        for (i, d) in p.poll_dials(t0).iter().enumerate() {
+            let Action::Dial(a) = d else { panic!() };
+            assert_eq!(p.connected(i as ConnId, a.node_id, true, t0), None);
+        }
+        // At the cap: a newcomer dialing us gets in, one more does not, and we dial nobody.
+        assert_eq!(p.connected(10, others[3], false, t0), None);
+        assert_eq!(
+            p.connected(11, others[4], false, t0),
+            Some(Action::Close(11, CloseReason::Busy))
+        );
+        assert!(p.poll_dials(t0 + Duration::from_secs(60)).is_empty());
+        assert_eq!(p.next_dial_at(), None);
+    }
+
+    #[test]
+    fn a_full_planner_has_no_dial_time_until_room_is_made() {
+        let me = SecretKey::generate().node_id();
+        let config = PlannerConfig {
+            max_connections: 1,
+            defer: Duration::ZERO,
+            ..PlannerConfig::default()
+        };
+        let mut p = Planner::new(me, config);
+        p.topics_changed(1);
+        let t0 = Instant::now();
+        let (a, b) = two_ids();
+        p.discovered(&addr(a, 1), t0);
+        p.discovered(&addr(b, 2), t0);
+        let dials = p.poll_dials(t0);
+        assert_eq!(dials.len(), 1);
+        let Action::Dial(dialed) = &dials[0] else {
+            panic!("{dials:?}")
+        };
+        let dialed = dialed.node_id;
+        // The other peer is due, but the cap is reached: no wake-up (it would come at once, forever).
+        assert_eq!(p.next_dial_at(), None);
+        assert_eq!(p.connected(1, dialed, true, t0), None);
+        assert_eq!(p.next_dial_at(), None);
+        p.closed(1, &dialed, None, t0);
+        assert_eq!(
+            p.next_dial_at(),
+            Some(t0),
+            "room again: the waiting peer is due"
         );
     }
 
