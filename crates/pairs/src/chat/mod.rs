@@ -85,13 +85,7 @@ impl RoomBook {
 
     /// Reads the book (empty when there is none yet).
     pub fn load(data_dir: &Path) -> Result<RoomBook> {
-        let path = Self::path(data_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is damaged: move it away", path.display())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(RoomBook::default()),
-            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
-        }
+        read_json(&Self::path(data_dir))
     }
 
     /// Writes the book.
@@ -176,13 +170,7 @@ impl Identity {
 
     /// Reads this device's identity (a default one when none was set).
     pub fn load(data_dir: &Path) -> Result<Identity> {
-        let path = Self::path(data_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} is damaged: move it away", path.display())),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Identity::default()),
-            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
-        }
+        read_json(&Self::path(data_dir))
     }
 
     /// Writes it.
@@ -233,6 +221,16 @@ impl LinkTicket {
             link: DeviceLink::sign(person, &device),
             name,
         }
+    }
+}
+
+/// Reads a JSON file (the default when there is none yet).
+fn read_json<T: Default + serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is damaged: move it away", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
     }
 }
 

@@ -137,6 +137,11 @@ impl ChatNode {
         ids.into_iter().next().context("the node appended nothing")
     }
 
+    /// Adds a file to the node's blobs, shared, for a post.
+    pub(crate) async fn attach(&mut self, path: &Path) -> Result<Attachment> {
+        attach(&mut self.commands, path).await
+    }
+
     /// Peers replicating the room now.
     pub(crate) async fn peers(&mut self, log: LogId) -> Result<Vec<NodeId>> {
         Ok(self.commands.info(log).await?.peers)
@@ -652,19 +657,7 @@ async fn post(
     let (name, entry) = find(&home, room)?;
     let mut client = super::control(data_dir).await?;
     let attachment = match file {
-        Some(path) => {
-            let added = client
-                .blob_add(&[path.to_path_buf()], false, true, true)
-                .await?;
-            Some(Attachment {
-                ticket: added.ticket,
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                size: added.size,
-            })
-        }
+        Some(path) => Some(attach(&mut client, path).await?),
         None => None,
     };
     let op = ChatOp::Post {
@@ -693,6 +686,21 @@ async fn post(
         );
     }
     Ok(())
+}
+
+/// Adds a file to the node's blobs, shared, and describes it for a post.
+pub(crate) async fn attach(client: &mut Client, path: &Path) -> Result<Attachment> {
+    let added = client
+        .blob_add(&[path.to_path_buf()], false, true, true)
+        .await?;
+    Ok(Attachment {
+        ticket: added.ticket,
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size: added.size,
+    })
 }
 
 fn set_name(data_dir: Option<&Path>, name: String) -> Result<()> {

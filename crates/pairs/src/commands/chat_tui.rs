@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use pairs::base::NodeId;
-use pairs::chat::{Attachment, BookEntry, ChatOp, Line, Position, Room, RoomBook};
+use pairs::chat::{BookEntry, ChatOp, Line, Position, Room, RoomBook};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize as _};
@@ -270,26 +270,12 @@ impl App {
                 self.status = format!("shown as '{rest}'");
                 return Ok(());
             }
-            "file" => {
-                let path = std::path::PathBuf::from(rest);
-                let home = node.home().to_path_buf();
-                let mut client = pairs::control::Client::connect_or_embed(&home).await?;
-                let added = client
-                    .blob_add(std::slice::from_ref(&path), false, true, true)
-                    .await?;
-                ChatOp::Post {
-                    text: String::new(),
-                    reply_to: None,
-                    attachment: Some(Attachment {
-                        ticket: added.ticket,
-                        name: path
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default(),
-                        size: added.size,
-                    }),
-                }
-            }
+            "file" => ChatOp::Post {
+                text: String::new(),
+                reply_to: None,
+                // Through this chat's own connection: with no running node, this process is it.
+                attachment: Some(node.attach(Path::new(rest)).await?),
+            },
             "quit" => {
                 self.quit = true;
                 return Ok(());

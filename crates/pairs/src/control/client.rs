@@ -9,7 +9,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::UnixStream;
 
 use super::{
-    LogInfo, MAX_RESPONSE, NodeStatus, Request, Response, SOCKET_FILE, read_frame, write_frame,
+    FrameError, LogInfo, MAX_RESPONSE, NodeStatus, Request, Response, SOCKET_FILE, read_frame,
+    write_frame,
 };
 use crate::node::Node;
 
@@ -31,6 +32,9 @@ impl std::fmt::Debug for Client {
             .finish()
     }
 }
+
+/// What a command says when the node hangs up on it.
+const CLOSED: &str = "the node closed the control connection (it stopped, or refused this user)";
 
 impl Client {
     /// Connects to the node running on `data_dir`; `None` when no node serves it.
@@ -84,9 +88,7 @@ impl Client {
 
     /// Sends a request without waiting for its answer.
     pub async fn send(&mut self, request: &Request) -> Result<()> {
-        write_frame(&mut self.stream, request)
-            .await
-            .context("the node closed the control connection (it stopped, or refused this user)")
+        write_frame(&mut self.stream, request).await.context(CLOSED)
     }
 
     /// The next response; an error response becomes an error.
@@ -94,8 +96,10 @@ impl Client {
         match read_frame(&mut self.stream, MAX_RESPONSE).await {
             Ok(Some(Response::Error(message))) => Err(anyhow!(message)),
             Ok(Some(response)) => Ok(response),
-            Ok(None) => {
-                bail!("the node closed the control connection (it stopped, or refused this user)")
+            Ok(None) => bail!(CLOSED),
+            // A node that hangs up with our request unread resets the connection: the same story.
+            Err(FrameError::Io(err)) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                bail!(CLOSED)
             }
             Err(err) => Err(anyhow!(err)).context("reading the node's answer"),
         }
