@@ -160,41 +160,47 @@ impl ChatNode {
 
     /// Posts this device's profile in the room if the room shows it otherwise.
     pub(crate) async fn introduce(&mut self, log: LogId, room: &Room) -> Result<()> {
-        let Some(op) = self.profile(log)? else {
+        let writer = self.writer(log)?;
+        let Some((name, link)) = self.profile_for(writer)? else {
             return Ok(());
-        };
-        let writer = pairs::home::writer_key(self.data_dir.as_deref(), &log)?.node_id();
-        let ChatOp::Profile { name, link } = &op else {
-            unreachable!("a profile")
         };
         let person = link.as_ref().map_or(writer, |l| l.person);
         if room.profile_of(&writer) == Some((name.clone(), person)) {
             return Ok(());
         }
-        self.post(log, room, &op).await.map(|_| ())
+        self.post(log, room, &ChatOp::Profile { name, link })
+            .await
+            .map(|_| ())
+    }
+
+    /// Who this node writes to `log` as: the room's key in a room it made, else its own.
+    fn writer(&self, log: LogId) -> Result<NodeId> {
+        Ok(pairs::home::writer_key(self.data_dir.as_deref(), &log)?.node_id())
     }
 
     /// The profile this device shows in `log` (none when no name was ever set).
     fn profile(&self, log: LogId) -> Result<Option<ChatOp>> {
+        Ok(self
+            .profile_for(self.writer(log)?)?
+            .map(|(name, link)| ChatOp::Profile { name, link }))
+    }
+
+    /// The name and device link this device shows when writing as `writer`.
+    fn profile_for(&self, writer: NodeId) -> Result<Option<(String, Option<DeviceLink>)>> {
         let identity = Identity::load(&self.home)?;
         if identity.name.is_empty() && identity.link.is_none() {
             return Ok(None);
         }
-        let node_key = pairs::home::node_key(self.data_dir.as_deref())?;
-        let writer = pairs::home::writer_key(self.data_dir.as_deref(), &log)?.node_id();
-        let link = if writer == node_key.node_id() {
+        let link = if writer == self.me {
             identity.link
         } else if identity.link.is_none() {
             // In a room it made, the node writes with the room's key: the node's key vouches for
             // it, so both show as one person.
-            Some(DeviceLink::sign(&node_key, &writer))
+            Some(DeviceLink::sign(&self.reader, &writer))
         } else {
             None
         };
-        Ok(Some(ChatOp::Profile {
-            name: identity.name,
-            link,
-        }))
+        Ok(Some((identity.name, link)))
     }
 
     /// Stops the node of this run (a running node keeps going).
@@ -478,6 +484,9 @@ async fn new(
     private: bool,
     json: bool,
 ) -> Result<()> {
+    if title.trim().is_empty() {
+        bail!("a room needs a title: pairs chat new \"lan party\"");
+    }
     let title_op = ChatOp::Title {
         title: title.to_owned(),
     };
